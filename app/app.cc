@@ -1,0 +1,126 @@
+#include <signal.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "app/app_impl.h"
+
+namespace parley::app {
+
+App::Impl::Impl(AppConfig c, core::Logger& l)
+    : config(std::move(c)),
+      log(l),
+      pool(config.workers, metrics),
+      registry(config.sessions, pool, log, metrics),
+      static_files(config.web_root) {
+  registry.SetEmitter([this](const std::vector<uint64_t>& conns, const Json::Value& event,
+                             bool droppable) {
+    if (!server) return;
+    const std::string text = core::ToJson(event);
+    for (const auto id : conns) server->Send(id, signaling::OutMessage{false, text, droppable});
+  });
+  registry.SetEndedCallback([this](Session& s, const std::vector<uint64_t>& conns) {
+    if (!server) return;
+    Json::Value ended(Json::objectValue);
+    ended["type"] = "session_ended";
+    ended["session_id"] = s.id();
+    ended["reason"] = s.ToJson()["end_reason"];
+    ended["t"] = Json::Int64(s.NowMs());
+    for (const auto id : conns) {
+      server->SendJson(id, ended);
+      server->Close(id, signaling::kCloseNormal, "session ended");
+    }
+  });
+}
+
+App::App(AppConfig config, core::Logger& log)
+    : impl_(std::make_unique<Impl>(std::move(config), log)) {}
+
+App::~App() { Shutdown(); }
+
+core::Metrics& App::metrics() { return impl_->metrics; }
+SessionRegistry& App::sessions() { return impl_->registry; }
+int App::port() const { return impl_->server ? impl_->server->port() : 0; }
+
+bool App::Start() {
+  Impl& s = *impl_;
+  std::string error;
+  s.personas = personas::Catalog::Load(s.config.personas_dir, &error);
+  if (!s.personas) {
+    s.log.Error("cannot load personas", {{"error", error}});
+    return false;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(s.config.data_dir, ec);
+  if (ec) {
+    s.log.Error("cannot create the data directory",
+                {{"data_dir", s.config.data_dir}, {"error", ec.message()}});
+    return false;
+  }
+  if (s.config.auth.jwt_secret_key.empty()) {
+    s.log.Warn(
+        "DEVELOPMENT MODE: JWT_SECRET_KEY is not set, so authentication is OFF and every "
+        "request acts as the single local user. Set JWT_SECRET_KEY before exposing this server.",
+        {{"dev_user_id", s.config.auth.dev_user_id}});
+  }
+  s.server = std::make_unique<signaling::Server>(s.config.server, s.config.auth, s, s.pool,
+                                                 s.log, s.metrics);
+  if (!s.server->Start()) return false;
+  const std::string host =
+      s.config.server.bind_address == "0.0.0.0" ? "localhost" : s.config.server.bind_address;
+  const std::string url = "http://" + host + ":" + std::to_string(s.server->port()) + "/";
+  s.log.Info("parley listening",
+             {{"url", url},
+              {"port", s.server->port()},
+              {"personas", static_cast<Json::UInt>(s.personas->all().size())},
+              {"auth", s.config.auth.jwt_secret_key.empty() ? "development" : "jwt"}});
+  return true;
+}
+
+void App::Shutdown() {
+  Impl& s = *impl_;
+  if (s.shut_down.exchange(true)) return;
+  if (!s.server) {
+    s.pool.Shutdown();
+    return;
+  }
+  const auto begin = std::chrono::steady_clock::now();
+  s.log.Info("shutting down: refusing new requests, ending live sessions");
+  s.server->BeginDrain();
+  const size_t ended = s.registry.EndAll("shutdown");
+  const auto elapsed = std::chrono::steady_clock::now() - begin;
+  const auto budget = std::chrono::seconds(s.config.shutdown_timeout_s);
+  const auto left = budget > elapsed ? std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           budget - elapsed)
+                                     : std::chrono::milliseconds(0);
+  s.server->CloseAll(signaling::kCloseGoingAway, "server shutting down",
+                     std::min(left, std::chrono::milliseconds(2000)));
+  s.server->Stop();
+  s.pool.Shutdown();
+  s.log.Info("shutdown complete", {{"sessions_ended", static_cast<Json::UInt64>(ended)}});
+}
+
+int RunMain(int argc, const char* const* argv) {
+  auto parsed = ParseCommandLine(argc, argv, std::cout, std::cerr);
+  if (const int* code = std::get_if<int>(&parsed)) return *code;
+  AppConfig config = std::get<AppConfig>(std::move(parsed));
+
+  // Block the stop signals in every thread (threads inherit the mask) and take them here.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  core::Logger log(*core::ParseLogLevel(config.log_level));
+  App app(std::move(config), log);
+  if (!app.Start()) return 1;
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  log.Info("stop signal received", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  app.Shutdown();
+  return 0;
+}
+
+}  // namespace parley::app

@@ -1,0 +1,74 @@
+// The Parley application: wires signaling (HTTP + WebSocket), sessions and personas together.
+//
+//   parley::core::Logger log;
+//   auto config = parley::app::ParseCommandLine(argc, argv, std::cout, std::cerr);
+//   parley::app::App app(std::get<parley::app::AppConfig>(config), log);
+//   if (!app.Start()) return 1;     // binds the port, prints the URL
+//   ... wait for SIGTERM ...
+//   app.Shutdown();                 // ends live sessions (end hooks run), closes sockets
+//
+// Start() and Shutdown() are called from one controlling thread; everything else inside runs
+// on the server's service thread, the worker pool and the session expiry thread.
+#pragma once
+
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "app/session.h"
+#include "core/core.h"
+#include "signaling/signaling.h"
+
+namespace parley::app {
+
+struct AppConfig {
+  signaling::ServerConfig server;
+  signaling::AuthConfig auth;
+  core::WorkerPoolConfig workers;
+  SessionConfig sessions;
+  std::string log_level = "info";
+  std::string data_dir = "./data";
+  std::string web_root;      // default: the checkout's web/
+  std::string personas_dir;  // default: the checkout's personas/
+  std::string mongodb_uri;   // empty: the embedded store under data_dir
+  std::string database_name = "parley";
+  int shutdown_timeout_s = 20;
+
+  // Every problem found, each a full sentence naming the option; empty when valid.
+  std::vector<std::string> Validate() const;
+};
+
+// Parses flags, falling back to environment variables (PORT, MONGODB_URI, ...), then
+// validates. Returns the config, or the exit code when the program should stop now:
+// 0 after --help/--version, 2 on a bad value (message written to `err`).
+std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
+                                              std::ostream& out, std::ostream& err);
+
+class App {
+ public:
+  App(AppConfig config, core::Logger& log);
+  ~App();
+  App(const App&) = delete;
+  App& operator=(const App&) = delete;
+
+  // Loads personas, prepares the data directory, binds the port. False (logged) on failure.
+  bool Start();
+  int port() const;
+  // Graceful stop, bounded by shutdown_timeout_s: refuse new work, end live sessions so their
+  // end hooks run, close WebSockets with 1001, stop threads. Idempotent.
+  void Shutdown();
+
+  core::Metrics& metrics();
+  SessionRegistry& sessions();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// main(): parse, start, wait for SIGTERM/SIGINT, shut down. Returns the process exit code.
+int RunMain(int argc, const char* const* argv);
+
+}  // namespace parley::app

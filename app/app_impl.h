@@ -1,0 +1,73 @@
+// Internal to app/: the application object shared by app.cc (lifecycle), api.cc (HTTP routes)
+// and live.cc (WebSocket protocol).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "app/app.h"
+#include "personas/personas.h"
+
+namespace parley::app {
+
+inline constexpr int kProtocolVersion = 1;
+// A text message on /ws/landmarks up to this size is checked for a control "type"; larger
+// ones are always landmark frames (docs/protocol.md).
+inline constexpr size_t kMaxControlMessageBytes = 4096;
+
+struct App::Impl final : signaling::Handler {
+  Impl(AppConfig c, core::Logger& l);
+
+  // signaling::Handler
+  signaling::HttpResponse HandleHttp(const signaling::HttpRequest& request) override;
+  signaling::UpgradeDecision OnUpgrade(const signaling::UpgradeRequest& request) override;
+  void OnOpen(signaling::ConnectionId id, const signaling::UpgradeRequest& request,
+              const std::string& tag) override;
+  void OnMessage(signaling::ConnectionId id, bool binary, std::string_view data) override;
+  void OnClosed(signaling::ConnectionId id, uint16_t close_code) override;
+
+  // api.cc
+  signaling::HttpResponse Route(const signaling::HttpRequest& req);
+  signaling::HttpResponse Health();
+  signaling::HttpResponse CreateSession(const signaling::HttpRequest& req);
+  signaling::HttpResponse ListSessions(const signaling::HttpRequest& req);
+  // The caller's session, or nullptr (also for another user's session: no existence leak).
+  std::shared_ptr<Session> OwnSession(const signaling::HttpRequest& req, const std::string& id);
+
+  // live.cc
+  enum class Endpoint { kPractice, kLandmarks };
+  struct LiveConn {
+    Endpoint endpoint = Endpoint::kPractice;
+    std::shared_ptr<Session> session;
+    int protocol = kProtocolVersion;
+    struct Throttle {
+      std::chrono::steady_clock::time_point last{};
+      int suppressed = 0;
+    };
+    std::unordered_map<std::string, Throttle> error_throttle;
+  };
+  void OnControl(signaling::ConnectionId id, LiveConn& conn, const Json::Value& msg);
+  void OnBinary(signaling::ConnectionId id, LiveConn& conn, std::string_view data);
+  void OnLandmarkText(signaling::ConnectionId id, LiveConn& conn, std::string_view text);
+  void SendError(signaling::ConnectionId id, LiveConn& conn, const std::string& code,
+                 const std::string& message);
+
+  AppConfig config;
+  core::Logger& log;
+  core::Metrics metrics;
+  core::WorkerPool pool;
+  std::optional<personas::Catalog> personas;
+  SessionRegistry registry;
+  signaling::StaticFiles static_files;
+  std::unique_ptr<signaling::Server> server;
+  const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  std::atomic<bool> shut_down{false};
+
+  // Service-thread only.
+  std::unordered_map<signaling::ConnectionId, LiveConn> live;
+};
+
+}  // namespace parley::app

@@ -1,0 +1,174 @@
+// Parley core: structured logging, Prometheus metrics and the bounded worker pool that every
+// module shares. Nothing here is global: main() creates one Logger, one Metrics and one
+// WorkerPool and hands references to the modules that need them.
+//
+// Thread safety: every class in this header may be used from any thread.
+#pragma once
+
+#include <json/value.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace parley::core {
+
+// ---------------------------------------------------------------------------------------------
+// Logging: one JSON object per line on a stream (stderr by default).
+// {"ts":"2026-11-22T03:53:59.123Z","level":"info","msg":"...","session_id":"...",...}
+
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+
+// Parses "debug" | "info" | "warn" | "error"; nullopt for anything else.
+std::optional<LogLevel> ParseLogLevel(std::string_view name);
+std::string_view LogLevelName(LogLevel level);
+
+using LogFields = std::initializer_list<std::pair<std::string_view, Json::Value>>;
+
+class Logger {
+ public:
+  // `sink` receives whole lines (newline included); the default writes to stderr.
+  explicit Logger(LogLevel level = LogLevel::kInfo,
+                  std::function<void(std::string_view line)> sink = nullptr);
+
+  bool Enabled(LogLevel level) const { return level >= level_; }
+  void Log(LogLevel level, std::string_view msg, LogFields fields = {});
+  void Debug(std::string_view msg, LogFields fields = {}) { Log(LogLevel::kDebug, msg, fields); }
+  void Info(std::string_view msg, LogFields fields = {}) { Log(LogLevel::kInfo, msg, fields); }
+  void Warn(std::string_view msg, LogFields fields = {}) { Log(LogLevel::kWarn, msg, fields); }
+  void Error(std::string_view msg, LogFields fields = {}) { Log(LogLevel::kError, msg, fields); }
+
+ private:
+  LogLevel level_;
+  std::function<void(std::string_view)> sink_;
+  std::mutex mu_;  // keeps lines whole when several threads log at once
+};
+
+// ---------------------------------------------------------------------------------------------
+// Metrics: counters and gauges with labels, rendered in the Prometheus text format (0.0.4).
+// Hand-written because Debian 12 packages no Prometheus client for C++; it is small.
+
+using Labels = std::vector<std::pair<std::string, std::string>>;
+
+// A monotonically increasing value. References returned by Metrics stay valid for the
+// Metrics' lifetime, so hot paths look a counter up once and then only Add().
+class Counter {
+ public:
+  void Add(double v = 1.0) {
+    double cur = value_.load(std::memory_order_relaxed);
+    while (!value_.compare_exchange_weak(cur, cur + v, std::memory_order_relaxed)) {
+    }
+  }
+  double Value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<double> value_{0.0};
+};
+
+class Gauge {
+ public:
+  void Set(double v) { value_.store(v, std::memory_order_relaxed); }
+  void Add(double v) {
+    double cur = value_.load(std::memory_order_relaxed);
+    while (!value_.compare_exchange_weak(cur, cur + v, std::memory_order_relaxed)) {
+    }
+  }
+  double Value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<double> value_{0.0};
+};
+
+class Metrics {
+ public:
+  Counter& GetCounter(const std::string& name, const std::string& help, const Labels& labels = {});
+  Gauge& GetGauge(const std::string& name, const std::string& help, const Labels& labels = {});
+  // A gauge read at scrape time, e.g. the number of sessions in a state.
+  void AddGaugeCallback(const std::string& name, const std::string& help, const Labels& labels,
+                        std::function<double()> read);
+
+  // Value of a counter or gauge series, or nullopt when it was never created (tests, /health).
+  std::optional<double> Read(const std::string& name, const Labels& labels = {}) const;
+
+  std::string RenderPrometheus() const;
+
+ private:
+  enum class Kind { kCounter, kGauge };
+  struct Series {
+    std::unique_ptr<Counter> counter;
+    std::unique_ptr<Gauge> gauge;
+    std::function<double()> read;
+  };
+  struct Family {
+    Kind kind;
+    std::string help;
+    std::map<std::string, Series> series;  // keyed by rendered label set
+  };
+  Family& FamilyFor(const std::string& name, const std::string& help, Kind kind);
+
+  mutable std::mutex mu_;
+  std::map<std::string, Family> families_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// A fixed set of threads draining a bounded FIFO. Used for anything that may block (store
+// I/O, ASR, TTS, LLM calls, file reads) so that the WebSocket service thread never does.
+
+struct WorkerPoolConfig {
+  int threads = 4;
+  size_t queue_capacity = 4096;
+  // Empty when valid; otherwise says what is wrong.
+  std::string Validate() const;
+};
+
+class WorkerPool {
+ public:
+  WorkerPool(const WorkerPoolConfig& config, Metrics& metrics);
+  ~WorkerPool();  // Shutdown()
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  // Queues `task`; false when the queue is full or the pool is shutting down (counted).
+  bool TrySubmit(std::function<void()> task);
+  // Runs everything already queued, then joins the threads. Idempotent.
+  void Shutdown();
+  size_t QueueDepth() const;
+
+ private:
+  void Run();
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  size_t capacity_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+  Counter& rejected_;
+  Counter& executed_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers shared by modules.
+
+// UTC wall time as RFC 3339 with milliseconds: "2026-11-22T03:53:59.123Z".
+std::string FormatUtc(std::chrono::system_clock::time_point t);
+// Milliseconds since the Unix epoch.
+int64_t UnixMillis(std::chrono::system_clock::time_point t);
+// Compact single-line JSON.
+std::string ToJson(const Json::Value& v);
+// Parses JSON text; nullopt with `error` filled on failure (never throws).
+std::optional<Json::Value> ParseJson(std::string_view text, std::string* error = nullptr);
+
+}  // namespace parley::core

@@ -1,0 +1,112 @@
+#include <json/reader.h>
+#include <json/writer.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+
+#include "core/core.h"
+
+namespace parley::core {
+
+std::optional<LogLevel> ParseLogLevel(std::string_view name) {
+  if (name == "debug") return LogLevel::kDebug;
+  if (name == "info") return LogLevel::kInfo;
+  if (name == "warn" || name == "warning") return LogLevel::kWarn;
+  if (name == "error") return LogLevel::kError;
+  return std::nullopt;
+}
+
+std::string_view LogLevelName(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
+  }
+  return "info";
+}
+
+std::string FormatUtc(std::chrono::system_clock::time_point t) {
+  using namespace std::chrono;
+  const auto ms = duration_cast<milliseconds>(t.time_since_epoch()).count();
+  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[40];
+  const size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms % 1000));
+  return buf;
+}
+
+int64_t UnixMillis(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+std::string ToJson(const Json::Value& v) {
+  Json::StreamWriterBuilder builder;
+  builder["indentation"] = "";
+  builder["emitUTF8"] = true;
+  return Json::writeString(builder, v);
+}
+
+std::optional<Json::Value> ParseJson(std::string_view text, std::string* error) {
+  Json::CharReaderBuilder builder;
+  builder["collectComments"] = false;
+  builder["rejectDupKeys"] = true;
+  builder["stackLimit"] = 64;  // bounds recursion on hostile input
+  builder["failIfExtra"] = true;
+  builder["allowSpecialFloats"] = false;
+  const std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
+  Json::Value root;
+  std::string errs;
+  if (!reader->parse(text.data(), text.data() + text.size(), &root, &errs)) {
+    if (error != nullptr) {
+      // jsoncpp prefixes "* Line 1, Column 2\n  "; keep it on one line.
+      for (char& c : errs) {
+        if (c == '\n') c = ' ';
+      }
+      while (!errs.empty() && errs.back() == ' ') errs.pop_back();
+      *error = errs;
+    }
+    return std::nullopt;
+  }
+  return root;
+}
+
+Logger::Logger(LogLevel level, std::function<void(std::string_view)> sink)
+    : level_(level), sink_(std::move(sink)) {
+  if (!sink_) {
+    sink_ = [](std::string_view line) {
+      // One write(2) per line so lines from several processes sharing stderr stay whole.
+      const char* p = line.data();
+      size_t left = line.size();
+      while (left > 0) {
+        const ssize_t n = ::write(STDERR_FILENO, p, left);
+        if (n <= 0) return;
+        p += n;
+        left -= static_cast<size_t>(n);
+      }
+    };
+  }
+}
+
+void Logger::Log(LogLevel level, std::string_view msg, LogFields fields) {
+  if (!Enabled(level)) return;
+  Json::Value line(Json::objectValue);
+  line["ts"] = FormatUtc(std::chrono::system_clock::now());
+  line["level"] = std::string(LogLevelName(level));
+  line["msg"] = std::string(msg);
+  for (const auto& [key, value] : fields) line[std::string(key)] = value;
+  std::string text = ToJson(line);
+  text.push_back('\n');
+  const std::lock_guard lock(mu_);
+  sink_(text);
+}
+
+}  // namespace parley::core

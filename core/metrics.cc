@@ -1,0 +1,139 @@
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "core/core.h"
+
+namespace parley::core {
+namespace {
+
+std::string EscapeLabelValue(const std::string& v) {
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    if (c == '\\' || c == '"') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::string RenderLabels(const Labels& labels) {
+  if (labels.empty()) return {};
+  std::string out = "{";
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    out += labels[i].first + "=\"" + EscapeLabelValue(labels[i].second) + "\"";
+  }
+  out.push_back('}');
+  return out;
+}
+
+std::string FormatValue(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  if (v == std::floor(v) && std::fabs(v) < 1e15) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+    return buf;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+}  // namespace
+
+Metrics::Family& Metrics::FamilyFor(const std::string& name, const std::string& help, Kind kind) {
+  auto [it, inserted] = families_.try_emplace(name);
+  if (inserted) {
+    it->second.kind = kind;
+    it->second.help = help;
+  }
+  return it->second;
+}
+
+Counter& Metrics::GetCounter(const std::string& name, const std::string& help,
+                             const Labels& labels) {
+  const std::lock_guard lock(mu_);
+  Series& s = FamilyFor(name, help, Kind::kCounter).series[RenderLabels(labels)];
+  if (!s.counter) s.counter = std::make_unique<Counter>();
+  return *s.counter;
+}
+
+Gauge& Metrics::GetGauge(const std::string& name, const std::string& help, const Labels& labels) {
+  const std::lock_guard lock(mu_);
+  Series& s = FamilyFor(name, help, Kind::kGauge).series[RenderLabels(labels)];
+  if (!s.gauge) s.gauge = std::make_unique<Gauge>();
+  return *s.gauge;
+}
+
+void Metrics::AddGaugeCallback(const std::string& name, const std::string& help,
+                               const Labels& labels, std::function<double()> read) {
+  const std::lock_guard lock(mu_);
+  FamilyFor(name, help, Kind::kGauge).series[RenderLabels(labels)].read = std::move(read);
+}
+
+std::optional<double> Metrics::Read(const std::string& name, const Labels& labels) const {
+  std::function<double()> read;
+  {
+    const std::lock_guard lock(mu_);
+    const auto fam = families_.find(name);
+    if (fam == families_.end()) return std::nullopt;
+    const auto s = fam->second.series.find(RenderLabels(labels));
+    if (s == fam->second.series.end()) return std::nullopt;
+    if (s->second.counter) return s->second.counter->Value();
+    if (s->second.gauge) return s->second.gauge->Value();
+    read = s->second.read;
+  }
+  if (read) return read();
+  return std::nullopt;
+}
+
+std::string Metrics::RenderPrometheus() const {
+  // Gauge callbacks may take other locks (the session registry's, say); snapshot the series
+  // under mu_ and read them after releasing it so no lock order ties the two together.
+  struct Row {
+    std::string line_prefix;
+    const Counter* counter;
+    const Gauge* gauge;
+    std::function<double()> read;
+  };
+  struct Block {
+    std::string header;
+    std::vector<Row> rows;
+  };
+  std::vector<Block> blocks;
+  {
+    const std::lock_guard lock(mu_);
+    blocks.reserve(families_.size());
+    for (const auto& [name, fam] : families_) {
+      Block b;
+      b.header = "# HELP " + name + ' ' + fam.help + "\n# TYPE " + name + ' ' +
+                 (fam.kind == Kind::kCounter ? "counter" : "gauge") + '\n';
+      for (const auto& [labels, s] : fam.series) {
+        b.rows.push_back({name + labels, s.counter.get(), s.gauge.get(), s.read});
+      }
+      blocks.push_back(std::move(b));
+    }
+  }
+  std::ostringstream out;
+  for (const Block& b : blocks) {
+    out << b.header;
+    for (const Row& r : b.rows) {
+      double v = 0;
+      if (r.counter != nullptr) v = r.counter->Value();
+      if (r.gauge != nullptr) v = r.gauge->Value();
+      if (r.read) v = r.read();
+      out << r.line_prefix << ' ' << FormatValue(v) << '\n';
+    }
+  }
+  return out.str();
+}
+
+}  // namespace parley::core

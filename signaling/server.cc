@@ -1,0 +1,963 @@
+// The libwebsockets server: one protocol callback handling HTTP and WebSocket, following the
+// shape of lws' minimal examples. Every lws call except lws_cancel_service() happens on the
+// service thread; other threads talk to it through the Mailbox.
+#include <libwebsockets.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <variant>
+
+#include "signaling/signaling.h"
+
+namespace parley::signaling {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kHttpChunk = 16 * 1024;
+constexpr int kRateErrorIntervalS = 1;  // at most one rate_limited event per interval
+
+// lws logs through a plain function pointer with no user data; this one keeps no state and
+// writes the same JSON-lines shape as core::Logger so the output stays machine-readable.
+void EmitLwsLog(int level, const char* line) {
+  std::string text(line);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  Json::Value v(Json::objectValue);
+  v["ts"] = core::FormatUtc(std::chrono::system_clock::now());
+  v["level"] = (level & LLL_ERR) ? "error" : "warn";
+  v["msg"] = "libwebsockets";
+  v["detail"] = text;
+  const std::string out = core::ToJson(v) + "\n";
+  [[maybe_unused]] const auto n = ::write(STDERR_FILENO, out.data(), out.size());
+}
+
+std::string HeaderCopy(lws* wsi, lws_token_indexes token) {
+  const int len = lws_hdr_total_length(wsi, token);
+  if (len <= 0) return {};
+  std::string out(static_cast<size_t>(len) + 1, '\0');
+  const int n = lws_hdr_copy(wsi, out.data(), len + 1, token);
+  if (n < 0) return {};
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+std::map<std::string, std::string> QueryArgs(lws* wsi) {
+  std::map<std::string, std::string> out;
+  for (int i = 0; i < 32; ++i) {
+    const int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+    if (len <= 0) break;
+    std::string frag(static_cast<size_t>(len) + 1, '\0');
+    const int n = lws_hdr_copy_fragment(wsi, frag.data(), len + 1, WSI_TOKEN_HTTP_URI_ARGS, i);
+    if (n < 0) break;
+    frag.resize(static_cast<size_t>(n));
+    const size_t eq = frag.find('=');
+    if (eq == std::string::npos) {
+      out.emplace(frag, "");
+    } else {
+      out.emplace(frag.substr(0, eq), frag.substr(eq + 1));
+    }
+  }
+  return out;
+}
+
+std::string PeerIp(lws* wsi) {
+  char buf[64] = {0};
+  lws_get_peer_simple(wsi, buf, sizeof buf);
+  std::string ip(buf);
+  // IPv4-mapped IPv6 addresses count as their IPv4 address for per-IP limits.
+  if (ip.rfind("::ffff:", 0) == 0) ip = ip.substr(7);
+  return ip;
+}
+
+std::string_view MethodName(int m) {
+  switch (m) {
+    case LWSHUMETH_GET:
+      return "GET";
+    case LWSHUMETH_POST:
+      return "POST";
+    case LWSHUMETH_OPTIONS:
+      return "OPTIONS";
+    case LWSHUMETH_PUT:
+      return "PUT";
+    case LWSHUMETH_PATCH:
+      return "PATCH";
+    case LWSHUMETH_DELETE:
+      return "DELETE";
+    case LWSHUMETH_HEAD:
+      return "HEAD";
+    default:
+      return "";
+  }
+}
+
+// "/ws/practice" -> "practice" for metric labels; anything unexpected is "other".
+std::string EndpointLabel(const std::string& path) {
+  if (path == "/ws/practice") return "practice";
+  if (path == "/ws/landmarks") return "landmarks";
+  return "other";
+}
+
+}  // namespace
+
+std::string ServerConfig::Validate() const {
+  if (port < 0 || port > 65535) return "port must be 0..65535";
+  if (bind_address.empty()) return "bind address must not be empty";
+  if (max_message_bytes < 1024 || max_message_bytes > (256u << 20))
+    return "max message size must be 1 KiB..256 MiB";
+  if (max_http_body_bytes < 1024 || max_http_body_bytes > (256u << 20))
+    return "max HTTP body size must be 1 KiB..256 MiB";
+  if (!(max_messages_per_s >= 1 && max_messages_per_s <= 1e6))
+    return "max messages per second must be 1..1000000";
+  if (!(message_burst >= 1 && message_burst <= 1e7)) return "message burst must be 1..10000000";
+  if (idle_timeout_s < 1 || idle_timeout_s > 86400) return "idle timeout must be 1..86400 s";
+  if (ping_interval_s < 1 || ping_interval_s > 3600) return "ping interval must be 1..3600 s";
+  if (pong_timeout_s < 1 || pong_timeout_s > 3600) return "pong timeout must be 1..3600 s";
+  if (max_connections_per_ip < 1) return "max connections per IP must be at least 1";
+  if (max_connections < 1) return "max connections must be at least 1";
+  if (send_queue_max_bytes < 64 * 1024) return "send queue limit must be at least 64 KiB";
+  for (const auto& o : allowed_origins) {
+    if (o != "*" && o.rfind("http://", 0) != 0 && o.rfind("https://", 0) != 0)
+      return "allowed origin '" + o + "' must be \"*\" or start with http:// or https://";
+  }
+  return {};
+}
+
+HttpResponse HttpResponse::Json(int status, const Json::Value& body) {
+  HttpResponse r;
+  r.status = status;
+  r.content_type = "application/json";
+  r.body = core::ToJson(body);
+  return r;
+}
+
+HttpResponse HttpResponse::Error(int status, std::string_view code, std::string_view message) {
+  Json::Value err(Json::objectValue);
+  err["error"]["code"] = std::string(code);
+  err["error"]["message"] = std::string(message);
+  HttpResponse r = Json(status, err);
+  r.headers.emplace_back("x-parley-error", std::string(code));
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mailbox: the only state other threads touch. Tasks on the worker pool hold a shared_ptr to
+// it, so a response finishing after the server stopped is dropped instead of touching a
+// destroyed lws context.
+
+struct SendCmd {
+  ConnectionId id;
+  OutMessage message;
+};
+struct CloseCmd {
+  ConnectionId id;
+  uint16_t code;
+  std::string reason;
+};
+struct HttpDoneCmd {
+  ConnectionId id;
+  uint64_t seq;
+  HttpResponse response;
+};
+struct CloseAllCmd {
+  uint16_t code;
+  std::string reason;
+};
+using Command = std::variant<SendCmd, CloseCmd, HttpDoneCmd, CloseAllCmd>;
+
+class Mailbox {
+ public:
+  void Post(Command c) {
+    const std::lock_guard lock(mu_);
+    if (context_ == nullptr) return;  // server stopped: nobody to deliver to
+    const bool wake = commands_.empty();
+    commands_.push_back(std::move(c));
+    if (wake) lws_cancel_service(context_);
+  }
+  std::vector<Command> Take() {
+    const std::lock_guard lock(mu_);
+    std::vector<Command> out;
+    out.swap(commands_);
+    return out;
+  }
+  void Attach(lws_context* ctx) {
+    const std::lock_guard lock(mu_);
+    context_ = ctx;
+  }
+  void Wake() {
+    const std::lock_guard lock(mu_);
+    if (context_ != nullptr) lws_cancel_service(context_);
+  }
+
+ private:
+  std::mutex mu_;
+  lws_context* context_ = nullptr;
+  std::vector<Command> commands_;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+struct Server::Impl {
+  struct Conn {
+    ConnectionId id = 0;
+    lws* wsi = nullptr;
+    std::string peer_ip;
+    // HTTP transaction in progress.
+    uint64_t http_seq = 0;
+    HttpRequest request;
+    bool expecting_body = false;
+    bool body_rejected = false;
+    std::optional<HttpResponse> response;
+    bool response_head_only = false;
+    bool response_close = false;
+    bool headers_sent = false;
+    size_t body_sent = 0;
+    std::string cors_origin;
+    // WebSocket.
+    bool is_ws = false;
+    bool opened = false;  // Handler::OnOpen was called
+    bool counted = false;  // holds a slot in the per-IP and global counts
+    UpgradeRequest upgrade;
+    std::string tag;
+    std::string endpoint = "other";
+    std::string rx;
+    bool rx_binary = false;
+    struct Queued {
+      bool binary;
+      std::vector<unsigned char> buf;  // LWS_PRE bytes of headroom, then the payload
+    };
+    std::deque<Queued> sendq;
+    size_t sendq_bytes = 0;
+    std::optional<std::pair<uint16_t, std::string>> close_pending;
+    uint16_t close_code = 1006;  // no close frame seen (RFC 6455 7.1.5)
+    Clock::time_point last_rx;
+    double tokens = 0;
+    Clock::time_point last_refill;
+    Clock::time_point last_rate_error;
+  };
+
+  Impl(const ServerConfig& c, const AuthConfig& a, Handler& h, core::WorkerPool& p,
+       core::Logger& l, core::Metrics& m)
+      : config(c), auth(a), handler(h), pool(p), log(l), metrics(m) {
+    retry.secs_since_valid_ping = static_cast<uint16_t>(config.ping_interval_s);
+    retry.secs_since_valid_hangup =
+        static_cast<uint16_t>(config.ping_interval_s + config.pong_timeout_s);
+    protocols[0] = {"parley", &Impl::Callback, 0, 64 * 1024, 0, nullptr, 0};
+    protocols[1] = {nullptr, nullptr, 0, 0, 0, nullptr, 0};
+    metrics.AddGaugeCallback("parley_connections", "Open connections by kind", {{"kind", "http"}},
+                             [this] { return static_cast<double>(http_conns.load()); });
+    metrics.AddGaugeCallback("parley_connections", "Open connections by kind",
+                             {{"kind", "websocket"}},
+                             [this] { return static_cast<double>(ws_conns.load()); });
+  }
+
+  // ---- helpers ------------------------------------------------------------------------------
+
+  core::Counter& Count(const std::string& name, const std::string& help, core::Labels labels) {
+    return metrics.GetCounter(name, help, labels);
+  }
+
+  Identity Authenticate(lws* wsi, const std::map<std::string, std::string>* query) {
+    if (auth.jwt_secret_key.empty()) return VerifyBearerToken(auth, "");
+    std::string authz = HeaderCopy(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    std::string token;
+    if (!authz.empty()) {
+      if (authz.size() > 7 && strncasecmp(authz.c_str(), "Bearer ", 7) == 0) {
+        token = authz.substr(7);
+      } else {
+        return Identity{false, {}, "Authorization header must be 'Bearer <token>'"};
+      }
+    } else if (query != nullptr) {
+      if (const auto it = query->find("token"); it != query->end()) token = it->second;
+    }
+    if (token.empty()) return Identity{false, {}, {}};
+    return VerifyBearerToken(auth, token);
+  }
+
+  bool OriginAllowed(const std::string& origin, const std::string& host) const {
+    if (origin.empty()) return true;  // not a browser: nothing to protect against
+    if (origin == "http://" + host || origin == "https://" + host) return true;  // same origin
+    for (const auto& o : config.allowed_origins) {
+      if (o == "*" || o == origin) return true;
+    }
+    return false;
+  }
+
+  Conn* ConnFor(lws* wsi, bool create) {
+    if (const auto it = by_wsi.find(wsi); it != by_wsi.end()) return it->second;
+    if (!create) return nullptr;
+    auto conn = std::make_unique<Conn>();
+    conn->id = ++next_id;
+    conn->wsi = wsi;
+    conn->peer_ip = PeerIp(wsi);
+    Conn* raw = conn.get();
+    by_wsi[wsi] = raw;
+    by_id[raw->id] = std::move(conn);
+    http_conns++;
+    return raw;
+  }
+
+  Conn* ConnById(ConnectionId id) {
+    const auto it = by_id.find(id);
+    return it == by_id.end() ? nullptr : it->second.get();
+  }
+
+  void Forget(lws* wsi) {
+    const auto it = by_wsi.find(wsi);
+    if (it == by_wsi.end()) return;
+    Conn* c = it->second;
+    if (c->opened) {
+      c->opened = false;
+      handler.OnClosed(c->id, c->close_code);
+      Count("parley_ws_closes_total", "WebSocket closes by close code",
+            {{"code", std::to_string(c->close_code)}})
+          .Add();
+    }
+    Release(c);
+    if (c->is_ws) {
+      ws_conns--;
+    } else {
+      http_conns--;
+    }
+    const ConnectionId id = c->id;
+    by_wsi.erase(it);
+    by_id.erase(id);
+  }
+
+  void Release(Conn* c) {
+    if (!c->counted) return;
+    c->counted = false;
+    if (auto it = per_ip.find(c->peer_ip); it != per_ip.end() && --it->second <= 0) per_ip.erase(it);
+  }
+
+  // ---- HTTP ---------------------------------------------------------------------------------
+
+  void Respond(Conn* c, HttpResponse r, bool close_after = false) {
+    c->response = std::move(r);
+    c->response_close = close_after;
+    c->headers_sent = false;
+    c->body_sent = 0;
+    lws_callback_on_writable(c->wsi);
+  }
+
+  void CountHttp(const HttpRequest& req, const HttpResponse& r) {
+    Count("parley_http_requests_total", "HTTP requests by route and status",
+          {{"route", RouteLabel(req, r)}, {"status", std::to_string(r.status)}})
+        .Add();
+    for (const auto& [k, v] : r.headers) {
+      if (k == "x-parley-error")
+        Count("parley_errors_total", "Error responses and events by code", {{"code", v}}).Add();
+    }
+  }
+
+  static std::string RouteLabel(const HttpRequest& req, const HttpResponse& r) {
+    for (const auto& [k, v] : r.headers) {
+      if (k == "x-parley-route") return v;
+    }
+    return req.path.rfind("/api/", 0) == 0 ? "/api/other" : "static";
+  }
+
+  int OnHttp(lws* wsi) {
+    Conn* c = ConnFor(wsi, true);
+    c->http_seq++;
+    c->request = HttpRequest{};
+    c->expecting_body = false;
+    c->body_rejected = false;
+    c->response.reset();
+    char* uri = nullptr;
+    int uri_len = 0;
+    const int method = lws_http_get_uri_and_method(wsi, &uri, &uri_len);
+    HttpRequest& req = c->request;
+    req.method = std::string(MethodName(method));
+    req.path = uri_len > 0 ? std::string(uri, static_cast<size_t>(uri_len)) : "/";
+    req.query = QueryArgs(wsi);
+    req.peer_ip = c->peer_ip;
+    const std::string origin = HeaderCopy(wsi, WSI_TOKEN_ORIGIN);
+    const std::string host = HeaderCopy(wsi, WSI_TOKEN_HOST);
+    if (!origin.empty()) req.headers["origin"] = origin;
+    if (!host.empty()) req.headers["host"] = host;
+    if (auto ct = HeaderCopy(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE); !ct.empty())
+      req.headers["content-type"] = ct;
+    if (auto accept = HeaderCopy(wsi, WSI_TOKEN_HTTP_ACCEPT); !accept.empty())
+      req.headers["accept"] = accept;
+    c->cors_origin = (!origin.empty() && OriginAllowed(origin, host)) ? origin : "";
+    if (req.method == "HEAD") c->response_head_only = true;
+
+    if (req.method.empty()) {
+      return Finish(c, HttpResponse::Error(405, "method_not_allowed", "unsupported HTTP method"));
+    }
+    if (draining) {
+      return Finish(c, HttpResponse::Error(503, "shutting_down", "the server is shutting down"));
+    }
+    if (req.method == "OPTIONS") return Preflight(c, origin, host);
+    req.identity = Authenticate(wsi, nullptr);
+
+    const std::string length = HeaderCopy(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    const bool chunked = !HeaderCopy(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING).empty();
+    if (!length.empty()) {
+      char* end = nullptr;
+      const unsigned long long n = std::strtoull(length.c_str(), &end, 10);
+      if (end == length.c_str() || *end != '\0') {
+        return Finish(c, HttpResponse::Error(400, "bad_request", "invalid Content-Length"), true);
+      }
+      if (n > config.max_http_body_bytes) {
+        return Finish(c, TooLarge(), true);
+      }
+      c->expecting_body = n > 0;
+    } else if (chunked) {
+      c->expecting_body = true;
+    }
+    if (c->expecting_body) return 0;  // wait for LWS_CALLBACK_HTTP_BODY_COMPLETION
+    Dispatch(c);
+    return 0;
+  }
+
+  HttpResponse TooLarge() const {
+    return HttpResponse::Error(
+        413, "payload_too_large",
+        "request body exceeds " + std::to_string(config.max_http_body_bytes) + " bytes");
+  }
+
+  int Preflight(Conn* c, const std::string& origin, const std::string& host) {
+    HttpResponse r;
+    r.status = origin.empty() || OriginAllowed(origin, host) ? 204 : 403;
+    r.content_type = "text/plain";
+    if (r.status == 204) {
+      r.headers.emplace_back("access-control-allow-methods", "GET, POST, DELETE, OPTIONS");
+      r.headers.emplace_back("access-control-allow-headers", "authorization, content-type");
+      r.headers.emplace_back("access-control-max-age", "600");
+    }
+    return Finish(c, std::move(r));
+  }
+
+  // Answers on the service thread (no handler involved).
+  int Finish(Conn* c, HttpResponse r, bool close_after = false) {
+    CountHttp(c->request, r);
+    Respond(c, std::move(r), close_after);
+    return 0;
+  }
+
+  void Dispatch(Conn* c) {
+    const ConnectionId id = c->id;
+    const uint64_t seq = c->http_seq;
+    auto box = mailbox;
+    Handler* h = &handler;
+    HttpRequest req = c->request;
+    const bool ok = pool.TrySubmit([box, h, id, seq, req = std::move(req)]() mutable {
+      HttpResponse r;
+      try {
+        r = h->HandleHttp(req);
+      } catch (const std::exception& e) {
+        r = HttpResponse::Error(500, "internal_error", "the request failed inside the server");
+      }
+      box->Post(HttpDoneCmd{id, seq, std::move(r)});
+    });
+    if (!ok) Finish(c, HttpResponse::Error(503, "overloaded", "the server is busy; retry shortly"));
+  }
+
+  int OnHttpBody(lws* wsi, const char* in, size_t len) {
+    Conn* c = ConnFor(wsi, false);
+    if (c == nullptr || c->body_rejected) return 0;
+    if (c->request.body.size() + len > config.max_http_body_bytes) {
+      c->body_rejected = true;
+      return Finish(c, TooLarge(), true);
+    }
+    c->request.body.append(in, len);
+    return 0;
+  }
+
+  int OnHttpBodyComplete(lws* wsi) {
+    Conn* c = ConnFor(wsi, false);
+    if (c == nullptr || c->body_rejected) return 0;
+    Dispatch(c);
+    return 0;
+  }
+
+  int OnHttpWriteable(lws* wsi) {
+    Conn* c = ConnFor(wsi, false);
+    if (c == nullptr || !c->response) return 0;
+    HttpResponse& r = *c->response;
+    const bool head_only = c->response_head_only || r.status == 204 || r.status == 304;
+    if (!c->headers_sent) {
+      std::vector<unsigned char> buf(LWS_PRE + 4096 + r.headers.size() * 256);
+      unsigned char* start = buf.data() + LWS_PRE;
+      unsigned char* p = start;
+      unsigned char* end = buf.data() + buf.size() - 1;
+      if (lws_add_http_common_headers(wsi, static_cast<unsigned int>(r.status),
+                                      r.content_type.c_str(), r.body.size(), &p, end) != 0)
+        return -1;
+      auto add = [&](const std::string& name, const std::string& value) {
+        const std::string n = name + ":";
+        return lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>(n.c_str()),
+                                           reinterpret_cast<const unsigned char*>(value.data()),
+                                           static_cast<int>(value.size()), &p, end) == 0;
+      };
+      bool ok = add("x-content-type-options", "nosniff") && add("referrer-policy", "no-referrer");
+      if (!c->cors_origin.empty()) {
+        ok = ok && add("access-control-allow-origin", c->cors_origin) && add("vary", "Origin") &&
+             add("access-control-expose-headers", "content-disposition");
+      }
+      for (const auto& [k, v] : r.headers) {
+        if (k == "x-parley-route" || k == "x-parley-error") continue;  // metric labels only
+        ok = ok && add(k, v);
+      }
+      if (c->response_close) ok = ok && add("connection", "close");
+      if (!ok) return -1;
+      if (lws_finalize_write_http_header(wsi, start, &p, end) != 0) return -1;
+      c->headers_sent = true;
+      if (!head_only && !r.body.empty()) {
+        lws_callback_on_writable(wsi);
+        return 0;
+      }
+    } else if (!head_only && c->body_sent < r.body.size()) {
+      const size_t n = std::min(kHttpChunk, r.body.size() - c->body_sent);
+      std::vector<unsigned char> buf(LWS_PRE + n);
+      std::memcpy(buf.data() + LWS_PRE, r.body.data() + c->body_sent, n);
+      const bool last = c->body_sent + n == r.body.size();
+      if (lws_write(wsi, buf.data() + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) !=
+          static_cast<int>(n))
+        return -1;
+      c->body_sent += n;
+      if (!last) {
+        lws_callback_on_writable(wsi);
+        return 0;
+      }
+    }
+    // Transaction done.
+    const bool close_after = c->response_close;
+    c->response.reset();
+    c->response_head_only = false;
+    if (close_after) return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+  }
+
+  // Writes a whole response during the upgrade handshake (CONFIRM_UPGRADE returns 1 after).
+  int RejectUpgrade(lws* wsi, const HttpResponse& r, const std::string& cors_origin) {
+    std::vector<unsigned char> buf(LWS_PRE + 2048 + r.body.size());
+    unsigned char* start = buf.data() + LWS_PRE;
+    unsigned char* p = start;
+    unsigned char* end = buf.data() + buf.size() - 1;
+    if (lws_add_http_common_headers(wsi, static_cast<unsigned int>(r.status),
+                                    r.content_type.c_str(), r.body.size(), &p, end) != 0)
+      return -1;
+    auto add = [&](const std::string& name, const std::string& value) {
+      const std::string n = name + ":";
+      // Best effort: the buffer is sized for these headers; a failure only loses one header.
+      (void)!lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>(n.c_str()),
+                                         reinterpret_cast<const unsigned char*>(value.data()),
+                                         static_cast<int>(value.size()), &p, end);
+    };
+    if (!cors_origin.empty()) add("access-control-allow-origin", cors_origin);
+    for (const auto& [k, v] : r.headers) {
+      if (k != "x-parley-route" && k != "x-parley-error") add(k, v);
+    }
+    add("connection", "close");
+    if (lws_finalize_write_http_header(wsi, start, &p, end) != 0) return -1;
+    if (!r.body.empty()) {
+      std::vector<unsigned char> body(LWS_PRE + r.body.size());
+      std::memcpy(body.data() + LWS_PRE, r.body.data(), r.body.size());
+      if (lws_write(wsi, body.data() + LWS_PRE, r.body.size(), LWS_WRITE_HTTP_FINAL) < 0)
+        return -1;
+    }
+    return 1;
+  }
+
+  // ---- WebSocket ----------------------------------------------------------------------------
+
+  int OnConfirmUpgrade(lws* wsi) {
+    Conn* c = ConnFor(wsi, true);
+    char* uri = nullptr;
+    int uri_len = 0;
+    if (lws_http_get_uri_and_method(wsi, &uri, &uri_len) != LWSHUMETH_GET) return -1;
+    UpgradeRequest up;
+    up.path = std::string(uri, static_cast<size_t>(std::max(uri_len, 0)));
+    up.query = QueryArgs(wsi);
+    up.origin = HeaderCopy(wsi, WSI_TOKEN_ORIGIN);
+    up.peer_ip = c->peer_ip;
+    const std::string host = HeaderCopy(wsi, WSI_TOKEN_HOST);
+    const std::string cors = OriginAllowed(up.origin, host) ? up.origin : "";
+    HttpRequest for_metrics;
+    for_metrics.path = up.path;
+
+    auto reject = [&](HttpResponse r) {
+      r.headers.emplace_back("x-parley-route", "upgrade");
+      CountHttp(for_metrics, r);
+      return RejectUpgrade(wsi, r, cors);
+    };
+    if (draining)
+      return reject(HttpResponse::Error(503, "shutting_down", "the server is shutting down"));
+    if (!OriginAllowed(up.origin, host))
+      return reject(HttpResponse::Error(403, "origin_not_allowed",
+                                        "origin '" + up.origin + "' is not in ALLOWED_ORIGINS"));
+    if (ws_conns.load() >= config.max_connections)
+      return reject(HttpResponse::Error(503, "too_many_connections",
+                                        "the server has reached its connection limit"));
+    if (per_ip[c->peer_ip] >= config.max_connections_per_ip)
+      return reject(HttpResponse::Error(429, "too_many_connections_from_address",
+                                        "too many WebSocket connections from this address"));
+    up.identity = Authenticate(wsi, &up.query);
+    UpgradeDecision d = handler.OnUpgrade(up);
+    if (!d.accept) return reject(std::move(d.rejection));
+
+    c->is_ws = true;
+    c->counted = true;
+    per_ip[c->peer_ip]++;
+    http_conns--;
+    ws_conns++;
+    c->endpoint = EndpointLabel(up.path);
+    c->upgrade = std::move(up);
+    c->tag = std::move(d.tag);
+    return 0;
+  }
+
+  void OnEstablished(lws* wsi) {
+    Conn* c = ConnFor(wsi, false);
+    if (c == nullptr || !c->is_ws) return;
+    const auto now = Clock::now();
+    c->last_rx = now;
+    c->last_refill = now;
+    c->tokens = config.message_burst;
+    c->opened = true;
+    Count("parley_ws_connections_total", "WebSocket connections accepted by endpoint",
+          {{"endpoint", c->endpoint}})
+        .Add();
+    handler.OnOpen(c->id, c->upgrade, c->tag);
+  }
+
+  bool TakeToken(Conn* c, Clock::time_point now) {
+    const double elapsed = std::chrono::duration<double>(now - c->last_refill).count();
+    c->last_refill = now;
+    c->tokens = std::min(config.message_burst, c->tokens + elapsed * config.max_messages_per_s);
+    if (c->tokens < 1.0) return false;
+    c->tokens -= 1.0;
+    return true;
+  }
+
+  int OnReceive(lws* wsi, const char* in, size_t len) {
+    Conn* c = ConnFor(wsi, false);
+    if (c == nullptr || !c->opened) return -1;
+    if (lws_is_first_fragment(wsi)) {
+      c->rx.clear();
+      c->rx_binary = lws_frame_is_binary(wsi) != 0;
+    }
+    const size_t incoming = c->rx.size() + len + lws_remaining_packet_payload(wsi);
+    if (incoming > config.max_message_bytes) {
+      Count("parley_ws_rejected_total", "WebSocket messages refused by reason",
+            {{"reason", "too_big"}})
+          .Add();
+      const std::string reason =
+          "message exceeds " + std::to_string(config.max_message_bytes) + " bytes";
+      c->close_code = kCloseMessageTooBig;
+      lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                       reinterpret_cast<unsigned char*>(const_cast<char*>(reason.data())),
+                       reason.size());
+      return -1;
+    }
+    c->rx.append(in, len);
+    if (!lws_is_final_fragment(wsi)) return 0;
+
+    const auto now = Clock::now();
+    c->last_rx = now;
+    Count("parley_ws_messages_total", "WebSocket messages by endpoint and direction",
+          {{"endpoint", c->endpoint}, {"direction", "in"}})
+        .Add();
+    Count("parley_ws_bytes_total", "WebSocket payload bytes by endpoint and direction",
+          {{"endpoint", c->endpoint}, {"direction", "in"}})
+        .Add(static_cast<double>(c->rx.size()));
+    if (!TakeToken(c, now)) {
+      Count("parley_ws_rejected_total", "WebSocket messages refused by reason",
+            {{"reason", "rate_limited"}})
+          .Add();
+      if (now - c->last_rate_error >= std::chrono::seconds(kRateErrorIntervalS)) {
+        c->last_rate_error = now;
+        Json::Value err(Json::objectValue);
+        err["type"] = "error";
+        err["error"]["code"] = "rate_limited";
+        err["error"]["message"] = "more than " +
+                                  std::to_string(static_cast<int>(config.max_messages_per_s)) +
+                                  " messages/s: messages are being dropped";
+        Count("parley_errors_total", "Error responses and events by code", {{"code", "rate_limited"}})
+            .Add();
+        Enqueue(c, OutMessage{false, core::ToJson(err), true});
+      }
+      c->rx.clear();
+      return 0;
+    }
+    std::string message;
+    message.swap(c->rx);
+    handler.OnMessage(c->id, c->rx_binary, message);
+    return 0;
+  }
+
+  void Enqueue(Conn* c, OutMessage m) {
+    if (!c->is_ws || !c->opened || c->close_pending) return;
+    const size_t size = m.data.size();
+    if (m.droppable && c->sendq_bytes + size > config.send_queue_max_bytes / 2) {
+      Count("parley_ws_dropped_total", "Outgoing messages dropped for slow consumers", {}).Add();
+      return;
+    }
+    if (c->sendq_bytes + size > config.send_queue_max_bytes) {
+      Count("parley_ws_slow_consumer_closes_total",
+            "Connections closed because their send queue overflowed", {})
+          .Add();
+      c->sendq.clear();
+      c->sendq_bytes = 0;
+      c->close_pending = {kClosePolicyViolation, "slow consumer: send queue overflow"};
+      lws_callback_on_writable(c->wsi);
+      return;
+    }
+    Conn::Queued q{m.binary, std::vector<unsigned char>(LWS_PRE + size)};
+    std::memcpy(q.buf.data() + LWS_PRE, m.data.data(), size);
+    c->sendq.push_back(std::move(q));
+    c->sendq_bytes += size;
+    lws_callback_on_writable(c->wsi);
+  }
+
+  int OnServerWriteable(lws* wsi) {
+    Conn* c = ConnFor(wsi, false);
+    if (c == nullptr) return -1;
+    if (!c->sendq.empty()) {
+      Conn::Queued q = std::move(c->sendq.front());
+      c->sendq.pop_front();
+      const size_t n = q.buf.size() - LWS_PRE;
+      c->sendq_bytes -= n;
+      const int wrote = lws_write(wsi, q.buf.data() + LWS_PRE, n,
+                                  q.binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+      if (wrote < static_cast<int>(n)) return -1;
+      Count("parley_ws_messages_total", "WebSocket messages by endpoint and direction",
+            {{"endpoint", c->endpoint}, {"direction", "out"}})
+          .Add();
+      Count("parley_ws_bytes_total", "WebSocket payload bytes by endpoint and direction",
+            {{"endpoint", c->endpoint}, {"direction", "out"}})
+          .Add(static_cast<double>(n));
+      if (!c->sendq.empty() || c->close_pending) lws_callback_on_writable(wsi);
+      return 0;
+    }
+    if (c->close_pending) {
+      auto& [code, reason] = *c->close_pending;
+      c->close_code = code;
+      lws_close_reason(wsi, static_cast<lws_close_status>(code),
+                       reinterpret_cast<unsigned char*>(reason.data()), reason.size());
+      return -1;
+    }
+    return 0;
+  }
+
+  void OnPeerClose(lws* wsi, const unsigned char* in, size_t len) {
+    Conn* c = ConnFor(wsi, false);
+    if (c == nullptr) return;
+    c->close_code = len >= 2 ? static_cast<uint16_t>((in[0] << 8) | in[1]) : uint16_t{kCloseNormal};
+  }
+
+  void CloseConn(Conn* c, uint16_t code, std::string reason) {
+    if (!c->is_ws || c->close_pending) return;
+    c->close_pending = {code, std::move(reason)};
+    lws_callback_on_writable(c->wsi);
+  }
+
+  // ---- service-thread plumbing ----------------------------------------------------------------
+
+  void DrainMailbox() {
+    for (Command& cmd : mailbox->Take()) {
+      std::visit(
+          [this](auto& m) {
+            using T = std::decay_t<decltype(m)>;
+            if constexpr (std::is_same_v<T, SendCmd>) {
+              if (Conn* c = ConnById(m.id)) Enqueue(c, std::move(m.message));
+            } else if constexpr (std::is_same_v<T, CloseCmd>) {
+              if (Conn* c = ConnById(m.id)) CloseConn(c, m.code, std::move(m.reason));
+            } else if constexpr (std::is_same_v<T, HttpDoneCmd>) {
+              Conn* c = ConnById(m.id);
+              if (c == nullptr || c->http_seq != m.seq) return;  // client went away meanwhile
+              CountHttp(c->request, m.response);
+              Respond(c, std::move(m.response));
+            } else if constexpr (std::is_same_v<T, CloseAllCmd>) {
+              for (auto& [id, conn] : by_id) CloseConn(conn.get(), m.code, m.reason);
+            }
+          },
+          cmd);
+    }
+  }
+
+  static void Housekeeping(lws_sorted_usec_list_t* sul) {
+    // `sul` is the first member of the standard-layout HousekeepingTimer.
+    Impl* self = reinterpret_cast<HousekeepingTimer*>(sul)->owner;
+    const auto now = Clock::now();
+    const auto idle = std::chrono::seconds(self->config.idle_timeout_s);
+    for (auto& [id, c] : self->by_id) {
+      if (c->opened && !c->close_pending && now - c->last_rx > idle) {
+        self->Count("parley_ws_idle_closes_total", "WebSocket connections closed for idleness", {})
+            .Add();
+        self->CloseConn(c.get(), kCloseGoingAway, "idle timeout");
+      }
+    }
+    lws_sul_schedule(self->context, 0, &self->housekeeping.sul, &Impl::Housekeeping,
+                     LWS_US_PER_SEC);
+  }
+
+  static int Callback(lws* wsi, lws_callback_reasons reason, void* /*user*/, void* in,
+                      size_t len) {
+    if (wsi == nullptr) return 0;
+    lws_context* ctx = lws_get_context(wsi);
+    auto* self = static_cast<Impl*>(lws_context_user(ctx));
+    if (self == nullptr) return 0;
+    switch (reason) {
+      case LWS_CALLBACK_HTTP:
+        return self->OnHttp(wsi);
+      case LWS_CALLBACK_HTTP_BODY:
+        return self->OnHttpBody(wsi, static_cast<const char*>(in), len);
+      case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return self->OnHttpBodyComplete(wsi);
+      case LWS_CALLBACK_HTTP_WRITEABLE:
+        return self->OnHttpWriteable(wsi);
+      case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return self->OnConfirmUpgrade(wsi);
+      case LWS_CALLBACK_ESTABLISHED:
+        self->OnEstablished(wsi);
+        return 0;
+      case LWS_CALLBACK_RECEIVE:
+        return self->OnReceive(wsi, static_cast<const char*>(in), len);
+      case LWS_CALLBACK_SERVER_WRITEABLE:
+        return self->OnServerWriteable(wsi);
+      case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        self->OnPeerClose(wsi, static_cast<const unsigned char*>(in), len);
+        return 0;
+      case LWS_CALLBACK_WSI_DESTROY:
+        self->Forget(wsi);
+        return 0;
+      case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        self->DrainMailbox();
+        return 0;
+      default:
+        return 0;
+    }
+  }
+
+  // ---- state --------------------------------------------------------------------------------
+
+  ServerConfig config;
+  AuthConfig auth;
+  Handler& handler;
+  core::WorkerPool& pool;
+  core::Logger& log;
+  core::Metrics& metrics;
+
+  lws_retry_bo_t retry{};
+  lws_protocols protocols[2]{};
+  lws_context* context = nullptr;
+  struct HousekeepingTimer {
+    lws_sorted_usec_list_t sul;
+    Impl* owner;
+  } housekeeping{{}, this};
+  std::shared_ptr<Mailbox> mailbox = std::make_shared<Mailbox>();
+  std::thread service;
+  std::atomic<bool> stop{false};
+  std::atomic<bool> draining{false};
+  std::atomic<int> bound_port{0};
+
+  // Service-thread only.
+  ConnectionId next_id = 0;
+  std::unordered_map<lws*, Conn*> by_wsi;
+  std::unordered_map<ConnectionId, std::unique_ptr<Conn>> by_id;
+  std::unordered_map<std::string, int> per_ip;
+  // Read by metrics from other threads.
+  std::atomic<int> http_conns{0};
+  std::atomic<int> ws_conns{0};
+};
+
+Server::Server(const ServerConfig& config, const AuthConfig& auth, Handler& handler,
+               core::WorkerPool& pool, core::Logger& log, core::Metrics& metrics)
+    : impl_(std::make_unique<Impl>(config, auth, handler, pool, log, metrics)) {}
+
+Server::~Server() { Stop(); }
+
+bool Server::Start() {
+  Impl& s = *impl_;
+  lws_set_log_level(LLL_ERR | LLL_WARN, &EmitLwsLog);
+  lws_context_creation_info info{};
+  info.port = s.config.port;
+  const bool any = s.config.bind_address == "0.0.0.0" || s.config.bind_address == "::";
+  info.iface = any ? nullptr : s.config.bind_address.c_str();
+  info.protocols = s.protocols;
+  info.user = &s;
+  info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+  if (s.config.bind_address.find(':') == std::string::npos && !any)
+    info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+  info.retry_and_idle_policy = &s.retry;
+  info.max_http_header_data = 8192;
+  info.max_http_header_pool = 256;
+  info.vhost_name = "parley";
+  info.server_string = "parley";
+  info.keepalive_timeout = 30;
+  info.timeout_secs = 20;
+  s.context = lws_create_context(&info);
+  if (s.context == nullptr) {
+    s.log.Error("could not start the HTTP/WebSocket server",
+                {{"bind", s.config.bind_address}, {"port", s.config.port}});
+    return false;
+  }
+  lws_vhost* vh = lws_get_vhost_by_name(s.context, "parley");
+  const int port = vh != nullptr ? lws_get_vhost_listen_port(vh) : -1;
+  if (port <= 0) {
+    s.log.Error("the server did not bind its port",
+                {{"bind", s.config.bind_address}, {"port", s.config.port}});
+    lws_context_destroy(s.context);
+    s.context = nullptr;
+    return false;
+  }
+  s.bound_port = port;
+  s.mailbox->Attach(s.context);
+  lws_sul_schedule(s.context, 0, &s.housekeeping.sul, &Impl::Housekeeping, LWS_US_PER_SEC);
+  s.service = std::thread([&s] {
+    while (!s.stop.load()) {
+      if (lws_service(s.context, 0) < 0) break;
+    }
+  });
+  return true;
+}
+
+int Server::port() const { return impl_->bound_port.load(); }
+
+void Server::Send(ConnectionId id, OutMessage message) {
+  impl_->mailbox->Post(SendCmd{id, std::move(message)});
+}
+
+void Server::SendJson(ConnectionId id, const Json::Value& message, bool droppable) {
+  Send(id, OutMessage{false, core::ToJson(message), droppable});
+}
+
+void Server::Close(ConnectionId id, uint16_t code, std::string reason) {
+  impl_->mailbox->Post(CloseCmd{id, code, std::move(reason)});
+}
+
+void Server::BeginDrain() { impl_->draining = true; }
+
+void Server::CloseAll(uint16_t code, std::string reason, std::chrono::milliseconds flush) {
+  impl_->mailbox->Post(CloseAllCmd{code, std::move(reason)});
+  const auto deadline = Clock::now() + flush;
+  while (impl_->ws_conns.load() > 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+void Server::Stop() {
+  Impl& s = *impl_;
+  if (s.context == nullptr) return;
+  s.stop = true;
+  s.mailbox->Wake();
+  if (s.service.joinable()) s.service.join();
+  s.mailbox->Attach(nullptr);
+  lws_sul_cancel(&s.housekeeping.sul);
+  lws_context_destroy(s.context);
+  s.context = nullptr;
+}
+
+size_t Server::websocket_count() const {
+  return static_cast<size_t>(std::max(0, impl_->ws_conns.load()));
+}
+
+}  // namespace parley::signaling
