@@ -65,7 +65,13 @@ std::optional<Json::Value> ParseJson(std::string_view text, std::string* error) 
   const std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
   Json::Value root;
   std::string errs;
-  if (!reader->parse(text.data(), text.data() + text.size(), &root, &errs)) {
+  bool ok = false;
+  try {
+    ok = reader->parse(text.data(), text.data() + text.size(), &root, &errs);
+  } catch (const std::exception& e) {  // jsoncpp throws past its stackLimit
+    errs = e.what();
+  }
+  if (!ok) {
     if (error != nullptr) {
       // jsoncpp prefixes "* Line 1, Column 2\n  "; keep it on one line.
       for (char& c : errs) {

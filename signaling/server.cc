@@ -472,7 +472,9 @@ struct Server::Impl {
 
   int OnHttpBodyComplete(lws* wsi) {
     Conn* c = ConnFor(wsi, false);
-    if (c == nullptr || c->body_rejected) return 0;
+    // lws also reports completion for bodies it was told are empty; those were dispatched.
+    if (c == nullptr || c->body_rejected || !c->expecting_body) return 0;
+    c->expecting_body = false;
     Dispatch(c);
     return 0;
   }

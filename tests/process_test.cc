@@ -1,0 +1,172 @@
+// The `parley` binary as an operator runs it: exit codes, --help, logs, SIGTERM.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "tests/support/test_server.h"
+
+namespace parley::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A child `parley` whose stderr (JSON-lines log) and stdout are captured.
+class Child {
+ public:
+  explicit Child(std::vector<std::string> args, std::vector<std::string> env = {}) {
+    int out[2];
+    if (pipe(out) != 0) throw std::runtime_error("pipe");
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      dup2(out[1], STDERR_FILENO);
+      close(out[0]);
+      close(out[1]);
+      for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
+      std::vector<char*> argv{const_cast<char*>(PARLEY_BINARY)};
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(PARLEY_BINARY, argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    fd_ = out[0];
+    fcntl(fd_, F_SETFL, O_NONBLOCK);
+  }
+  ~Child() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    close(fd_);
+  }
+
+  // Reads output until `needle` appears or the timeout passes.
+  bool WaitFor(const std::string& needle, std::chrono::milliseconds timeout = 10000ms) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (output_.find(needle) == std::string::npos) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      Pump(50);
+    }
+    return true;
+  }
+  std::optional<int> Wait(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      Pump(20);
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        exited_ = true;
+        Pump(0);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+    }
+    return std::nullopt;
+  }
+  void Signal(int sig) { kill(pid_, sig); }
+  const std::string& output() const { return output_; }
+
+  // The port from the "parley listening" log line.
+  int Port() {
+    if (!WaitFor("parley listening")) return 0;
+    WaitFor("\n");
+    const auto at = output_.find("parley listening");
+    const auto line_start = output_.rfind('\n', at);
+    const auto line_end = output_.find('\n', at);
+    const auto v = core::ParseJson(output_.substr(line_start == std::string::npos ? 0 : line_start + 1,
+                                                  line_end - (line_start == std::string::npos ? 0 : line_start + 1)));
+    return v ? (*v)["port"].asInt() : 0;
+  }
+
+ private:
+  void Pump(int wait_ms) {
+    pollfd p{fd_, POLLIN, 0};
+    poll(&p, 1, wait_ms);
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = read(fd_, buf, sizeof buf);
+      if (n <= 0) break;
+      output_.append(buf, static_cast<size_t>(n));
+    }
+  }
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  bool exited_ = false;
+  std::string output_;
+};
+
+TEST(Process, HelpExitsZeroAndDocumentsOptions) {
+  Child c({"--help"});
+  EXPECT_EQ(c.Wait(10s), 0);
+  EXPECT_NE(c.output().find("--port"), std::string::npos);
+  EXPECT_NE(c.output().find("JWT_SECRET_KEY"), std::string::npos);
+}
+
+TEST(Process, InvalidConfigurationExitsTwoWithAClearMessage) {
+  Child c({"--port", "-3"});
+  EXPECT_EQ(c.Wait(10s), 2);
+  EXPECT_NE(c.output().find("port must be 0..65535"), std::string::npos) << c.output();
+  Child env_bad({}, {"PORT=not-a-port"});
+  EXPECT_EQ(env_bad.Wait(10s), 2);
+}
+
+TEST(Process, DevelopmentModeIsAnnouncedLoudly) {
+  TempDir data;
+  Child c({"--port", "0", "--bind", "127.0.0.1", "--data-dir", data.path()},
+          {"JWT_SECRET_KEY="});
+  ASSERT_TRUE(c.WaitFor("DEVELOPMENT MODE")) << c.output();
+  ASSERT_GT(c.Port(), 0);
+  c.Signal(SIGINT);
+  EXPECT_EQ(c.Wait(15s), 0) << c.output();
+}
+
+TEST(Process, SigtermWithLiveSessionsEndsThemAndExitsZero) {
+  TempDir data;
+  const std::string secret = std::string("JWT_SECRET_KEY=") + kTestSecret;
+  Child c({"--port", "0", "--bind", "127.0.0.1", "--data-dir", data.path()}, {secret});
+  const int port = c.Port();
+  ASSERT_GT(port, 0) << c.output();
+  const Headers auth = {{"Authorization", "Bearer " + MintToken("alice")}};
+  WsHub hub;
+  std::vector<std::shared_ptr<WsClient>> clients;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    const auto r = Http("POST", "http://127.0.0.1:" + std::to_string(port) + "/api/sessions",
+                        R"({"persona_id":"daniel"})", auth);
+    ASSERT_EQ(r.status, 201);
+    ids.push_back(r.JsonBody()["session_id"].asString());
+    clients.push_back(hub.Connect(port, "/ws/practice?session=" + ids.back(), auth));
+  }
+  for (auto& cl : clients) ASSERT_TRUE(cl->WaitOpen()) << cl->failure();
+  c.Signal(SIGTERM);
+  const auto code = c.Wait(20s);
+  ASSERT_TRUE(code.has_value()) << "parley did not exit after SIGTERM\n" << c.output();
+  EXPECT_EQ(*code, 0) << c.output();
+  for (auto& cl : clients) {
+    EXPECT_TRUE(cl->ReceiveType("session_ended"));
+    EXPECT_TRUE(cl->WaitClosed());
+  }
+  for (const auto& id : ids) {
+    EXPECT_NE(c.output().find(R"("reason":"shutdown","session_id":")" + id), std::string::npos)
+        << id << "\n" << c.output();
+  }
+  EXPECT_NE(c.output().find("shutdown complete"), std::string::npos);
+}
+
+TEST(Process, PortInUseFailsToStartWithExitCodeOne) {
+  TempDir data;
+  Child first({"--port", "0", "--bind", "127.0.0.1", "--data-dir", data.path()});
+  const int port = first.Port();
+  ASSERT_GT(port, 0);
+  Child second({"--port", std::to_string(port), "--bind", "127.0.0.1", "--data-dir", data.path()});
+  EXPECT_EQ(second.Wait(10s), 1) << second.output();
+}
+
+}  // namespace
+}  // namespace parley::testing

@@ -1,0 +1,514 @@
+// The real server on an ephemeral port, driven by real HTTP (libcurl) and WebSocket
+// (libwebsockets) clients.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+#include "tests/support/test_server.h"
+
+namespace parley::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+Headers UpgradeHeaders(Headers extra = {}) {
+  Headers h = {{"Connection", "Upgrade"},
+               {"Upgrade", "websocket"},
+               {"Sec-WebSocket-Version", "13"},
+               {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}};
+  for (auto& e : extra) h.push_back(std::move(e));
+  return h;
+}
+
+std::string ErrorCode(const HttpResult& r) { return r.JsonBody()["error"]["code"].asString(); }
+
+class ServerTest : public ::testing::Test {
+ protected:
+  WsHub hub_;
+};
+
+TEST_F(ServerTest, HealthReportsStatusAuthModeAndStore) {
+  TestServer s;
+  const auto r = Http("GET", s.Url("/health"));
+  ASSERT_EQ(r.status, 200);
+  const auto body = r.JsonBody();
+  EXPECT_EQ(body["status"].asString(), "ok");
+  EXPECT_EQ(body["auth"].asString(), "jwt");
+  EXPECT_TRUE(body["dependencies"]["store"].isObject());
+  EXPECT_EQ(r.Header("content-type"), "application/json");
+}
+
+TEST_F(ServerTest, ListsPersonasAndFetchesOne) {
+  TestServer s;
+  auto r = Http("GET", s.Url("/api/personas"));
+  ASSERT_EQ(r.status, 200);
+  const auto list = r.JsonBody()["personas"];
+  ASSERT_GE(list.size(), 2u);
+  for (const auto& p : list) {
+    EXPECT_TRUE(p["name"].isString());
+    EXPECT_TRUE(p["mbti"].isString());
+    EXPECT_TRUE(p["tts"]["voice"].isString());
+  }
+  r = Http("GET", s.Url("/api/personas/" + list[0]["id"].asString()));
+  ASSERT_EQ(r.status, 200);
+  EXPECT_GE(r.JsonBody()["speaking_style"]["levels"].size(), 2u);
+  r = Http("GET", s.Url("/api/personas/nobody"));
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(ErrorCode(r), "persona_not_found");
+}
+
+TEST_F(ServerTest, FullPracticeSessionCreateConnectHelloMessagesEnd) {
+  TestServer s;
+  std::atomic<int> hooks{0};
+  s.app().sessions().AddEndHook([&](app::Session&) { ++hooks; });
+  const std::string id = s.CreateSession("alice");
+  ASSERT_FALSE(id.empty());
+  EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + id), "", s.Auth("alice")).JsonBody()["state"],
+            "created");
+
+  auto ws = s.Join(hub_, "practice", id, "alice");
+  ASSERT_EQ(ws->state(), WsClient::State::kOpen) << ws->failure();
+  ws->SendText(R"({"type":"hello","protocol":1})");
+  auto welcome = ws->ReceiveType("welcome");
+  ASSERT_TRUE(welcome);
+  EXPECT_EQ((*welcome)["session_id"].asString(), id);
+  EXPECT_EQ((*welcome)["protocol"].asInt(), 1);
+  EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + id), "", s.Auth("alice")).JsonBody()["state"],
+            "live");
+
+  ws->SendText(R"({"type":"ping","id":7})");
+  auto pong = ws->ReceiveType("pong");
+  ASSERT_TRUE(pong);
+  EXPECT_EQ((*pong)["id"].asInt(), 7);
+  EXPECT_TRUE((*pong)["t"].isIntegral());
+
+  ws->SendBinary(std::string("\x01\x1a\x45\xdf\xa3", 5));  // webm before start
+  auto err = ws->ReceiveType("error");
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["error"]["code"].asString(), "not_started");
+
+  ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+  auto started = ws->ReceiveType("started");
+  ASSERT_TRUE(started);
+  EXPECT_EQ((*started)["sample_rate"].asInt(), 16000);
+
+  // No speech module is attached in this build: the frame is refused out loud.
+  ws->SendBinary(std::string("\x02\x00\x00", 3));
+  err = ws->ReceiveType("error");
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["error"]["code"].asString(), "no_sink");
+
+  ws->SendText(R"({"type":"stop"})");
+  EXPECT_TRUE(ws->ReceiveType("stopped"));
+
+  const auto end = Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice"));
+  ASSERT_EQ(end.status, 200);
+  EXPECT_EQ(end.JsonBody()["state"].asString(), "ended");
+  EXPECT_EQ(end.JsonBody()["end_reason"].asString(), "ended_by_client");
+  auto ended = ws->ReceiveType("session_ended");
+  ASSERT_TRUE(ended);
+  EXPECT_EQ(ws->WaitClosed(), 1000);
+  EXPECT_EQ(hooks.load(), 1);
+  // Ending again is harmless and runs no hook twice.
+  EXPECT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  EXPECT_EQ(hooks.load(), 1);
+  // An ended session cannot be joined again.
+  const auto again = Http("GET", s.Url("/ws/practice?session=" + id), "",
+                          UpgradeHeaders(s.Auth("alice")));
+  EXPECT_EQ(again.status, 410);
+}
+
+TEST_F(ServerTest, AnotherUsersSessionIsNotFoundNeverForbidden) {
+  TestServer s;
+  const std::string id = s.CreateSession("alice");
+  for (const auto& [method, path] :
+       std::vector<std::pair<std::string, std::string>>{{"GET", "/api/sessions/" + id},
+                                                        {"POST", "/api/sessions/" + id + "/end"},
+                                                        {"DELETE", "/api/sessions/" + id}}) {
+    const auto r = Http(method, s.Url(path), "", s.Auth("mallory"));
+    EXPECT_EQ(r.status, 404) << method << " " << path;
+    EXPECT_EQ(ErrorCode(r), "session_not_found") << method << " " << path << ": " << r.body;
+  }
+  const auto up = Http("GET", s.Url("/ws/practice?session=" + id), "",
+                       UpgradeHeaders(s.Auth("mallory")));
+  EXPECT_EQ(up.status, 404);
+  EXPECT_EQ(ErrorCode(up), "session_not_found");
+  auto ws = hub_.Connect(s.port(), "/ws/practice?session=" + id, s.Auth("mallory"));
+  EXPECT_FALSE(ws->WaitOpen());
+  // The owner still has it, untouched.
+  EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + id), "", s.Auth("alice")).status, 200);
+  const auto list = Http("GET", s.Url("/api/sessions"), "", s.Auth("mallory")).JsonBody();
+  EXPECT_EQ(list["total"].asInt(), 0);
+}
+
+TEST_F(ServerTest, UnknownSessionUpgradeIsRefusedWith404) {
+  TestServer s;
+  const auto r = Http("GET", s.Url("/ws/practice?session=does-not-exist"), "",
+                      UpgradeHeaders(s.Auth("alice")));
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(ErrorCode(r), "session_not_found");
+  const auto missing = Http("GET", s.Url("/ws/practice"), "", UpgradeHeaders(s.Auth("alice")));
+  EXPECT_EQ(missing.status, 400);
+  EXPECT_EQ(ErrorCode(missing), "missing_session");
+  const auto wrong = Http("GET", s.Url("/ws/nothing?session=x"), "", UpgradeHeaders(s.Auth("a")));
+  EXPECT_EQ(wrong.status, 404);
+}
+
+TEST_F(ServerTest, TokensAreRequiredAndCheckedForHttpAndUpgrade) {
+  TestServer s;
+  auto r = Http("GET", s.Url("/api/sessions"));
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(ErrorCode(r), "unauthorized");
+  r = Http("GET", s.Url("/api/sessions"), "",
+           {{"Authorization", "Bearer " + MintToken("alice", -3600)}});
+  EXPECT_EQ(r.status, 401);
+  EXPECT_NE(r.JsonBody()["error"]["message"].asString().find("expired"), std::string::npos);
+  r = Http("GET", s.Url("/api/sessions"), "", {{"Authorization", "Basic YTpi"}});
+  EXPECT_EQ(r.status, 401);
+
+  const std::string id = s.CreateSession("alice");
+  r = Http("GET", s.Url("/ws/practice?session=" + id), "", UpgradeHeaders());
+  EXPECT_EQ(r.status, 401);
+  // ?token= works for WebSocket clients that cannot set headers (browsers).
+  auto ws = hub_.Connect(s.port(), "/ws/practice?session=" + id + "&token=" + MintToken("alice"));
+  EXPECT_TRUE(ws->WaitOpen()) << ws->failure();
+}
+
+TEST_F(ServerTest, OversizedFrameClosesWith1009) {
+  TestServer s([](app::AppConfig& c) { c.server.max_message_bytes = 64 * 1024; });
+  const std::string id = s.CreateSession("alice");
+  auto ws = s.Join(hub_, "practice", id, "alice");
+  ASSERT_EQ(ws->state(), WsClient::State::kOpen);
+  ws->SendBinary(std::string(64 * 1024 + 10, '\x01'));
+  EXPECT_EQ(ws->WaitClosed(), 1009);
+  EXPECT_GE(s.app().metrics().Read("parley_ws_rejected_total", {{"reason", "too_big"}}).value_or(0),
+            1.0);
+  // The server is fine and the session can be rejoined.
+  auto again = s.Join(hub_, "practice", id, "alice");
+  EXPECT_EQ(again->state(), WsClient::State::kOpen);
+}
+
+TEST_F(ServerTest, MalformedJsonGetsAnErrorEventAndTheConnectionStaysUsable) {
+  TestServer s;
+  auto ws = s.Join(hub_, "practice", s.CreateSession("alice"), "alice");
+  ASSERT_EQ(ws->state(), WsClient::State::kOpen);
+  ws->SendText("{\"type\": \"hello\", ");
+  auto err = ws->ReceiveType("error");
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["error"]["code"].asString(), "bad_json");
+  ws->SendText("[1,2,3]");
+  err = ws->ReceiveType("error");
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["error"]["code"].asString(), "bad_message");
+  ws->SendText(R"({"type":"dance"})");
+  err = ws->ReceiveType("error");
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["error"]["code"].asString(), "unknown_type");
+  ws->SendText(R"({"type":"start","media":"pcm","sample_rate":"fast"})");
+  err = ws->ReceiveType("error");
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["error"]["code"].asString(), "bad_start");
+  ws->SendBinary(std::string("\x7f", 1));
+  err = ws->ReceiveType("error");
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["error"]["code"].asString(), "unknown_kind");
+  ws->SendText(R"({"type":"ping","id":"still-here"})");
+  auto pong = ws->ReceiveType("pong");
+  ASSERT_TRUE(pong);
+  EXPECT_EQ((*pong)["id"].asString(), "still-here");
+  EXPECT_EQ(ws->state(), WsClient::State::kOpen);
+}
+
+TEST_F(ServerTest, UnsupportedProtocolVersionIsRefusedAndClosed) {
+  TestServer s;
+  auto ws = s.Join(hub_, "practice", s.CreateSession("alice"), "alice");
+  ws->SendText(R"({"type":"hello","protocol":99})");
+  auto err = ws->ReceiveType("error");
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["error"]["code"].asString(), "unsupported_protocol");
+  EXPECT_EQ(ws->WaitClosed(), 1002);
+}
+
+TEST_F(ServerTest, LandmarkEndpointNeedsNoStartAndSaysWhenNothingConsumesFrames) {
+  TestServer s;
+  auto ws = s.Join(hub_, "landmarks", s.CreateSession("alice"), "alice");
+  ASSERT_EQ(ws->state(), WsClient::State::kOpen);
+  ws->SendText(R"({"t":1.0,"width":640,"height":480,"landmarks":[]})");
+  auto err = ws->ReceiveType("error");
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["error"]["code"].asString(), "no_sink");
+  // A consumer attached to the session receives the frames.
+  auto session = s.app().sessions().ListForUser("alice").front();
+  std::atomic<int> frames{0};
+  session->SetLandmarkTextSink([&](std::string_view) { ++frames; });
+  session->SetBinarySink(0x03, [&](std::string_view) { ++frames; });
+  ws->SendText(R"({"t":2.0,"width":640,"height":480,"landmarks":[]})");
+  ws->SendBinary(std::string("\x03PLM1", 5));
+  ws->SendText(R"({"type":"ping"})");
+  ASSERT_TRUE(ws->ReceiveType("pong"));
+  EXPECT_EQ(frames.load(), 2);
+  ws->SendText(R"({"type":"start","media":"webm"})");
+  err = ws->ReceiveType("error");
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["error"]["code"].asString(), "unknown_type");
+}
+
+TEST_F(ServerTest, RateLimitDropsExcessMessagesWithAnErrorButAllows120PerSecond) {
+  TestServer s([](app::AppConfig& c) {
+    c.server.max_messages_per_s = 150;
+    c.server.message_burst = 50;
+  });
+  auto ws = s.Join(hub_, "practice", s.CreateSession("alice"), "alice");
+  ASSERT_EQ(ws->state(), WsClient::State::kOpen);
+  // 120 messages/s for 1.5 s passes without a single drop.
+  for (int i = 0; i < 180; ++i) {
+    ws->SendText(R"({"type":"ping"})");
+    std::this_thread::sleep_for(std::chrono::microseconds(1'000'000 / 120));
+  }
+  int pongs = 0;
+  while (auto m = ws->ReceiveJson(1000ms)) {
+    ASSERT_NE((*m)["type"].asString(), "error") << core::ToJson(*m);
+    if ((*m)["type"].asString() == "pong" && ++pongs == 180) break;
+  }
+  EXPECT_EQ(pongs, 180);
+  // A burst far beyond the bucket is cut, and the client is told.
+  for (int i = 0; i < 400; ++i) ws->SendText(R"({"type":"ping"})");
+  auto err = ws->ReceiveType("error", 3000ms);
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["error"]["code"].asString(), "rate_limited");
+  EXPECT_GT(s.app().metrics().Read("parley_ws_rejected_total", {{"reason", "rate_limited"}})
+                .value_or(0),
+            100.0);
+}
+
+TEST_F(ServerTest, IdleConnectionIsClosedWith1001) {
+  TestServer s([](app::AppConfig& c) { c.server.idle_timeout_s = 1; });
+  auto ws = s.Join(hub_, "practice", s.CreateSession("alice"), "alice");
+  ASSERT_EQ(ws->state(), WsClient::State::kOpen);
+  EXPECT_EQ(ws->WaitClosed(4000ms), 1001);
+  EXPECT_EQ(ws->close_reason(), "idle timeout");
+}
+
+TEST_F(ServerTest, TwoHundredConnectionsAtOnceAllGetAnswers) {
+  TestServer s([](app::AppConfig& c) { c.server.max_connections_per_ip = 256; });
+  const std::string id = s.CreateSession("alice");
+  std::vector<std::shared_ptr<WsClient>> clients;
+  for (int i = 0; i < 200; ++i)
+    clients.push_back(hub_.Connect(s.port(), "/ws/landmarks?session=" + id, s.Auth("alice")));
+  for (auto& c : clients) ASSERT_TRUE(c->WaitOpen(10000ms)) << c->failure();
+  for (size_t i = 0; i < clients.size(); ++i)
+    clients[i]->SendText(R"({"type":"ping","id":)" + std::to_string(i) + "}");
+  for (size_t i = 0; i < clients.size(); ++i) {
+    auto pong = clients[i]->ReceiveType("pong", 10000ms);
+    ASSERT_TRUE(pong) << "client " << i;
+    EXPECT_EQ((*pong)["id"].asUInt64(), i);
+  }
+  EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + id), "", s.Auth("alice"))
+                .JsonBody()["connections"]
+                .asInt(),
+            200);
+  for (auto& c : clients) c->Close();
+  for (auto& c : clients) EXPECT_TRUE(c->WaitClosed());
+}
+
+TEST_F(ServerTest, PerAddressConnectionLimitAnswers429) {
+  TestServer s([](app::AppConfig& c) { c.server.max_connections_per_ip = 2; });
+  const std::string id = s.CreateSession("alice");
+  auto a = s.Join(hub_, "practice", id, "alice");
+  auto b = s.Join(hub_, "landmarks", id, "alice");
+  ASSERT_EQ(a->state(), WsClient::State::kOpen);
+  ASSERT_EQ(b->state(), WsClient::State::kOpen);
+  const auto r = Http("GET", s.Url("/ws/practice?session=" + id), "",
+                      UpgradeHeaders(s.Auth("alice")));
+  EXPECT_EQ(r.status, 429);
+  b->Close();
+  ASSERT_TRUE(b->WaitClosed());
+  // The slot is given back when a connection closes.
+  auto c = s.Join(hub_, "practice", id, "alice");
+  EXPECT_EQ(c->state(), WsClient::State::kOpen) << c->failure();
+}
+
+TEST_F(ServerTest, OriginAllowlistGuardsUpgradesAndCors) {
+  TestServer s([](app::AppConfig& c) { c.server.allowed_origins = {"https://app.example"}; });
+  const std::string id = s.CreateSession("alice");
+  auto r = Http("GET", s.Url("/ws/practice?session=" + id), "",
+                UpgradeHeaders({{"Origin", "https://evil.example"},
+                                {"Authorization", "Bearer " + MintToken("alice")}}));
+  EXPECT_EQ(r.status, 403);
+  EXPECT_EQ(ErrorCode(r), "origin_not_allowed");
+  Headers with_origin = s.Auth("alice");
+  with_origin.emplace_back("Origin", "https://app.example");
+  auto ok = hub_.Connect(s.port(), "/ws/practice?session=" + id, with_origin);
+  EXPECT_TRUE(ok->WaitOpen()) << ok->failure();
+  r = Http("GET", s.Url("/api/personas"), "", {{"Origin", "https://app.example"}});
+  EXPECT_EQ(r.Header("access-control-allow-origin"), "https://app.example");
+  r = Http("GET", s.Url("/api/personas"), "", {{"Origin", "https://evil.example"}});
+  EXPECT_EQ(r.Header("access-control-allow-origin"), "");
+  r = Http("OPTIONS", s.Url("/api/sessions"), "",
+           {{"Origin", "https://app.example"}, {"Access-Control-Request-Method", "POST"}});
+  EXPECT_EQ(r.status, 204);
+  EXPECT_NE(r.Header("access-control-allow-methods").find("POST"), std::string::npos);
+}
+
+TEST_F(ServerTest, HttpErrorsAreJsonWithTheRightStatus) {
+  TestServer s;
+  auto r = Http("GET", s.Url("/ws/practice"));
+  EXPECT_EQ(r.status, 426);
+  EXPECT_EQ(ErrorCode(r), "upgrade_required");
+  r = Http("PUT", s.Url("/api/sessions"), "{}", s.Auth("alice"));
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.Header("allow"), "GET, POST");
+  r = Http("GET", s.Url("/api/nothing"));
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(ErrorCode(r), "not_found");
+  r = Http("POST", s.Url("/api/sessions"), "{not json", s.Auth("alice"));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(ErrorCode(r), "invalid_json");
+  r = Http("POST", s.Url("/api/sessions"), R"({"persona_id":"nobody"})", s.Auth("alice"));
+  EXPECT_EQ(r.status, 422);
+  EXPECT_EQ(ErrorCode(r), "unknown_persona");
+  r = Http("POST", s.Url("/api/sessions"), "{}", s.Auth("alice"));
+  EXPECT_EQ(r.status, 422);
+  r = Http("GET", s.Url("/api/sessions?limit=0"), "", s.Auth("alice"));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(ErrorCode(r), "invalid_query");
+}
+
+TEST_F(ServerTest, RequestBodyOverTheLimitIs413) {
+  TestServer s([](app::AppConfig& c) { c.server.max_http_body_bytes = 4096; });
+  const auto r = Http("POST", s.Url("/api/sessions"), std::string(5000, ' '), s.Auth("alice"));
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(ErrorCode(r), "payload_too_large");
+  // The server keeps answering.
+  EXPECT_EQ(Http("GET", s.Url("/health")).status, 200);
+}
+
+TEST_F(ServerTest, StaticFilesHaveMimeTypesAndNoWayOut) {
+  TestServer s;
+  std::ofstream(s.web_root() + "/app.js") << "let x = 1;";
+  auto r = Http("GET", s.Url("/app.js"));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("content-type"), "text/javascript; charset=utf-8");
+  EXPECT_EQ(r.body, "let x = 1;");
+  r = Http("GET", s.Url("/"));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("parley test"), std::string::npos);
+  for (const char* p : {"/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
+                        "/..%2f..%2fetc%2fpasswd", "/nope.html"}) {
+    r = Http("GET", s.Url(p));
+    EXPECT_NE(r.status, 200) << p;
+    EXPECT_EQ(r.body.find("root:"), std::string::npos) << p;
+  }
+  r = Http("POST", s.Url("/app.js"), "x");
+  EXPECT_EQ(r.status, 405);
+}
+
+TEST_F(ServerTest, ListsOwnSessionsNewestFirstWithPaging) {
+  TestServer s;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    ids.push_back(s.CreateSession("alice"));
+    std::this_thread::sleep_for(2ms);
+  }
+  s.CreateSession("bob");
+  auto page = Http("GET", s.Url("/api/sessions?limit=2"), "", s.Auth("alice")).JsonBody();
+  EXPECT_EQ(page["total"].asInt(), 5);
+  ASSERT_EQ(page["sessions"].size(), 2u);
+  EXPECT_EQ(page["sessions"][0]["session_id"].asString(), ids[4]);
+  EXPECT_EQ(page["sessions"][1]["session_id"].asString(), ids[3]);
+  EXPECT_EQ(page["next_offset"].asInt(), 2);
+  page = Http("GET", s.Url("/api/sessions?limit=2&offset=4"), "", s.Auth("alice")).JsonBody();
+  ASSERT_EQ(page["sessions"].size(), 1u);
+  EXPECT_EQ(page["sessions"][0]["session_id"].asString(), ids[0]);
+  EXPECT_TRUE(page["next_offset"].isNull());
+}
+
+TEST_F(ServerTest, DeleteEndsAndRemovesTheSession) {
+  TestServer s;
+  std::atomic<int> hooks{0};
+  s.app().sessions().AddEndHook([&](app::Session&) { ++hooks; });
+  const std::string id = s.CreateSession("alice");
+  auto ws = s.Join(hub_, "practice", id, "alice");
+  ASSERT_EQ(ws->state(), WsClient::State::kOpen);
+  auto r = Http("DELETE", s.Url("/api/sessions/" + id), "", s.Auth("alice"));
+  EXPECT_EQ(r.status, 204);
+  EXPECT_EQ(ws->WaitClosed(), 1000);
+  EXPECT_EQ(hooks.load(), 1);
+  EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + id), "", s.Auth("alice")).status, 404);
+  EXPECT_EQ(Http("DELETE", s.Url("/api/sessions/" + id), "", s.Auth("alice")).status, 404);
+}
+
+TEST_F(ServerTest, SessionEndsAfterTheDisconnectGracePeriod) {
+  TestServer s([](app::AppConfig& c) { c.sessions.disconnect_grace_s = 1; });
+  std::atomic<int> hooks{0};
+  s.app().sessions().AddEndHook([&](app::Session&) { ++hooks; });
+  const std::string id = s.CreateSession("alice");
+  {
+    auto ws = s.Join(hub_, "practice", id, "alice");
+    ASSERT_EQ(ws->state(), WsClient::State::kOpen);
+    ws->Close();
+    ASSERT_TRUE(ws->WaitClosed());
+  }
+  // Reconnecting within the grace keeps it alive.
+  auto back = s.Join(hub_, "practice", id, "alice");
+  ASSERT_EQ(back->state(), WsClient::State::kOpen);
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + id), "", s.Auth("alice")).JsonBody()["state"],
+            "live");
+  back->Close();
+  ASSERT_TRUE(back->WaitClosed());
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  Json::Value state;
+  while (std::chrono::steady_clock::now() < deadline) {
+    state = Http("GET", s.Url("/api/sessions/" + id), "", s.Auth("alice")).JsonBody();
+    if (state["state"] == "ended") break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(state["state"].asString(), "ended");
+  EXPECT_EQ(state["end_reason"].asString(), "disconnect_grace");
+  EXPECT_EQ(hooks.load(), 1);
+}
+
+TEST_F(ServerTest, MetricsCountMessagesBytesErrorsAndRequests) {
+  TestServer s;
+  auto ws = s.Join(hub_, "practice", s.CreateSession("alice"), "alice");
+  for (int i = 0; i < 3; ++i) ws->SendText(R"({"type":"ping"})");
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(ws->ReceiveType("pong"));
+  ws->SendText("nope");
+  ASSERT_TRUE(ws->ReceiveType("error"));
+  const auto text = Http("GET", s.Url("/metrics")).body;
+  EXPECT_NE(text.find(R"(parley_ws_messages_total{endpoint="practice",direction="in"} 4)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(parley_ws_bytes_total{endpoint="practice",direction="in"})"),
+            std::string::npos);
+  EXPECT_NE(text.find(R"(parley_errors_total{code="bad_json"} 1)"), std::string::npos);
+  EXPECT_NE(text.find(R"(parley_http_requests_total{route="/api/sessions",status="201"} 1)"),
+            std::string::npos);
+  EXPECT_NE(text.find(R"(parley_sessions{state="live"} 1)"), std::string::npos);
+  EXPECT_NE(text.find(R"(parley_connections{kind="websocket"} 1)"), std::string::npos);
+}
+
+TEST_F(ServerTest, ShutdownEndsLiveSessionsAndClosesSocketsWithGoingAway) {
+  auto s = std::make_unique<TestServer>();
+  std::atomic<int> hooks{0};
+  s->app().sessions().AddEndHook([&](app::Session&) { ++hooks; });
+  std::vector<std::shared_ptr<WsClient>> clients;
+  for (int i = 0; i < 5; ++i) clients.push_back(s->Join(hub_, "practice", s->CreateSession("u"), "u"));
+  for (auto& c : clients) ASSERT_EQ(c->state(), WsClient::State::kOpen);
+  s->app().Shutdown();
+  EXPECT_EQ(hooks.load(), 5);
+  for (auto& c : clients) {
+    auto ended = c->ReceiveType("session_ended");
+    ASSERT_TRUE(ended);
+    EXPECT_EQ((*ended)["reason"].asString(), "shutdown");
+    const auto code = c->WaitClosed();
+    ASSERT_TRUE(code);
+    EXPECT_TRUE(*code == 1000 || *code == 1001) << *code;
+  }
+}
+
+}  // namespace
+}  // namespace parley::testing
