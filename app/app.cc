@@ -65,7 +65,10 @@ bool App::Start() {
   }
   s.server = std::make_unique<signaling::Server>(s.config.server, s.config.auth, s, s.pool,
                                                  s.log, s.metrics);
-  if (!s.server->Start()) return false;
+  if (!s.server->Start()) {
+    s.server.reset();
+    return false;
+  }
   const std::string host =
       s.config.server.bind_address == "0.0.0.0" ? "localhost" : s.config.server.bind_address;
   const std::string url = "http://" + host + ":" + std::to_string(s.server->port()) + "/";

@@ -224,6 +224,11 @@ struct Server::Impl {
     UpgradeRequest upgrade;
     std::string tag;
     std::string endpoint = "other";
+    // Per-endpoint counters, looked up once at upgrade (the per-message path takes no lock).
+    core::Counter* messages_in = nullptr;
+    core::Counter* bytes_in = nullptr;
+    core::Counter* messages_out = nullptr;
+    core::Counter* bytes_out = nullptr;
     std::string rx;
     bool rx_binary = false;
     struct Queued {
@@ -611,6 +616,17 @@ struct Server::Impl {
     http_conns--;
     ws_conns++;
     c->endpoint = EndpointLabel(up.path);
+    auto counter = [&](const char* name, const char* help, const char* direction) {
+      return &Count(name, help, {{"endpoint", c->endpoint}, {"direction", direction}});
+    };
+    c->messages_in = counter("parley_ws_messages_total",
+                             "WebSocket messages by endpoint and direction", "in");
+    c->messages_out = counter("parley_ws_messages_total",
+                              "WebSocket messages by endpoint and direction", "out");
+    c->bytes_in = counter("parley_ws_bytes_total",
+                          "WebSocket payload bytes by endpoint and direction", "in");
+    c->bytes_out = counter("parley_ws_bytes_total",
+                           "WebSocket payload bytes by endpoint and direction", "out");
     c->upgrade = std::move(up);
     c->tag = std::move(d.tag);
     return 0;
@@ -664,12 +680,8 @@ struct Server::Impl {
 
     const auto now = Clock::now();
     c->last_rx = now;
-    Count("parley_ws_messages_total", "WebSocket messages by endpoint and direction",
-          {{"endpoint", c->endpoint}, {"direction", "in"}})
-        .Add();
-    Count("parley_ws_bytes_total", "WebSocket payload bytes by endpoint and direction",
-          {{"endpoint", c->endpoint}, {"direction", "in"}})
-        .Add(static_cast<double>(c->rx.size()));
+    c->messages_in->Add();
+    c->bytes_in->Add(static_cast<double>(c->rx.size()));
     if (!TakeToken(c, now)) {
       Count("parley_ws_rejected_total", "WebSocket messages refused by reason",
             {{"reason", "rate_limited"}})
@@ -730,12 +742,8 @@ struct Server::Impl {
       const int wrote = lws_write(wsi, q.buf.data() + LWS_PRE, n,
                                   q.binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
       if (wrote < static_cast<int>(n)) return -1;
-      Count("parley_ws_messages_total", "WebSocket messages by endpoint and direction",
-            {{"endpoint", c->endpoint}, {"direction", "out"}})
-          .Add();
-      Count("parley_ws_bytes_total", "WebSocket payload bytes by endpoint and direction",
-            {{"endpoint", c->endpoint}, {"direction", "out"}})
-          .Add(static_cast<double>(n));
+      c->messages_out->Add();
+      c->bytes_out->Add(static_cast<double>(n));
       if (!c->sendq.empty() || c->close_pending) lws_callback_on_writable(wsi);
       return 0;
     }

@@ -164,8 +164,10 @@ TEST(Process, PortInUseFailsToStartWithExitCodeOne) {
   Child first({"--port", "0", "--bind", "127.0.0.1", "--data-dir", data.path()});
   const int port = first.Port();
   ASSERT_GT(port, 0);
-  Child second({"--port", std::to_string(port), "--bind", "127.0.0.1", "--data-dir", data.path()});
+  Child second({"--port", std::to_string(port), "--bind", "127.0.0.1", "--data-dir", data.path()},
+               {"LSAN_OPTIONS=suppressions=" PARLEY_SOURCE_DIR "/tests/lsan-lws-failed-bind.supp"});
   EXPECT_EQ(second.Wait(10s), 1) << second.output();
+  EXPECT_NE(second.output().find("could not start the HTTP/WebSocket server"), std::string::npos);
 }
 
 }  // namespace

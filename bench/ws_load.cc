@@ -1,0 +1,298 @@
+// WebSocket load client: N connections each sending landmark-sized JSON frames at a fixed
+// rate, plus one ping per connection per second to time the event round trip. Reports the
+// server's received messages/s (from its /metrics), the server's CPU seconds per 10k
+// messages (from /proc/<pid>/stat) and round-trip percentiles.
+//
+//   ws_load --spawn build/default/app/parley --connections 100 --rate 30 --duration 60
+//   ws_load --port 8080 --pid $(pidof parley) --token $JWT ...
+#include <CLI/CLI.hpp>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cinttypes>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "tests/support/test_server.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using parley::testing::Http;
+using parley::testing::WsClient;
+using parley::testing::WsHub;
+using Clock = std::chrono::steady_clock;
+
+// utime + stime of a process in seconds.
+double CpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(text.substr(close + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15; ++i) {
+    rest >> field;
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+long RssKib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return 0;
+}
+
+double MetricValue(const std::string& metrics, const std::string& series) {
+  const auto at = metrics.find(series + " ");
+  if (at == std::string::npos) return 0;
+  return std::stod(metrics.substr(at + series.size() + 1));
+}
+
+// A MediaPipe-shaped frame of 478 points: about 11 KB of JSON.
+std::string LandmarkFrame(std::mt19937& rng, double t_ms) {
+  std::uniform_real_distribution<double> xy(0.3, 0.7), z(-0.08, 0.08);
+  std::string s;
+  s.reserve(12000);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "{\"t\":%.1f,\"width\":640,\"height\":480,\"landmarks\":[", t_ms);
+  s += buf;
+  for (int i = 0; i < 478; ++i) {
+    std::snprintf(buf, sizeof buf, "%s[%.4f,%.4f,%.4f]", i ? "," : "", xy(rng), xy(rng), z(rng));
+    s += buf;
+  }
+  s += "]}";
+  return s;
+}
+
+struct Child {
+  pid_t pid = -1;
+  int port = 0;
+};
+
+Child Spawn(const std::string& binary, const std::string& secret, int connections) {
+  int out[2];
+  if (pipe(out) != 0) return {};
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], STDERR_FILENO);
+    close(out[0]);
+    close(out[1]);
+    const std::string per_ip = std::to_string(connections + 16);
+    execl(binary.c_str(), binary.c_str(), "--port", "0", "--bind", "127.0.0.1",
+          "--max-connections-per-ip", per_ip.c_str(), "--jwt-secret-key", secret.c_str(),
+          "--log-level", "info", "--data-dir", "/tmp/parley-bench-data", nullptr);
+    _exit(127);
+  }
+  close(out[1]);
+  // The "parley listening" log line carries the port.
+  FILE* f = fdopen(out[0], "r");
+  char line[4096];
+  Child c{pid, 0};
+  while (fgets(line, sizeof line, f) != nullptr) {
+    const auto v = parley::core::ParseJson(line);
+    if (v && (*v)["msg"].asString() == "parley listening") {
+      c.port = (*v)["port"].asInt();
+      break;
+    }
+  }
+  // Keep draining stderr so the server never blocks on a full pipe.
+  std::thread([f] {
+    char sink[4096];
+    while (fgets(sink, sizeof sink, f) != nullptr) {
+    }
+    fclose(f);
+  }).detach();
+  return c;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string spawn;
+  int port = 0;
+  int pid_arg = 0;
+  int connections = 100;
+  double rate = 30;
+  int duration_s = 60;
+  int warmup_s = 3;
+  int hubs = 2;
+  std::string token;
+  std::string secret = parley::testing::kTestSecret;
+  std::string endpoint = "landmarks";
+
+  CLI::App cli{"Parley WebSocket load client"};
+  cli.add_option("--spawn", spawn, "Path of a parley binary to start on a free port");
+  cli.add_option("--port", port, "Port of a running parley (instead of --spawn)");
+  cli.add_option("--pid", pid_arg, "PID of the running parley, for CPU figures");
+  cli.add_option("--token", token, "Bearer token for a running parley (default: minted)");
+  cli.add_option("--secret", secret, "JWT secret used to mint tokens")->capture_default_str();
+  cli.add_option("--connections,-n", connections, "Connections")->capture_default_str();
+  cli.add_option("--rate", rate, "Frames per second per connection")->capture_default_str();
+  cli.add_option("--duration", duration_s, "Measured seconds")->capture_default_str();
+  cli.add_option("--warmup", warmup_s, "Seconds before measuring")->capture_default_str();
+  cli.add_option("--hubs", hubs, "Client service threads")->capture_default_str();
+  cli.add_option("--endpoint", endpoint, "landmarks or practice")->capture_default_str();
+  CLI11_PARSE(cli, argc, argv);
+
+  rlimit lim{};
+  getrlimit(RLIMIT_NOFILE, &lim);
+  lim.rlim_cur = lim.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &lim);
+  signal(SIGPIPE, SIG_IGN);
+
+  Child child;
+  if (!spawn.empty()) {
+    child = Spawn(spawn, secret, connections);
+    if (child.port == 0) {
+      std::cerr << "ws_load: the spawned server did not start\n";
+      return 1;
+    }
+    port = child.port;
+    pid_arg = child.pid;
+  }
+  if (port == 0) {
+    std::cerr << "ws_load: give --spawn or --port\n";
+    return 2;
+  }
+  const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  if (token.empty()) token = parley::testing::MintToken("bench");
+  const parley::testing::Headers auth = {{"Authorization", "Bearer " + token}};
+
+  // One session per 50 connections, like several trackers per practice session.
+  std::vector<std::string> sessions;
+  for (int i = 0; i < (connections + 49) / 50; ++i) {
+    const auto r = Http("POST", base + "/api/sessions", R"({"persona_id":"seoa"})", auth);
+    if (r.status != 201) {
+      std::cerr << "ws_load: cannot create a session: " << r.status << " " << r.body << "\n";
+      return 1;
+    }
+    sessions.push_back(r.JsonBody()["session_id"].asString());
+  }
+
+  std::vector<std::unique_ptr<WsHub>> hub_list;
+  for (int i = 0; i < std::max(1, hubs); ++i) hub_list.push_back(std::make_unique<WsHub>());
+  std::mutex rtt_mu;
+  std::vector<double> rtts_ms;
+  std::atomic<bool> measuring{false};
+  std::atomic<uint64_t> received{0};
+  std::vector<std::shared_ptr<WsClient>> clients;
+  for (int i = 0; i < connections; ++i) {
+    auto c = hub_list[static_cast<size_t>(i) % hub_list.size()]->Connect(
+        port, "/ws/" + endpoint + "?session=" + sessions[static_cast<size_t>(i) / 50], auth);
+    c->SetOnMessage([&](const parley::testing::WsMessage& m) {
+      ++received;
+      if (m.binary || m.data.find("\"pong\"") == std::string::npos) return;
+      const auto v = parley::core::ParseJson(m.data);
+      if (!v || !(*v)["id"].isInt64()) return;
+      const double sent_us = static_cast<double>((*v)["id"].asInt64());
+      const double now_us = static_cast<double>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                    Clock::now().time_since_epoch())
+                                                    .count());
+      if (measuring) {
+        const std::lock_guard lock(rtt_mu);
+        rtts_ms.push_back((now_us - sent_us) / 1000.0);
+      }
+    });
+    clients.push_back(std::move(c));
+  }
+  int open = 0;
+  for (auto& c : clients) open += c->WaitOpen(20s) ? 1 : 0;
+  if (open != connections) {
+    std::cerr << "ws_load: only " << open << " of " << connections << " connections opened\n";
+    return 1;
+  }
+
+  std::mt19937 rng(42);
+  std::vector<std::string> frames;
+  for (int i = 0; i < 16; ++i) frames.push_back(LandmarkFrame(rng, i * 33.3));
+  const size_t frame_bytes = frames[0].size();
+
+  const std::string series_in =
+      "parley_ws_messages_total{endpoint=\"" + endpoint + "\",direction=\"in\"}";
+  double msgs_before = 0, cpu_before = 0;
+  Clock::time_point measure_start;
+  const auto period = std::chrono::duration<double>(1.0 / rate);
+  const auto start = Clock::now();
+  const auto stop_at = start + std::chrono::seconds(warmup_s + duration_s);
+  uint64_t tick = 0;
+  uint64_t sent = 0;
+  while (Clock::now() < stop_at) {
+    const auto next = start + std::chrono::duration_cast<Clock::duration>(period * static_cast<double>(tick));
+    std::this_thread::sleep_until(next);
+    if (!measuring && Clock::now() >= start + std::chrono::seconds(warmup_s)) {
+      msgs_before = MetricValue(Http("GET", base + "/metrics").body, series_in);
+      cpu_before = pid_arg > 0 ? CpuSeconds(pid_arg) : 0;
+      measure_start = Clock::now();
+      measuring = true;
+    }
+    const std::string& frame = frames[tick % frames.size()];
+    const bool ping_tick = tick % static_cast<uint64_t>(std::max(1.0, rate)) == 0;
+    for (size_t i = 0; i < clients.size(); ++i) {
+      clients[i]->SendText(frame);
+      ++sent;
+      if (ping_tick) {
+        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                            Clock::now().time_since_epoch())
+                            .count();
+        clients[i]->SendText("{\"type\":\"ping\",\"id\":" + std::to_string(us) + "}");
+      }
+    }
+    ++tick;
+  }
+  const double elapsed = std::chrono::duration<double>(Clock::now() - measure_start).count();
+  const double msgs_after = MetricValue(Http("GET", base + "/metrics").body, series_in);
+  const double cpu_after = pid_arg > 0 ? CpuSeconds(pid_arg) : 0;
+  const long rss = pid_arg > 0 ? RssKib(pid_arg) : 0;
+  measuring = false;
+
+  std::vector<double> r;
+  {
+    const std::lock_guard lock(rtt_mu);
+    r = rtts_ms;
+  }
+  std::sort(r.begin(), r.end());
+  auto pct = [&](double p) {
+    return r.empty() ? 0.0 : r[std::min(r.size() - 1, static_cast<size_t>(p * static_cast<double>(r.size())))];
+  };
+  const double msgs = msgs_after - msgs_before;
+  const double cpu = cpu_after - cpu_before;
+  Json::Value out(Json::objectValue);
+  out["connections"] = connections;
+  out["rate_per_connection"] = rate;
+  out["frame_bytes"] = static_cast<Json::UInt64>(frame_bytes);
+  out["measured_s"] = elapsed;
+  out["offered_msgs_per_s"] = connections * (rate + 1.0);
+  out["server_msgs_per_s"] = msgs / elapsed;
+  out["server_cpu_s_per_10k_msgs"] = msgs > 0 ? cpu / msgs * 10000.0 : 0.0;
+  out["server_cpu_cores"] = cpu / elapsed;
+  out["server_rss_mib"] = static_cast<double>(rss) / 1024.0;
+  out["rtt_samples"] = static_cast<Json::UInt64>(r.size());
+  out["rtt_p50_ms"] = pct(0.50);
+  out["rtt_p99_ms"] = pct(0.99);
+  out["rtt_max_ms"] = r.empty() ? 0.0 : r.back();
+  std::cout << parley::core::ToJson(out) << std::endl;
+
+  for (auto& c : clients) c->Close();
+  for (auto& c : clients) c->WaitClosed(5s);
+  if (child.pid > 0) {
+    kill(child.pid, SIGTERM);
+    int status = 0;
+    waitpid(child.pid, &status, 0);
+  }
+  return 0;
+}
