@@ -120,25 +120,29 @@ HttpResponse App::Impl::Route(const HttpRequest& req) {
       if (m == "GET") return WithRoute(ListSessions(req), route);
       return WithRoute(MethodNotAllowed("GET, POST"), route);
     }
-    const auto session = OwnSession(req, seg[2]);
-    auto not_found = [&] {
-      return WithRoute(HttpResponse::Error(404, "session_not_found", "no such session"), route);
-    };
+    const std::string& id = seg[2];
     if (seg.size() == 3) {
-      if (m != "GET" && m != "DELETE") return WithRoute(MethodNotAllowed("GET, DELETE"), route);
-      if (!session) return not_found();
-      if (m == "GET") return WithRoute(HttpResponse::Json(200, session->ToJson()), route);
-      registry.End(*session, "deleted");
-      registry.Remove(session->id());
-      HttpResponse r;
-      r.status = 204;
-      return WithRoute(std::move(r), route);
+      if (m == "GET") {
+        HttpResponse error;
+        const auto view = SessionView(req, id, &error);
+        return WithRoute(view ? HttpResponse::Json(200, *view) : error, route);
+      }
+      if (m == "DELETE") return WithRoute(DeleteSession(req, id), route);
+      return WithRoute(MethodNotAllowed("GET, DELETE"), route);
     }
     if (seg.size() == 4 && seg[3] == "end") {
       if (m != "POST") return WithRoute(MethodNotAllowed("POST"), route);
-      if (!session) return not_found();
-      registry.End(*session, "ended_by_client");  // idempotent: an ended session stays ended
-      return WithRoute(HttpResponse::Json(200, session->ToJson()), route);
+      if (const auto session = OwnSession(req, id)) {
+        registry.End(*session, "ended_by_client");  // idempotent: an ended session stays ended
+      }
+      // An ended session is no longer in memory once its report is safe: read it back.
+      HttpResponse error;
+      const auto view = SessionView(req, id, &error);
+      return WithRoute(view ? HttpResponse::Json(200, *view) : error, route);
+    }
+    if (seg.size() == 4 && seg[3] == "report") {
+      if (m != "GET") return WithRoute(MethodNotAllowed("GET"), route);
+      return WithRoute(Report(req, id), route);
     }
   }
   return WithRoute(HttpResponse::Error(404, "not_found", "no API route " + m + " " + path),
@@ -158,10 +162,8 @@ HttpResponse App::Impl::Health() {
   h["connections"]["websocket"] =
       static_cast<Json::UInt64>(server ? server->websocket_count() : 0);
   h["workers"]["queue_depth"] = static_cast<Json::UInt64>(pool.QueueDepth());
-  // Sessions live in this process's memory until the store module is configured.
-  h["dependencies"]["store"]["status"] = "ok";
-  h["dependencies"]["store"]["kind"] = "memory";
-  h["dependencies"]["store"]["persistent"] = false;
+  h["dependencies"]["store"] = store->Health();
+  if (h["dependencies"]["store"]["status"].asString() != "ok") h["status"] = "degraded";
   return HttpResponse::Json(200, h);
 }
 
@@ -181,7 +183,11 @@ HttpResponse App::Impl::CreateSession(const HttpRequest& req) {
   if (!session)
     return HttpResponse::Error(503, "too_many_sessions",
                                "the server holds its maximum number of sessions");
-  HttpResponse r = HttpResponse::Json(201, session->ToJson());
+  if (!PersistSession(*session)) {
+    registry.Remove(session->id());
+    return HttpResponse::Error(503, "store_unavailable", "the session could not be stored");
+  }
+  HttpResponse r = HttpResponse::Json(201, store::ToPublicJson(session->ToJson()));
   r.headers.emplace_back("location", "/api/sessions/" + session->id());
   return r;
 }
@@ -191,17 +197,25 @@ HttpResponse App::Impl::ListSessions(const HttpRequest& req) {
   const auto limit = QueryInt(req, "limit", kDefaultPageSize, 1, kMaxPageSize, &error);
   const auto offset = limit ? QueryInt(req, "offset", 0, 0, 1'000'000'000, &error) : std::nullopt;
   if (!limit || !offset) return HttpResponse::Error(400, "invalid_query", error);
-  const auto all = registry.ListForUser(req.identity.user_id);
+  store::Page page;
+  std::string store_error;
+  const auto status = store->ListByUser(store::Collection::kSessions, req.identity.user_id,
+                                        static_cast<uint64_t>(*offset),
+                                        static_cast<uint64_t>(*limit), &page, &store_error);
+  if (status != store::ReadStatus::kOk)
+    return HttpResponse::Error(503, "store_unavailable", "the session store is unavailable");
   Json::Value body(Json::objectValue);
   body["sessions"] = Json::Value(Json::arrayValue);
-  for (size_t i = static_cast<size_t>(*offset);
-       i < all.size() && i < static_cast<size_t>(*offset + *limit); ++i)
-    body["sessions"].append(all[i]->ToJson());
-  body["total"] = static_cast<Json::UInt64>(all.size());
+  for (const auto& doc : page.docs) {
+    // A session still in memory is fresher than its stored copy (state, connections).
+    const auto in_memory = registry.Find(doc["session_id"].asString());
+    body["sessions"].append(store::ToPublicJson(in_memory ? in_memory->ToJson() : doc));
+  }
+  body["total"] = static_cast<Json::UInt64>(page.total);
   body["limit"] = *limit;
   body["offset"] = *offset;
-  const size_t next = static_cast<size_t>(*offset + *limit);
-  body["next_offset"] = next < all.size() ? Json::Value(static_cast<Json::UInt64>(next)) : Json::Value();
+  const uint64_t next = static_cast<uint64_t>(*offset + *limit);
+  body["next_offset"] = next < page.total ? Json::Value(static_cast<Json::UInt64>(next)) : Json::Value();
   return HttpResponse::Json(200, body);
 }
 
@@ -209,6 +223,70 @@ std::shared_ptr<Session> App::Impl::OwnSession(const HttpRequest& req, const std
   auto s = registry.Find(id);
   if (!s || s->user_id() != req.identity.user_id) return nullptr;
   return s;
+}
+
+std::optional<Json::Value> App::Impl::SessionView(const HttpRequest& req, const std::string& id,
+                                                  HttpResponse* error) {
+  if (const auto s = OwnSession(req, id)) return store::ToPublicJson(s->ToJson());
+  Json::Value doc;
+  std::string why;
+  switch (store->Get(store::Collection::kSessions, id, &doc, &why)) {
+    case store::ReadStatus::kOk:
+      if (doc["user_id"].asString() == req.identity.user_id) return store::ToPublicJson(doc);
+      break;  // another user's: same answer as a missing one
+    case store::ReadStatus::kUnavailable:
+      *error = HttpResponse::Error(503, "store_unavailable", "the session store is unavailable");
+      return std::nullopt;
+    case store::ReadStatus::kNotFound:
+      break;
+  }
+  *error = HttpResponse::Error(404, "session_not_found", "no such session");
+  return std::nullopt;
+}
+
+HttpResponse App::Impl::Report(const HttpRequest& req, const std::string& id) {
+  HttpResponse error;
+  const auto view = SessionView(req, id, &error);
+  if (!view) return error;
+  if ((*view)["state"].asString() != "ended")
+    return HttpResponse::Error(409, "report_not_ready",
+                               "the session has not ended; POST /api/sessions/" + id +
+                                   "/end first");
+  Json::Value doc;
+  std::string why;
+  switch (store->Get(store::Collection::kReports, id, &doc, &why)) {
+    case store::ReadStatus::kOk:
+      break;
+    case store::ReadStatus::kUnavailable:
+      return HttpResponse::Error(503, "store_unavailable", "the report store is unavailable");
+    case store::ReadStatus::kNotFound:
+      return HttpResponse::Error(404, "report_not_found", "this session has no report");
+  }
+  HttpResponse r = HttpResponse::Json(200, store::ToPublicJson(doc));
+  const auto download = req.query.find("download");
+  if (download != req.query.end() && download->second != "0" && download->second != "false") {
+    r.headers.emplace_back("content-disposition",
+                           "attachment; filename=parley-report-" + id + ".json");
+  }
+  return r;
+}
+
+HttpResponse App::Impl::DeleteSession(const HttpRequest& req, const std::string& id) {
+  HttpResponse error;
+  if (!SessionView(req, id, &error)) return error;
+  if (const auto s = OwnSession(req, id)) {
+    registry.End(*s, "deleted");
+    registry.Remove(id);
+  }
+  std::string why;
+  if (!store->Delete(store::Collection::kReports, id, &why) ||
+      !store->Delete(store::Collection::kSessions, id, &why)) {
+    log.Error("delete failed", {{"session_id", id}, {"error", why}});
+    return HttpResponse::Error(503, "store_unavailable", "the session could not be deleted");
+  }
+  HttpResponse r;
+  r.status = 204;
+  return r;
 }
 
 }  // namespace parley::app

@@ -19,18 +19,46 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
     const std::string text = core::ToJson(event);
     for (const auto id : conns) server->Send(id, signaling::OutMessage{false, text, droppable});
   });
+  registry.SetLiveCallback([this](Session& s) {
+    // Runs on the service thread: the store write goes to a worker.
+    auto session = registry.Find(s.id());
+    if (session && !pool.TrySubmit([this, session] { PersistSession(*session); }))
+      log.Warn("worker queue full: live state not persisted", {{"session_id", s.id()}});
+  });
   registry.SetEndedCallback([this](Session& s, const std::vector<uint64_t>& conns) {
+    const bool stored = StoreReport(s);
+    if (stored) registry.Remove(s.id());  // memory holds only sessions not yet safe on disk
     if (!server) return;
     Json::Value ended(Json::objectValue);
     ended["type"] = "session_ended";
     ended["session_id"] = s.id();
     ended["reason"] = s.ToJson()["end_reason"];
+    ended["report"] = stored ? Json::Value("/api/sessions/" + s.id() + "/report") : Json::Value();
     ended["t"] = Json::Int64(s.NowMs());
     for (const auto id : conns) {
       server->SendJson(id, ended);
       server->Close(id, signaling::kCloseNormal, "session ended");
     }
   });
+}
+
+bool App::Impl::PersistSession(const Session& s) {
+  if (!store) return false;
+  std::string error;
+  if (store->Put(store::Collection::kSessions, s.ToJson(), &error)) return true;
+  log.Error("could not store the session", {{"session_id", s.id()}, {"error", error}});
+  return false;
+}
+
+bool App::Impl::StoreReport(Session& s) {
+  if (!store) return false;
+  const Json::Value report = BuildReport(s, personas ? personas->Find(s.persona_id()) : nullptr);
+  std::string error;
+  if (!store->Put(store::Collection::kReports, report, &error)) {
+    log.Error("could not store the report", {{"session_id", s.id()}, {"error", error}});
+    return false;
+  }
+  return PersistSession(s);
 }
 
 App::App(AppConfig config, core::Logger& log)
@@ -40,6 +68,7 @@ App::~App() { Shutdown(); }
 
 core::Metrics& App::metrics() { return impl_->metrics; }
 SessionRegistry& App::sessions() { return impl_->registry; }
+store::Store& App::store() { return *impl_->store; }
 int App::port() const { return impl_->server ? impl_->server->port() : 0; }
 
 bool App::Start() {
@@ -55,6 +84,13 @@ bool App::Start() {
   if (ec) {
     s.log.Error("cannot create the data directory",
                 {{"data_dir", s.config.data_dir}, {"error", ec.message()}});
+    return false;
+  }
+  store::StoreConfig store_config = s.config.store;
+  store_config.data_dir = s.config.data_dir;
+  s.store = store::Store::Open(store_config, s.log, s.metrics, &error);
+  if (!s.store) {
+    s.log.Error("cannot open the store", {{"error", error}});
     return false;
   }
   if (s.config.auth.jwt_secret_key.empty()) {
@@ -76,6 +112,7 @@ bool App::Start() {
              {{"url", url},
               {"port", s.server->port()},
               {"personas", static_cast<Json::UInt>(s.personas->all().size())},
+              {"store", s.store->Health()["kind"]},
               {"auth", s.config.auth.jwt_secret_key.empty() ? "development" : "jwt"}});
   return true;
 }
@@ -85,6 +122,7 @@ void App::Shutdown() {
   if (s.shut_down.exchange(true)) return;
   if (!s.server) {
     s.pool.Shutdown();
+    if (s.store) s.store->Close();
     return;
   }
   const auto begin = std::chrono::steady_clock::now();
@@ -100,7 +138,11 @@ void App::Shutdown() {
                      std::min(left, std::chrono::milliseconds(2000)));
   s.server->Stop();
   s.pool.Shutdown();
-  s.log.Info("shutdown complete", {{"sessions_ended", static_cast<Json::UInt64>(ended)}});
+  // One last chance for spooled writes; what remains is replayed by the next process.
+  const size_t spooled = s.store->ReplayNow();
+  s.store->Close();
+  s.log.Info("shutdown complete", {{"sessions_ended", static_cast<Json::UInt64>(ended)},
+                                   {"spool_depth", static_cast<Json::UInt64>(spooled)}});
 }
 
 int RunMain(int argc, const char* const* argv) {

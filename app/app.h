@@ -20,6 +20,7 @@
 #include "app/session.h"
 #include "core/core.h"
 #include "signaling/signaling.h"
+#include "store/store.h"
 
 namespace parley::app {
 
@@ -32,8 +33,7 @@ struct AppConfig {
   std::string data_dir = "./data";
   std::string web_root;      // default: the checkout's web/
   std::string personas_dir;  // default: the checkout's personas/
-  std::string mongodb_uri;   // empty: the embedded store under data_dir
-  std::string database_name = "parley";
+  store::StoreConfig store;  // mongodb_uri empty: the embedded file store under data_dir
   int shutdown_timeout_s = 20;
 
   // Every problem found, each a full sentence naming the option; empty when valid.
@@ -62,6 +62,7 @@ class App {
 
   core::Metrics& metrics();
   SessionRegistry& sessions();
+  store::Store& store();  // valid after Start()
 
  private:
   struct Impl;

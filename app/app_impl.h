@@ -36,6 +36,17 @@ struct App::Impl final : signaling::Handler {
   signaling::HttpResponse ListSessions(const signaling::HttpRequest& req);
   // The caller's session, or nullptr (also for another user's session: no existence leak).
   std::shared_ptr<Session> OwnSession(const signaling::HttpRequest& req, const std::string& id);
+  // The caller's session document (memory first, then the store), in API shape.
+  // 404/503 responses in `error` when there is none.
+  std::optional<Json::Value> SessionView(const signaling::HttpRequest& req, const std::string& id,
+                                         signaling::HttpResponse* error);
+  signaling::HttpResponse Report(const signaling::HttpRequest& req, const std::string& id);
+  signaling::HttpResponse DeleteSession(const signaling::HttpRequest& req, const std::string& id);
+
+  // Lifecycle glue (app.cc).
+  bool PersistSession(const Session& s);
+  // Builds and stores the report and the final session document; true when both are safe.
+  bool StoreReport(Session& s);
 
   // live.cc
   enum class Endpoint { kPractice, kLandmarks };
@@ -60,6 +71,7 @@ struct App::Impl final : signaling::Handler {
   core::Metrics metrics;
   core::WorkerPool pool;
   std::optional<personas::Catalog> personas;
+  std::unique_ptr<store::Store> store;
   SessionRegistry registry;
   signaling::StaticFiles static_files;
   std::unique_ptr<signaling::Server> server;
@@ -69,5 +81,8 @@ struct App::Impl final : signaling::Handler {
   // Service-thread only.
   std::unordered_map<signaling::ConnectionId, LiveConn> live;
 };
+
+// report.cc
+Json::Value BuildReport(const Session& session, const personas::Persona* persona);
 
 }  // namespace parley::app

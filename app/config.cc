@@ -57,12 +57,13 @@ std::vector<std::string> AppConfig::Validate() const {
     problems.push_back("--web-root '" + web_root + "' is not a directory");
   if (personas_dir.empty() || !std::filesystem::is_directory(personas_dir))
     problems.push_back("--personas-dir '" + personas_dir + "' is not a directory");
-  if (!mongodb_uri.empty() && mongodb_uri.rfind("mongodb://", 0) != 0 &&
-      mongodb_uri.rfind("mongodb+srv://", 0) != 0)
+  check("store", store.Validate());
+  if (!store.mongodb_uri.empty() && store.mongodb_uri.rfind("mongodb://", 0) != 0 &&
+      store.mongodb_uri.rfind("mongodb+srv://", 0) != 0)
     problems.push_back("MONGODB_URI must start with mongodb:// or mongodb+srv://");
-  if (database_name.empty() || database_name.size() > 63 ||
-      database_name.find_first_of("/\\. \"$") != std::string::npos)
-    problems.push_back("DATABASE_NAME '" + database_name +
+  if (store.database.empty() || store.database.size() > 63 ||
+      store.database.find_first_of("/\\. \"$") != std::string::npos)
+    problems.push_back("DATABASE_NAME '" + store.database +
                        "' is not a valid MongoDB database name");
   if (shutdown_timeout_s < 1 || shutdown_timeout_s > 600)
     problems.push_back("--shutdown-timeout must be 1..600 s");
@@ -197,12 +198,32 @@ std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
       ->envname("PARLEY_DATA_DIR")
       ->capture_default_str()
       ->group("Store");
-  cli.add_option("--mongodb-uri", c.mongodb_uri,
+  cli.add_option("--mongodb-uri", c.store.mongodb_uri,
                  "MongoDB connection string; unset = embedded file store in --data-dir")
       ->envname("MONGODB_URI")
       ->group("Store");
-  cli.add_option("--database-name", c.database_name, "MongoDB database")
+  cli.add_option("--database-name", c.store.database, "MongoDB database")
       ->envname("DATABASE_NAME")
+      ->capture_default_str()
+      ->group("Store");
+  cli.add_option("--mongo-write-concern", c.store.write_concern,
+                 "MongoDB write concern: majority or a number of nodes")
+      ->envname("PARLEY_MONGO_WRITE_CONCERN")
+      ->capture_default_str()
+      ->group("Store");
+  cli.add_option("--mongo-timeout-ms", c.store.timeout_ms,
+                 "MongoDB server selection, connect and socket timeout")
+      ->envname("PARLEY_MONGO_TIMEOUT_MS")
+      ->capture_default_str()
+      ->group("Store");
+  cli.add_option("--mongo-retries", c.store.retries,
+                 "Retries of a MongoDB write on transient errors before it is spooled")
+      ->envname("PARLEY_MONGO_RETRIES")
+      ->capture_default_str()
+      ->group("Store");
+  cli.add_option("--spool-replay-ms", c.store.replay_interval_ms,
+                 "How often spooled writes are retried while MongoDB is away")
+      ->envname("PARLEY_SPOOL_REPLAY_MS")
       ->capture_default_str()
       ->group("Store");
 
@@ -227,6 +248,7 @@ std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
   c.server.max_message_bytes = kib(max_message_kib);
   c.server.max_http_body_bytes = kib(max_body_kib);
   c.server.send_queue_max_bytes = kib(send_queue_kib);
+  c.store.data_dir = c.data_dir;
 
   if (const auto problems = c.Validate(); !problems.empty()) {
     err << "parley: invalid configuration:\n";

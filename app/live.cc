@@ -37,6 +37,11 @@ UpgradeDecision App::Impl::OnUpgrade(const signaling::UpgradeRequest& req) {
     return UpgradeDecision::Reject(
         HttpResponse::Error(400, "missing_session", "add ?session=<session_id> to the URL"));
   const auto session = registry.Find(it->second);
+  std::string ended_owner;
+  if (!session && registry.RecentlyEnded(it->second, &ended_owner) &&
+      ended_owner == req.identity.user_id)
+    return UpgradeDecision::Reject(
+        HttpResponse::Error(410, "session_ended", "this session has ended; create a new one"));
   if (!session || session->user_id() != req.identity.user_id)
     return UpgradeDecision::Reject(HttpResponse::Error(404, "session_not_found", "no such session"));
   if (session->state() == SessionState::kEnded)

@@ -1,5 +1,7 @@
 #include "app/session.h"
 
+#include "store/store.h"
+
 #include <uuid/uuid.h>
 
 #include <algorithm>
@@ -166,23 +168,53 @@ void Session::Emit(Json::Value event, bool droppable) {
   if (!targets.empty() && emitter_) emitter_(targets, event, droppable);
 }
 
+namespace {
+
+void DeepMerge(Json::Value& into, const Json::Value& patch) {
+  for (const auto& key : patch.getMemberNames()) {
+    const Json::Value& v = patch[key];
+    if (v.isObject() && into[key].isObject()) {
+      DeepMerge(into[key], v);
+    } else {
+      into[key] = v;
+    }
+  }
+}
+
+Json::Value Date(std::chrono::system_clock::time_point t) {
+  return store::DateValue(core::UnixMillis(t));
+}
+
+}  // namespace
+
+void Session::MergeReport(const Json::Value& patch) {
+  if (!patch.isObject()) return;
+  const std::lock_guard lock(mu_);
+  DeepMerge(report_patch_, patch);
+}
+
+Json::Value Session::report_patch() const {
+  const std::lock_guard lock(mu_);
+  return report_patch_;
+}
+
 Json::Value Session::ToJson() const {
   Json::Value v(Json::objectValue);
   v["session_id"] = id_;
   v["user_id"] = user_id_;
   v["persona_id"] = persona_id_;
-  v["created_at"] = core::FormatUtc(created_at_);
+  v["created_at"] = Date(created_at_);
   const std::lock_guard lock(mu_);
   v["state"] = std::string(StateName(state_));
-  v["started_at"] = started_at_ ? Json::Value(core::FormatUtc(*started_at_)) : Json::Value();
-  v["ended_at"] = ended_at_ ? Json::Value(core::FormatUtc(*ended_at_)) : Json::Value();
+  v["started_at"] = started_at_ ? Date(*started_at_) : Json::Value();
+  v["ended_at"] = ended_at_ ? Date(*ended_at_) : Json::Value();
   v["end_reason"] = end_reason_.empty() ? Json::Value() : Json::Value(end_reason_);
   double duration = 0;
   if (started_at_) {
     const auto end = ended_at_.value_or(std::chrono::system_clock::now());
     duration = std::chrono::duration<double>(end - *started_at_).count();
   }
-  v["duration_s"] = std::round(duration * 1000) / 1000;
+  v["duration_s"] = static_cast<double>(std::round(duration * 1000) / 1000);
   v["connections"] = static_cast<Json::UInt>(connections_.size());
   v["media"] = media_ ? Json::Value(media_->media) : Json::Value();
   v["urls"]["practice"] = "/ws/practice?session=" + id_;
@@ -239,6 +271,10 @@ void SessionRegistry::AddStopHook(StopHook hook) {
 void SessionRegistry::SetEndedCallback(EndedCallback cb) {
   const std::lock_guard lock(mu_);
   ended_cb_ = std::move(cb);
+}
+void SessionRegistry::SetLiveCallback(std::function<void(Session&)> cb) {
+  const std::lock_guard lock(mu_);
+  live_cb_ = std::move(cb);
 }
 void SessionRegistry::SetEmitter(Session::Emitter emitter) {
   const std::lock_guard lock(mu_);
@@ -301,7 +337,15 @@ bool SessionRegistry::Attach(Session& s, uint64_t connection) {
     s.connections_.insert(connection);
     s.disconnected_since_.reset();
   }
-  if (went_live) log_.Info("session live", {{"session_id", s.id()}});
+  if (went_live) {
+    log_.Info("session live", {{"session_id", s.id()}});
+    std::function<void(Session&)> cb;
+    {
+      const std::lock_guard lock(mu_);
+      cb = live_cb_;
+    }
+    if (cb) cb(s);
+  }
   return true;
 }
 
@@ -405,7 +449,25 @@ bool SessionRegistry::End(Session& s, const std::string& reason) {
 
 void SessionRegistry::Remove(const std::string& id) {
   const std::lock_guard lock(mu_);
-  sessions_.erase(id);
+  const auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  if (it->second->state() == SessionState::kEnded && !tombstones_.contains(id)) {
+    tombstones_[id] = it->second->user_id();
+    tombstone_order_.push_back(id);
+    if (tombstone_order_.size() > kMaxTombstones) {
+      tombstones_.erase(tombstone_order_.front());
+      tombstone_order_.pop_front();
+    }
+  }
+  sessions_.erase(it);
+}
+
+bool SessionRegistry::RecentlyEnded(const std::string& id, std::string* user_id) const {
+  const std::lock_guard lock(mu_);
+  const auto it = tombstones_.find(id);
+  if (it == tombstones_.end()) return false;
+  *user_id = it->second;
+  return true;
 }
 
 size_t SessionRegistry::EndAll(const std::string& reason) {

@@ -20,7 +20,9 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <deque>
 #include <set>
+#include <unordered_map>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -103,6 +105,7 @@ class Session {
   // Milliseconds on the session clock: 0 when it went live (always 0 before).
   int64_t NowMs() const;
   Timeline& timeline() { return timeline_; }
+  const Timeline& timeline() const { return timeline_; }
 
   // Sinks: later modules attach consumers; a kind with no sink is an error event to the client.
   void SetBinarySink(uint8_t kind, BinarySink sink);
@@ -115,7 +118,13 @@ class Session {
   // Sends `event` to every connection of this session; sets "t" when absent.
   void Emit(Json::Value event, bool droppable = false);
 
-  // Metadata for the API: ids, state, times, duration.
+  // Analysers contribute to the report by merging a partial report, e.g.
+  // {"metrics": {"blinks": 12}, "feedback": {"blinking": 80}} (objects merge deeply).
+  void MergeReport(const Json::Value& patch);
+  Json::Value report_patch() const;
+
+  // The session document: ids, state, times (as {"$date": ...}), duration. Stored in the
+  // sessions collection; store::ToPublicJson() turns it into the API's shape.
   Json::Value ToJson() const;
 
  private:
@@ -139,6 +148,7 @@ class Session {
   std::optional<StartParams> media_;
   std::map<uint8_t, BinarySink> binary_sinks_;
   TextSink landmark_sink_;
+  Json::Value report_patch_{Json::objectValue};
 };
 
 struct SessionConfig {
@@ -166,6 +176,8 @@ class SessionRegistry {
   void AddStartHook(StartHook hook);
   void AddStopHook(StopHook hook);
   void SetEndedCallback(EndedCallback cb);
+  // Runs on the service thread when a session goes live: must not block.
+  void SetLiveCallback(std::function<void(Session&)> cb);
   void SetEmitter(Session::Emitter emitter);
 
   // nullptr when the registry is full.
@@ -184,8 +196,10 @@ class SessionRegistry {
 
   // Ends the session on this thread (hooks run here). False when it had already ended.
   bool End(Session& s, const std::string& reason);
-  // Removes an ended session from memory.
+  // Removes an ended session from memory, remembering (bounded) that it ended.
   void Remove(const std::string& id);
+  // True when `id` ended in this process and was removed from memory; `user_id` is its owner.
+  bool RecentlyEnded(const std::string& id, std::string* user_id) const;
   // Ends every session that has not ended, hooks in parallel on the pool; waits up to
   // end_hook_timeout_s. Returns how many were ended.
   size_t EndAll(const std::string& reason);
@@ -201,10 +215,14 @@ class SessionRegistry {
 
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_;
+  static constexpr size_t kMaxTombstones = 100'000;
+  std::unordered_map<std::string, std::string> tombstones_;  // id -> user, for 410 answers
+  std::deque<std::string> tombstone_order_;
   std::vector<EndHook> end_hooks_;
   std::vector<StartHook> start_hooks_;
   std::vector<StopHook> stop_hooks_;
   EndedCallback ended_cb_;
+  std::function<void(Session&)> live_cb_;
   Session::Emitter emitter_;
 
   std::mutex expiry_mu_;

@@ -38,7 +38,7 @@ TEST_F(ConfigTest, DefaultsAreValidAndMatchTheContract) {
   EXPECT_EQ(c.server.max_message_bytes, 1u << 20);
   EXPECT_EQ(c.server.max_http_body_bytes, 1u << 20);
   EXPECT_GE(c.server.max_messages_per_s, 120);
-  EXPECT_EQ(c.database_name, "parley");
+  EXPECT_EQ(c.store.database, "parley");
   EXPECT_EQ(c.data_dir, "./data");
   EXPECT_TRUE(c.auth.jwt_secret_key.empty());
 }
@@ -51,7 +51,7 @@ TEST_F(ConfigTest, EnvironmentFillsOptionsAndFlagsOverrideIt) {
   ASSERT_TRUE(std::holds_alternative<AppConfig>(p.result)) << p.err;
   auto c = std::get<AppConfig>(p.result);
   EXPECT_EQ(c.server.port, 9091);
-  EXPECT_EQ(c.database_name, "practice");
+  EXPECT_EQ(c.store.database, "practice");
   EXPECT_EQ(c.server.allowed_origins,
             (std::vector<std::string>{"https://a.example", "https://b.example"}));
   p = Parse({"--port", "7000"});

@@ -1,0 +1,82 @@
+// Parley store: sessions and reports, in MongoDB (libmongoc) or, when no MongoDB is
+// configured, in an embedded document store on local disk. Nothing is lost: a write MongoDB
+// does not take is spooled on disk (atomically) and replayed in order once MongoDB answers.
+//
+// Documents are JSON objects in MongoDB's relaxed Extended JSON, so BSON types stay exact:
+// a double is written with a fraction (1.0), integers stay integers, and times are
+// {"$date": "2026-11-22T04:05:08.938Z"} (BSON dates in MongoDB). Every document carries a
+// string "session_id" (the key: writes are upserts by it), a string "user_id" and a
+// "created_at" date (listing order).
+//
+// Thread safety: all methods may be called from any thread; they block (disk, network), so
+// call them from worker threads, never from the WebSocket service thread.
+#pragma once
+
+#include <json/value.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/core.h"
+
+namespace parley::store {
+
+struct StoreConfig {
+  std::string mongodb_uri;        // empty: embedded file store under data_dir/store
+  std::string database = "parley";
+  std::string data_dir = "./data";
+  std::string write_concern = "majority";  // "majority" or a number of nodes (w)
+  int timeout_ms = 3000;           // server selection, connect and socket timeouts
+  int retries = 2;                 // extra attempts on transient errors before spooling
+  int replay_interval_ms = 1000;   // how often the spool is retried while MongoDB is away
+  std::string Validate() const;
+};
+
+enum class Collection { kSessions, kReports };
+std::string_view CollectionName(Collection c);
+
+enum class ReadStatus { kOk, kNotFound, kUnavailable };
+
+struct Page {
+  std::vector<Json::Value> docs;  // newest first
+  uint64_t total = 0;             // all of the user's documents
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Opens the configured back end (creating indexes, directories) and, for MongoDB, starts
+  // the spool replayer. nullptr with `error` when the data directory is unusable or the
+  // configuration is wrong; an unreachable MongoDB is NOT an error (writes spool).
+  static std::unique_ptr<Store> Open(const StoreConfig& config, core::Logger& log,
+                                     core::Metrics& metrics, std::string* error);
+
+  // Upsert by doc["session_id"]. False only when not even the local disk took it.
+  virtual bool Put(Collection c, const Json::Value& doc, std::string* error) = 0;
+  virtual ReadStatus Get(Collection c, const std::string& session_id, Json::Value* doc,
+                         std::string* error) = 0;
+  virtual ReadStatus ListByUser(Collection c, const std::string& user_id, uint64_t offset,
+                                uint64_t limit, Page* page, std::string* error) = 0;
+  // Removes the document from the store and from the spool. Deleting nothing is success.
+  virtual bool Delete(Collection c, const std::string& session_id, std::string* error) = 0;
+
+  // {"status": "ok"|"degraded", "kind": "mongodb"|"file", "spool_depth": n, ...}
+  virtual Json::Value Health() = 0;
+  // Tries to replay the spool now; returns how many entries remain (tests, shutdown).
+  virtual size_t ReplayNow() = 0;
+  // Stops background work. Idempotent; also done by the destructor.
+  virtual void Close() = 0;
+};
+
+// Helpers for the relaxed Extended JSON document model.
+Json::Value DateValue(int64_t unix_ms);
+// {"$date": ...} anywhere in `v` becomes its RFC 3339 string; "_id" is dropped. For API output.
+Json::Value ToPublicJson(const Json::Value& v);
+// A session id that is safe as a file name and a query value (letters, digits, '-', '_').
+bool IsValidId(std::string_view id);
+
+}  // namespace parley::store
