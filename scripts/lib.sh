@@ -6,7 +6,7 @@ PARLEY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Packages needed to build and run the server.
 PARLEY_RUN_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
-  libwebsockets-dev libjwt-dev libjsoncpp-dev libcli11-dev uuid-dev
+  libwebsockets-dev libjwt-dev libjsoncpp-dev libcli11-dev uuid-dev libmongoc-dev
 )
 # Extra packages for the test suite and benchmarks.
 PARLEY_TEST_PACKAGES=(
@@ -37,4 +37,28 @@ ensure_apt_packages() {
 
 build_jobs() {
   nproc 2>/dev/null || echo 2
+}
+
+# The pinned wire-compatible MongoDB used by the tests (there is no mongod in Debian 12):
+# installed from npm with the lock file, then its binary checked against the sha256 its own
+# package.json publishes.
+JONGODB_DIR="$PARLEY_ROOT/tests/mongo"
+JONGODB_PKG="$JONGODB_DIR/node_modules/@jongodb/memory-server-bin-linux-x64-gnu"
+
+ensure_jongodb() {
+  if ! command -v npm >/dev/null 2>&1; then
+    ensure_apt_packages nodejs npm
+  fi
+  if [ ! -x "$JONGODB_PKG/bin/jongodb" ]; then
+    echo "==> installing the pinned test MongoDB (npm ci)"
+    (cd "$JONGODB_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  local want got
+  want=$(node -e 'console.log(require(process.argv[1]).jongodb.sha256)' "$JONGODB_PKG/package.json")
+  got=$(sha256sum "$JONGODB_PKG/bin/jongodb" | cut -d' ' -f1)
+  if [ -z "$want" ] || [ "$want" != "$got" ]; then
+    echo "jongodb binary sha256 mismatch: package.json says '$want', file is '$got'" >&2
+    return 1
+  fi
+  echo "==> test MongoDB: jongodb 0.1.6 (sha256 verified)"
 }

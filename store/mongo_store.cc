@@ -6,6 +6,8 @@
 #include <mutex>
 #include <utility>
 
+#include <unistd.h>
+
 #include "store/internal.h"
 
 namespace parley::store {
@@ -117,9 +119,26 @@ bool IsTransient(const bson_error_t& e) {
 }
 
 // mongoc_init() must run once per process before any other libmongoc call.
+// libmongoc's default handler prints every level, debug included, in its own format. This
+// one keeps warnings and errors, as JSON lines like core::Logger's, and holds no state.
+void EmitMongocLog(mongoc_log_level_t level, const char* domain, const char* message, void*) {
+  if (level > MONGOC_LOG_LEVEL_WARNING) return;
+  Json::Value v(Json::objectValue);
+  v["ts"] = core::FormatUtc(std::chrono::system_clock::now());
+  v["level"] = level <= MONGOC_LOG_LEVEL_CRITICAL ? "error" : "warn";
+  v["msg"] = "libmongoc";
+  v["domain"] = domain;
+  v["detail"] = message;
+  const std::string out = core::ToJson(v) + "\n";
+  [[maybe_unused]] const auto n = ::write(STDERR_FILENO, out.data(), out.size());
+}
+
 void InitMongocOnce() {
   static std::once_flag once;
-  std::call_once(once, [] { mongoc_init(); });
+  std::call_once(once, [] {
+    mongoc_init();
+    mongoc_log_set_handler(&EmitMongocLog, nullptr);
+  });
 }
 
 }  // namespace

@@ -9,97 +9,13 @@
 #include <chrono>
 #include <thread>
 
+#include "tests/support/child.h"
 #include "tests/support/test_server.h"
 
 namespace parley::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-// A child `parley` whose stderr (JSON-lines log) and stdout are captured.
-class Child {
- public:
-  explicit Child(std::vector<std::string> args, std::vector<std::string> env = {}) {
-    int out[2];
-    if (pipe(out) != 0) throw std::runtime_error("pipe");
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], STDOUT_FILENO);
-      dup2(out[1], STDERR_FILENO);
-      close(out[0]);
-      close(out[1]);
-      for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
-      std::vector<char*> argv{const_cast<char*>(PARLEY_BINARY)};
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(PARLEY_BINARY, argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    fd_ = out[0];
-    fcntl(fd_, F_SETFL, O_NONBLOCK);
-  }
-  ~Child() {
-    if (pid_ > 0 && !exited_) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    close(fd_);
-  }
-
-  // Reads output until `needle` appears or the timeout passes.
-  bool WaitFor(const std::string& needle, std::chrono::milliseconds timeout = 10000ms) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (output_.find(needle) == std::string::npos) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      Pump(50);
-    }
-    return true;
-  }
-  std::optional<int> Wait(std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      Pump(20);
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        exited_ = true;
-        Pump(0);
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-    }
-    return std::nullopt;
-  }
-  void Signal(int sig) { kill(pid_, sig); }
-  const std::string& output() const { return output_; }
-
-  // The port from the "parley listening" log line.
-  int Port() {
-    if (!WaitFor("parley listening")) return 0;
-    WaitFor("\n");
-    const auto at = output_.find("parley listening");
-    const auto line_start = output_.rfind('\n', at);
-    const auto line_end = output_.find('\n', at);
-    const auto v = core::ParseJson(output_.substr(line_start == std::string::npos ? 0 : line_start + 1,
-                                                  line_end - (line_start == std::string::npos ? 0 : line_start + 1)));
-    return v ? (*v)["port"].asInt() : 0;
-  }
-
- private:
-  void Pump(int wait_ms) {
-    pollfd p{fd_, POLLIN, 0};
-    poll(&p, 1, wait_ms);
-    char buf[4096];
-    for (;;) {
-      const ssize_t n = read(fd_, buf, sizeof buf);
-      if (n <= 0) break;
-      output_.append(buf, static_cast<size_t>(n));
-    }
-  }
-  pid_t pid_ = -1;
-  int fd_ = -1;
-  bool exited_ = false;
-  std::string output_;
-};
 
 TEST(Process, HelpExitsZeroAndDocumentsOptions) {
   Child c({"--help"});

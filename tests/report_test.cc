@@ -1,0 +1,223 @@
+// Reports end to end: built when a session ends, stored, downloaded by their owner only, and
+// never lost (MongoDB outages, SIGTERM, a killed process).
+#include <gtest/gtest.h>
+#include <mongoc/mongoc.h>
+#include <signal.h>
+
+#include <thread>
+
+#include "tests/support/child.h"
+#include "tests/support/mongo_server.h"
+#include "tests/support/test_server.h"
+
+namespace parley::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+int64_t CountIn(const std::string& uri, const std::string& db, const char* coll,
+                const std::string& session_id = {}) {
+  mongoc_init();
+  mongoc_client_t* client = mongoc_client_new(uri.c_str());
+  mongoc_collection_t* c = mongoc_client_get_collection(client, db.c_str(), coll);
+  bson_t* filter = session_id.empty() ? bson_new() : BCON_NEW("session_id", BCON_UTF8(session_id.c_str()));
+  bson_error_t e;
+  const int64_t n = mongoc_collection_count_documents(c, filter, nullptr, nullptr, nullptr, &e);
+  bson_destroy(filter);
+  mongoc_collection_destroy(c);
+  mongoc_client_destroy(client);
+  return n;
+}
+
+TEST(Report, EndingASessionStoresAFullReportOwnerCanDownload) {
+  TestServer s;
+  WsHub hub;
+  const std::string id = s.CreateSession("alice", "daniel");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  ASSERT_EQ(ws->state(), WsClient::State::kOpen);
+  // Something an analyser would contribute, to see it land in the report.
+  auto session = s.app().sessions().Find(id);
+  ASSERT_TRUE(session);
+  session->MergeReport(Json::Value(Json::objectValue));
+  session->timeline().AddSample(1500, [] {
+    Json::Value v(Json::objectValue);
+    v["mic_level_db"] = -31.5;
+    return v;
+  }());
+  session->timeline().AddTurn({"user", "hello there", 1200, 2100, Json::Value()});
+
+  auto live = Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice"));
+  EXPECT_EQ(live.status, 409);
+  EXPECT_EQ(live.JsonBody()["error"]["code"].asString(), "report_not_ready");
+
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  auto ended = ws->ReceiveType("session_ended");
+  ASSERT_TRUE(ended);
+  EXPECT_EQ((*ended)["report"].asString(), "/api/sessions/" + id + "/report");
+
+  const auto r = Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto report = r.JsonBody();
+  EXPECT_EQ(report["session_id"].asString(), id);
+  EXPECT_EQ(report["user_id"].asString(), "alice");
+  EXPECT_EQ(report["persona_id"].asString(), "daniel");
+  EXPECT_EQ(report["schema_version"].asInt(), 1);
+  EXPECT_TRUE(report["started_at"].isString());
+  EXPECT_TRUE(report["ended_at"].isString());
+  EXPECT_TRUE(report["duration_s"].isDouble());
+  // Nothing analysed this session: every score and metric is null and named, none invented.
+  for (const char* f : {"likability", "initiative", "tone", "concentration", "gaze_stability",
+                        "blinking", "posture", "expression", "expression_score", "total_score"})
+    EXPECT_TRUE(report["feedback"][f].isNull()) << f;
+  EXPECT_TRUE(report["feedback"]["summary"].isString());
+  for (const char* f : {"blinks", "blink_rate_per_min", "gaze_on_screen_ratio", "head_pose_deg",
+                        "smile_ratio", "face_visible_ratio", "speaking_rate_wpm", "pitch_hz",
+                        "volume_db", "talk_ratio", "turns", "questions_asked", "filler_words",
+                        "longest_pause_s", "response_latency_s"})
+    EXPECT_TRUE(report["metrics"].isMember(f) && report["metrics"][f].isNull()) << f;
+  std::set<std::string> missing;
+  for (const auto& m : report["not_measured"]) missing.insert(m.asString());
+  EXPECT_TRUE(missing.count("feedback.total_score"));
+  EXPECT_TRUE(missing.count("metrics.blinks"));
+  ASSERT_EQ(report["transcript"].size(), 1u);
+  EXPECT_EQ(report["transcript"][0]["text"].asString(), "hello there");
+  EXPECT_EQ(report["transcript"][0]["t_start"].asInt(), 1200);
+  ASSERT_EQ(report["timeline"].size(), 1u);
+  EXPECT_EQ(report["timeline"][0]["t"].asInt(), 1);
+  EXPECT_TRUE(report["tips"].isArray());
+
+  const auto dl = Http("GET", s.Url("/api/sessions/" + id + "/report?download=1"), "", s.Auth("alice"));
+  EXPECT_EQ(dl.status, 200);
+  EXPECT_EQ(dl.Header("content-disposition"),
+            "attachment; filename=parley-report-" + id + ".json");
+  EXPECT_EQ(dl.body, r.body);
+  // The session list (now read from the store) shows it ended.
+  const auto list = Http("GET", s.Url("/api/sessions"), "", s.Auth("alice")).JsonBody();
+  ASSERT_EQ(list["total"].asInt(), 1);
+  EXPECT_EQ(list["sessions"][0]["state"].asString(), "ended");
+}
+
+TEST(Report, AnotherUserCanNeitherReadNorDeleteIt) {
+  TestServer s;
+  const std::string id = s.CreateSession("alice");
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  for (const auto& [method, path] : std::vector<std::pair<std::string, std::string>>{
+           {"GET", "/report"}, {"GET", "/report?download=1"}, {"DELETE", ""}, {"GET", ""}}) {
+    const auto r = Http(method, s.Url("/api/sessions/" + id + path), "", s.Auth("mallory"));
+    EXPECT_EQ(r.status, 404) << method << " " << path;
+  }
+  EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).status, 200);
+}
+
+TEST(Report, DeleteRemovesSessionAndReport) {
+  TestServer s;
+  const std::string id = s.CreateSession("alice");
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  ASSERT_EQ(Http("DELETE", s.Url("/api/sessions/" + id), "", s.Auth("alice")).status, 204);
+  EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).status, 404);
+  EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + id), "", s.Auth("alice")).status, 404);
+  Json::Value d;
+  std::string error;
+  EXPECT_EQ(s.app().store().Get(store::Collection::kReports, id, &d, &error),
+            store::ReadStatus::kNotFound);
+}
+
+TEST(Report, EmbeddedStoreKeepsReportsAcrossRestarts) {
+  TempDir data;
+  std::string id;
+  {
+    TestServer s([&](app::AppConfig& c) { c.data_dir = data.path(); });
+    id = s.CreateSession("alice");
+    ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  }
+  TestServer again([&](app::AppConfig& c) { c.data_dir = data.path(); });
+  const auto r = Http("GET", again.Url("/api/sessions/" + id + "/report"), "", again.Auth("alice"));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(again.app().store().Health()["kind"].asString(), "file");
+}
+
+// ---- with MongoDB, through the real binary --------------------------------------------------------
+
+class ReportMongoTest : public ::testing::Test {
+ protected:
+  std::vector<std::string> Env(const std::string& db) {
+    return {"MONGODB_URI=" + mongo_.uri(), "DATABASE_NAME=" + db,
+            std::string("JWT_SECRET_KEY=") + kTestSecret, "PARLEY_MONGO_TIMEOUT_MS=400",
+            "PARLEY_SPOOL_REPLAY_MS=100"};
+  }
+  std::vector<std::string> Args(const std::string& data_dir) {
+    return {"--port", "0", "--bind", "127.0.0.1", "--data-dir", data_dir,
+            "--max-connections-per-ip", "256"};
+  }
+  std::string Base(int port) { return "http://127.0.0.1:" + std::to_string(port); }
+  Headers Auth() { return {{"Authorization", "Bearer " + MintToken("alice")}}; }
+
+  MongoServer mongo_;
+  TempDir data_;
+};
+
+TEST_F(ReportMongoTest, SigtermWithTwentyLiveSessionsStoresTwentyReports) {
+  const std::string db = MongoServer::NewDatabase("sigterm20");
+  Child parley(Args(data_.path()), Env(db));
+  const int port = parley.Port();
+  ASSERT_GT(port, 0) << parley.output();
+  WsHub hub;
+  std::vector<std::string> ids;
+  std::vector<std::shared_ptr<WsClient>> clients;
+  for (int i = 0; i < 20; ++i) {
+    const auto r = Http("POST", Base(port) + "/api/sessions", R"({"persona_id":"mina"})", Auth());
+    ASSERT_EQ(r.status, 201) << r.body;
+    ids.push_back(r.JsonBody()["session_id"].asString());
+    clients.push_back(hub.Connect(port, "/ws/practice?session=" + ids.back(), Auth()));
+  }
+  for (auto& c : clients) ASSERT_TRUE(c->WaitOpen()) << c->failure();
+  parley.Signal(SIGTERM);
+  ASSERT_EQ(parley.Wait(30s), 0) << parley.output();
+  EXPECT_EQ(CountIn(mongo_.uri(), db, "reports"), 20);
+  for (const auto& id : ids) EXPECT_EQ(CountIn(mongo_.uri(), db, "reports", id), 1) << id;
+  EXPECT_EQ(CountIn(mongo_.uri(), db, "sessions"), 20);
+}
+
+TEST_F(ReportMongoTest, KilledWithANonEmptySpoolTheNextProcessReplaysIt) {
+  const std::string db = MongoServer::NewDatabase("killspool");
+  std::vector<std::string> ids;
+  {
+    Child parley(Args(data_.path()), Env(db));
+    const int port = parley.Port();
+    ASSERT_GT(port, 0) << parley.output();
+    for (int i = 0; i < 6; ++i) {
+      const auto r = Http("POST", Base(port) + "/api/sessions", R"({"persona_id":"seoa"})", Auth());
+      ASSERT_EQ(r.status, 201) << r.body;
+      ids.push_back(r.JsonBody()["session_id"].asString());
+    }
+    mongo_.Stop();
+    for (const auto& id : ids) {
+      const auto r = Http("POST", Base(port) + "/api/sessions/" + id + "/end", "", Auth());
+      ASSERT_EQ(r.status, 200) << r.body;
+      // While MongoDB is away the report is served from the spool.
+      EXPECT_EQ(Http("GET", Base(port) + "/api/sessions/" + id + "/report", "", Auth()).status, 200);
+    }
+    const auto health = Http("GET", Base(port) + "/health").JsonBody();
+    EXPECT_EQ(health["dependencies"]["store"]["status"].asString(), "degraded");
+    EXPECT_GE(health["dependencies"]["store"]["spool_depth"].asInt(), 12);
+    parley.Signal(SIGKILL);
+    parley.Wait(10s);
+  }
+  mongo_.Start();
+  Child next(Args(data_.path()), Env(db));
+  const int port = next.Port();
+  ASSERT_GT(port, 0) << next.output();
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         Http("GET", Base(port) + "/health").JsonBody()["dependencies"]["store"]["spool_depth"].asInt() > 0)
+    std::this_thread::sleep_for(100ms);
+  for (const auto& id : ids) {
+    EXPECT_EQ(CountIn(mongo_.uri(), db, "reports", id), 1) << id;
+    const auto r = Http("GET", Base(port) + "/api/sessions/" + id + "/report", "", Auth());
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.JsonBody()["session_id"].asString(), id);
+  }
+}
+
+}  // namespace
+}  // namespace parley::testing
