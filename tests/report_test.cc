@@ -152,12 +152,22 @@ class ReportMongoTest : public ::testing::Test {
   std::string Base(int port) { return "http://127.0.0.1:" + std::to_string(port); }
   Headers Auth() { return {{"Authorization", "Bearer " + MintToken("alice")}}; }
 
+  void TearDown() override {
+    mongo_.Start();
+    for (const auto& db : dbs_) mongo_.DropDatabase(db);
+  }
+  std::string NewDatabase(const std::string& hint) {
+    dbs_.push_back(MongoServer::NewDatabase(hint));
+    return dbs_.back();
+  }
+
   MongoServer mongo_;
   TempDir data_;
+  std::vector<std::string> dbs_;
 };
 
 TEST_F(ReportMongoTest, SigtermWithTwentyLiveSessionsStoresTwentyReports) {
-  const std::string db = MongoServer::NewDatabase("sigterm20");
+  const std::string db = NewDatabase("sigterm20");
   Child parley(Args(data_.path()), Env(db));
   const int port = parley.Port();
   ASSERT_GT(port, 0) << parley.output();
@@ -179,7 +189,7 @@ TEST_F(ReportMongoTest, SigtermWithTwentyLiveSessionsStoresTwentyReports) {
 }
 
 TEST_F(ReportMongoTest, KilledWithANonEmptySpoolTheNextProcessReplaysIt) {
-  const std::string db = MongoServer::NewDatabase("killspool");
+  const std::string db = NewDatabase("killspool");
   std::vector<std::string> ids;
   {
     Child parley(Args(data_.path()), Env(db));

@@ -283,6 +283,34 @@ TEST_F(ServerTest, RateLimitDropsExcessMessagesWithAnErrorButAllows120PerSecond)
             100.0);
 }
 
+TEST_F(ServerTest, SlowConsumerIsClosedWith1008InsteadOfBufferingWithoutBound) {
+  TestServer s([](app::AppConfig& c) {
+    c.server.send_queue_max_bytes = 64 * 1024;
+    c.server.max_messages_per_s = 10000;
+    c.server.message_burst = 10000;
+  });
+  auto ws = s.Join(hub_, "practice", s.CreateSession("alice"), "alice");
+  ASSERT_EQ(ws->state(), WsClient::State::kOpen);
+  ws->PauseReading(true);
+  std::this_thread::sleep_for(100ms);
+  // Each pong echoes a 256 KB id: far more than the socket buffers and the 64 KiB queue hold.
+  const std::string big_id(256 * 1024, 'x');
+  for (int i = 0; i < 60; ++i) ws->SendText(R"({"type":"ping","id":")" + big_id + "\"}");
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         s.app().metrics().Read("parley_ws_slow_consumer_closes_total").value_or(0) < 1)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(s.app().metrics().Read("parley_ws_slow_consumer_closes_total").value_or(0), 1.0);
+  ws->PauseReading(false);
+  // The close frame (1008) only gets through when the client's socket has room for it; a
+  // client this far behind usually just sees the TCP connection end (1006).
+  const auto code = ws->WaitClosed(10s);
+  ASSERT_TRUE(code.has_value()) << "the slow client was never disconnected";
+  EXPECT_TRUE(*code == 1008 || *code == 1006) << *code;
+  // Nobody else noticed.
+  EXPECT_EQ(Http("GET", s.Url("/health")).status, 200);
+}
+
 TEST_F(ServerTest, IdleConnectionIsClosedWith1001) {
   TestServer s([](app::AppConfig& c) { c.server.idle_timeout_s = 1; });
   auto ws = s.Join(hub_, "practice", s.CreateSession("alice"), "alice");

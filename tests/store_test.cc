@@ -119,8 +119,10 @@ TEST_F(FileStoreTest, ListsByOwnerNewestFirstWithPagingAndSurvivesReopen) {
 }
 
 TEST_F(FileStoreTest, CrashMidWriteLeavesTheOldOrTheNewDocumentNeverATornOne) {
-  const std::string small_payload(100, 'a');
-  const std::string large_payload(2 << 20, 'b');  // large enough to be caught mid-write
+  // Both large enough to be caught mid-write, and close in size so that a kill lands in
+  // either kind of write often enough for both outcomes to show up.
+  const std::string small_payload(1 << 20, 'a');
+  const std::string large_payload(3 << 19, 'b');
   {
     auto s = Open();
     std::string error;
@@ -128,10 +130,13 @@ TEST_F(FileStoreTest, CrashMidWriteLeavesTheOldOrTheNewDocumentNeverATornOne) {
   }
   std::mt19937 rng(7);
   int saw_new = 0;
-  for (int round = 0; round < 12; ++round) {
+  for (int round = 0; round < 16; ++round) {
+    int progress[2];
+    ASSERT_EQ(pipe(progress), 0);
     const pid_t pid = fork();
     if (pid == 0) {
-      // The child rewrites the document until it is killed.
+      // The child rewrites the document until it is killed, reporting each finished write.
+      close(progress[0]);
       core::Logger quiet(core::LogLevel::kError);
       core::Metrics m;
       StoreConfig c;
@@ -141,11 +146,19 @@ TEST_F(FileStoreTest, CrashMidWriteLeavesTheOldOrTheNewDocumentNeverATornOne) {
       for (int i = 0;; ++i) {
         s->Put(Collection::kReports,
                Doc("crash", "u", kBaseMs, i % 2 == 0 ? large_payload : small_payload), &error);
+        [[maybe_unused]] const auto n = write(progress[1], "w", 1);
       }
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5 + rng() % 60));
+    close(progress[1]);
+    // Let it finish a few writes (so the new version exists), then kill it at a random moment
+    // of the next ones.
+    const int wait_writes = 1 + static_cast<int>(rng() % 4);
+    char byte;
+    for (int i = 0; i < wait_writes; ++i) ASSERT_EQ(read(progress[0], &byte, 1), 1);
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 20000));
     kill(pid, SIGKILL);
     waitpid(pid, nullptr, 0);
+    close(progress[0]);
     auto s = Open();  // also clears temp files the kill left behind
     Json::Value d;
     std::string error;
@@ -157,7 +170,7 @@ TEST_F(FileStoreTest, CrashMidWriteLeavesTheOldOrTheNewDocumentNeverATornOne) {
     for (const auto& e : std::filesystem::directory_iterator(dir_.path() + "/store/reports"))
       EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos);
   }
-  EXPECT_GT(saw_new, 0) << "the child never completed a write: the test proves nothing";
+  EXPECT_GT(saw_new, 0) << "no round ended on the new version: the test proves nothing";
 }
 
 // ---- MongoDB ------------------------------------------------------------------------------------
@@ -233,7 +246,10 @@ class MongoStoreTest : public ::testing::Test {
   void SetUp() override {
     db_ = MongoServer::NewDatabase(::testing::UnitTest::GetInstance()->current_test_info()->name());
   }
-  void TearDown() override { mongo_->Start(); }  // a test that stopped it leaves it running
+  void TearDown() override {
+    mongo_->Start();  // a test that stopped it leaves it running
+    mongo_->DropDatabase(db_);
+  }
 
   StoreConfig Config() {
     StoreConfig c;

@@ -1,6 +1,7 @@
 #include "tests/support/mongo_server.h"
 
 #include <arpa/inet.h>
+#include <mongoc/mongoc.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -182,6 +183,17 @@ std::string MongoServer::NewDatabase(const std::string& hint) {
   for (char c : hint) clean.push_back(std::isalnum(static_cast<unsigned char>(c)) ? c : '_');
   return "parley_t" + std::to_string(getpid()) + "_" + std::to_string(++counter) + "_" +
          clean.substr(0, 24);
+}
+
+void MongoServer::DropDatabase(const std::string& db) {
+  if (!external() || !running_) return;
+  mongoc_init();
+  mongoc_client_t* client = mongoc_client_new(uri().c_str());
+  mongoc_database_t* d = mongoc_client_get_database(client, db.c_str());
+  bson_error_t e;
+  mongoc_database_drop(d, &e);
+  mongoc_database_destroy(d);
+  mongoc_client_destroy(client);
 }
 
 void MongoServer::Stop() {

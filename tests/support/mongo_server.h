@@ -25,6 +25,8 @@ class MongoServer {
   // A database name no other test uses.
   static std::string NewDatabase(const std::string& hint);
   bool external() const { return !external_uri_.empty(); }
+  // Drops a test database on a real mongod (jongodb has no drop and forgets all at exit).
+  void DropDatabase(const std::string& db);
 
   void Stop();   // connections refused from now on
   void Start();  // a server answers on the same port again

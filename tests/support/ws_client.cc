@@ -177,7 +177,14 @@ struct WsHubImpl {
     for (WsClient* c : writes) {
       const bool alive = std::any_of(active.begin(), active.end(),
                                      [c](const auto& p) { return p.get() == c; });
-      if (alive && c->wsi_ != nullptr) lws_callback_on_writable(static_cast<lws*>(c->wsi_));
+      if (!alive || c->wsi_ == nullptr) continue;
+      std::optional<bool> flow;
+      {
+        const std::lock_guard lock(c->mu_);
+        flow.swap(c->flow_change_);
+      }
+      if (flow) lws_rx_flow_control(static_cast<lws*>(c->wsi_), *flow ? 0 : 1);
+      lws_callback_on_writable(static_cast<lws*>(c->wsi_));
     }
   }
 };
@@ -266,6 +273,18 @@ void WsClient::SendBinary(std::string bytes) {
   {
     const std::lock_guard lock(mu_);
     outbox_.emplace_back(true, std::move(bytes));
+  }
+  {
+    const std::lock_guard lock(hub_->impl_->mu);
+    hub_->impl_->pending_write.push_back(this);
+  }
+  hub_->impl_->Wake();
+}
+
+void WsClient::PauseReading(bool paused) {
+  {
+    const std::lock_guard lock(mu_);
+    flow_change_ = paused;
   }
   {
     const std::lock_guard lock(hub_->impl_->mu);

@@ -39,6 +39,8 @@ class WsClient {
   State state() const;
   std::string failure() const;  // why the connection failed (handshake errors)
 
+  // Stops (or resumes) reading from the socket, like a client that cannot keep up.
+  void PauseReading(bool paused);
   void SendText(std::string text);
   void SendBinary(std::string bytes);
   void Close(uint16_t code = 1000);
@@ -73,6 +75,7 @@ class WsClient {
   void* wsi_ = nullptr;
   std::deque<std::pair<bool, std::string>> outbox_;
   std::optional<uint16_t> closing_;
+  std::optional<bool> flow_change_;
   std::string rx_;
   bool rx_binary_ = false;
   std::string path_;
