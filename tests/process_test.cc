@@ -59,7 +59,12 @@ TEST(Process, SigtermWithLiveSessionsEndsThemAndExitsZero) {
     ids.push_back(r.JsonBody()["session_id"].asString());
     clients.push_back(hub.Connect(port, "/ws/practice?session=" + ids.back(), auth));
   }
-  for (auto& cl : clients) ASSERT_TRUE(cl->WaitOpen()) << cl->failure();
+  for (auto& cl : clients) {
+    ASSERT_TRUE(cl->WaitOpen()) << cl->failure();
+    // The welcome proves the server attached the connection to its session.
+    cl->SendText(R"({"type":"hello","protocol":1})");
+    ASSERT_TRUE(cl->ReceiveType("welcome"));
+  }
   c.Signal(SIGTERM);
   const auto code = c.Wait(20s);
   ASSERT_TRUE(code.has_value()) << "parley did not exit after SIGTERM\n" << c.output();

@@ -525,7 +525,11 @@ TEST_F(ServerTest, ShutdownEndsLiveSessionsAndClosesSocketsWithGoingAway) {
   s->app().sessions().AddEndHook([&](app::Session&) { ++hooks; });
   std::vector<std::shared_ptr<WsClient>> clients;
   for (int i = 0; i < 5; ++i) clients.push_back(s->Join(hub_, "practice", s->CreateSession("u"), "u"));
-  for (auto& c : clients) ASSERT_EQ(c->state(), WsClient::State::kOpen);
+  for (auto& c : clients) {
+    ASSERT_EQ(c->state(), WsClient::State::kOpen);
+    c->SendText(R"({"type":"hello","protocol":1})");
+    ASSERT_TRUE(c->ReceiveType("welcome"));
+  }
   s->app().Shutdown();
   EXPECT_EQ(hooks.load(), 5);
   for (auto& c : clients) {
