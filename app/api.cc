@@ -18,8 +18,8 @@ HttpResponse WithRoute(HttpResponse r, std::string route) {
 }
 
 HttpResponse MethodNotAllowed(const std::string& allow) {
-  HttpResponse r = HttpResponse::Error(405, "method_not_allowed",
-                                       "this path accepts " + allow + " only");
+  HttpResponse r =
+      HttpResponse::Error(405, "method_not_allowed", "this path accepts " + allow + " only");
   r.headers.emplace_back("allow", allow);
   return r;
 }
@@ -53,9 +53,7 @@ std::optional<int> QueryInt(const HttpRequest& req, const std::string& name, int
 
 }  // namespace
 
-signaling::HttpResponse App::Impl::HandleHttp(const HttpRequest& request) {
-  return Route(request);
-}
+signaling::HttpResponse App::Impl::HandleHttp(const HttpRequest& request) { return Route(request); }
 
 HttpResponse App::Impl::Route(const HttpRequest& req) {
   const std::string& path = req.path;
@@ -74,8 +72,9 @@ HttpResponse App::Impl::Route(const HttpRequest& req) {
     return WithRoute(std::move(r), "/metrics");
   }
   if (!seg.empty() && seg[0] == "ws") {
-    HttpResponse r = HttpResponse::Error(
-        426, "upgrade_required", "this path is a WebSocket endpoint; connect with Upgrade: websocket");
+    HttpResponse r =
+        HttpResponse::Error(426, "upgrade_required",
+                            "this path is a WebSocket endpoint; connect with Upgrade: websocket");
     r.headers.emplace_back("upgrade", "websocket");
     return WithRoute(std::move(r), "/ws");
   }
@@ -97,8 +96,9 @@ HttpResponse App::Impl::Route(const HttpRequest& req) {
       if (m != "GET") return WithRoute(MethodNotAllowed("GET"), "/api/personas/{id}");
       const personas::Persona* p = personas->Find(seg[2]);
       if (p == nullptr)
-        return WithRoute(HttpResponse::Error(404, "persona_not_found", "no persona '" + seg[2] + "'"),
-                         "/api/personas/{id}");
+        return WithRoute(
+            HttpResponse::Error(404, "persona_not_found", "no persona '" + seg[2] + "'"),
+            "/api/personas/{id}");
       return WithRoute(HttpResponse::Json(200, p->doc), "/api/personas/{id}");
     }
   }
@@ -153,14 +153,14 @@ HttpResponse App::Impl::Health() {
   Json::Value h(Json::objectValue);
   h["status"] = "ok";
   h["version"] = PARLEY_VERSION;
-  h["uptime_s"] = std::chrono::duration_cast<std::chrono::seconds>(
-                      std::chrono::steady_clock::now() - started)
-                      .count();
+  h["uptime_s"] =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
+          .count();
   h["auth"] = config.auth.jwt_secret_key.empty() ? "development" : "jwt";
   for (SessionState st : {SessionState::kCreated, SessionState::kLive, SessionState::kEnded})
-    h["sessions"][std::string(StateName(st))] = static_cast<Json::UInt64>(registry.CountInState(st));
-  h["connections"]["websocket"] =
-      static_cast<Json::UInt64>(server ? server->websocket_count() : 0);
+    h["sessions"][std::string(StateName(st))] =
+        static_cast<Json::UInt64>(registry.CountInState(st));
+  h["connections"]["websocket"] = static_cast<Json::UInt64>(server ? server->websocket_count() : 0);
   h["workers"]["queue_depth"] = static_cast<Json::UInt64>(pool.QueueDepth());
   h["dependencies"]["store"] = store->Health();
   if (h["dependencies"]["store"]["status"].asString() != "ok") h["status"] = "degraded";
@@ -169,10 +169,12 @@ HttpResponse App::Impl::Health() {
 
 HttpResponse App::Impl::CreateSession(const HttpRequest& req) {
   std::string parse_error;
-  const auto body = core::ParseJson(req.body.empty() ? std::string_view("{}") : req.body,
-                                    &parse_error);
-  if (!body) return HttpResponse::Error(400, "invalid_json", "body is not valid JSON: " + parse_error);
-  if (!body->isObject()) return HttpResponse::Error(400, "invalid_request", "body must be a JSON object");
+  const auto body =
+      core::ParseJson(req.body.empty() ? std::string_view("{}") : req.body, &parse_error);
+  if (!body)
+    return HttpResponse::Error(400, "invalid_json", "body is not valid JSON: " + parse_error);
+  if (!body->isObject())
+    return HttpResponse::Error(400, "invalid_request", "body must be a JSON object");
   const Json::Value& persona_id = (*body)["persona_id"];
   if (!persona_id.isString() || persona_id.asString().empty())
     return HttpResponse::Error(422, "invalid_request", "'persona_id' (string) is required");
@@ -215,7 +217,8 @@ HttpResponse App::Impl::ListSessions(const HttpRequest& req) {
   body["limit"] = *limit;
   body["offset"] = *offset;
   const uint64_t next = static_cast<uint64_t>(*offset + *limit);
-  body["next_offset"] = next < page.total ? Json::Value(static_cast<Json::UInt64>(next)) : Json::Value();
+  body["next_offset"] =
+      next < page.total ? Json::Value(static_cast<Json::UInt64>(next)) : Json::Value();
   return HttpResponse::Json(200, body);
 }
 
@@ -249,9 +252,9 @@ HttpResponse App::Impl::Report(const HttpRequest& req, const std::string& id) {
   const auto view = SessionView(req, id, &error);
   if (!view) return error;
   if ((*view)["state"].asString() != "ended")
-    return HttpResponse::Error(409, "report_not_ready",
-                               "the session has not ended; POST /api/sessions/" + id +
-                                   "/end first");
+    return HttpResponse::Error(
+        409, "report_not_ready",
+        "the session has not ended; POST /api/sessions/" + id + "/end first");
   Json::Value doc;
   std::string why;
   switch (store->Get(store::Collection::kReports, id, &doc, &why)) {

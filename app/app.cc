@@ -13,12 +13,12 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
       pool(config.workers, metrics),
       registry(config.sessions, pool, log, metrics),
       static_files(config.web_root) {
-  registry.SetEmitter([this](const std::vector<uint64_t>& conns, const Json::Value& event,
-                             bool droppable) {
-    if (!server) return;
-    const std::string text = core::ToJson(event);
-    for (const auto id : conns) server->Send(id, signaling::OutMessage{false, text, droppable});
-  });
+  registry.SetEmitter(
+      [this](const std::vector<uint64_t>& conns, const Json::Value& event, bool droppable) {
+        if (!server) return;
+        const std::string text = core::ToJson(event);
+        for (const auto id : conns) server->Send(id, signaling::OutMessage{false, text, droppable});
+      });
   registry.SetLiveCallback([this](Session& s) {
     // Runs on the service thread: the store write goes to a worker.
     auto session = registry.Find(s.id());
@@ -99,8 +99,8 @@ bool App::Start() {
         "request acts as the single local user. Set JWT_SECRET_KEY before exposing this server.",
         {{"dev_user_id", s.config.auth.dev_user_id}});
   }
-  s.server = std::make_unique<signaling::Server>(s.config.server, s.config.auth, s, s.pool,
-                                                 s.log, s.metrics);
+  s.server = std::make_unique<signaling::Server>(s.config.server, s.config.auth, s, s.pool, s.log,
+                                                 s.metrics);
   if (!s.server->Start()) {
     s.server.reset();
     return false;
@@ -131,9 +131,9 @@ void App::Shutdown() {
   const size_t ended = s.registry.EndAll("shutdown");
   const auto elapsed = std::chrono::steady_clock::now() - begin;
   const auto budget = std::chrono::seconds(s.config.shutdown_timeout_s);
-  const auto left = budget > elapsed ? std::chrono::duration_cast<std::chrono::milliseconds>(
-                                           budget - elapsed)
-                                     : std::chrono::milliseconds(0);
+  const auto left = budget > elapsed
+                        ? std::chrono::duration_cast<std::chrono::milliseconds>(budget - elapsed)
+                        : std::chrono::milliseconds(0);
   s.server->CloseAll(signaling::kCloseGoingAway, "server shutting down",
                      std::min(left, std::chrono::milliseconds(2000)));
   s.server->Stop();

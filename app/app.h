@@ -43,8 +43,8 @@ struct AppConfig {
 // Parses flags, falling back to environment variables (PORT, MONGODB_URI, ...), then
 // validates. Returns the config, or the exit code when the program should stop now:
 // 0 after --help/--version, 2 on a bad value (message written to `err`).
-std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
-                                              std::ostream& out, std::ostream& err);
+std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv, std::ostream& out,
+                                              std::ostream& err);
 
 class App {
  public:

@@ -65,6 +65,7 @@ struct App::Impl final : signaling::Handler {
   void OnLandmarkText(signaling::ConnectionId id, LiveConn& conn, std::string_view text);
   void SendError(signaling::ConnectionId id, LiveConn& conn, const std::string& code,
                  const std::string& message);
+  void DropForNoSink(signaling::ConnectionId id, LiveConn& conn, const std::string& what);
 
   AppConfig config;
   core::Logger& log;

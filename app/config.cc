@@ -1,6 +1,5 @@
 // Command line and environment -> AppConfig, with CLI11.
 #include <CLI/CLI.hpp>
-
 #include <filesystem>
 #include <ostream>
 
@@ -70,8 +69,8 @@ std::vector<std::string> AppConfig::Validate() const {
   return problems;
 }
 
-std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
-                                              std::ostream& out, std::ostream& err) {
+std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv, std::ostream& out,
+                                              std::ostream& err) {
   AppConfig c;
   c.web_root = PARLEY_DEFAULT_WEB_ROOT;
   c.personas_dir = PARLEY_DEFAULT_PERSONAS_DIR;

@@ -43,7 +43,8 @@ UpgradeDecision App::Impl::OnUpgrade(const signaling::UpgradeRequest& req) {
     return UpgradeDecision::Reject(
         HttpResponse::Error(410, "session_ended", "this session has ended; create a new one"));
   if (!session || session->user_id() != req.identity.user_id)
-    return UpgradeDecision::Reject(HttpResponse::Error(404, "session_not_found", "no such session"));
+    return UpgradeDecision::Reject(
+        HttpResponse::Error(404, "session_not_found", "no such session"));
   if (session->state() == SessionState::kEnded)
     return UpgradeDecision::Reject(
         HttpResponse::Error(410, "session_ended", "this session has ended; create a new one"));
@@ -61,8 +62,10 @@ void App::Impl::OnOpen(signaling::ConnectionId id, const signaling::UpgradeReque
   conn.endpoint = req.path == "/ws/landmarks" ? Endpoint::kLandmarks : Endpoint::kPractice;
   conn.session = std::move(session);
   live.emplace(id, std::move(conn));
-  log.Debug("websocket open", {{"session_id", tag}, {"connection", Json::UInt64(id)},
-                               {"endpoint", req.path}, {"peer", req.peer_ip}});
+  log.Debug("websocket open", {{"session_id", tag},
+                               {"connection", Json::UInt64(id)},
+                               {"endpoint", req.path},
+                               {"peer", req.peer_ip}});
 }
 
 void App::Impl::OnClosed(signaling::ConnectionId id, uint16_t close_code) {
@@ -95,6 +98,15 @@ void App::Impl::SendError(signaling::ConnectionId id, LiveConn& conn, const std:
   throttle.last = now;
   throttle.suppressed = 0;
   server->SendJson(id, err);
+}
+
+void App::Impl::DropForNoSink(signaling::ConnectionId id, LiveConn& conn, const std::string& what) {
+  SendError(id, conn, "no_sink",
+            what + " have no consumer in this server yet; the frame was dropped");
+  metrics
+      .GetCounter("parley_frames_dropped_total", "Inbound frames dropped by reason",
+                  {{"reason", "no_sink"}})
+      .Add();
 }
 
 void App::Impl::OnMessage(signaling::ConnectionId id, bool binary, std::string_view data) {
@@ -250,12 +262,8 @@ void App::Impl::OnBinary(signaling::ConnectionId id, LiveConn& conn, std::string
   }
   const auto sink = session.binary_sink(kind);
   if (!sink) {
-    SendError(id, conn, "no_sink",
-              "binary kind " + KindHex(kind) + " (" + std::string(FrameKindName(kind)) +
-                  ") has no consumer in this server yet; the frame was dropped");
-    metrics.GetCounter("parley_frames_dropped_total", "Inbound frames dropped by reason",
-                       {{"reason", "no_sink"}})
-        .Add();
+    DropForNoSink(id, conn,
+                  "binary kind " + KindHex(kind) + " (" + std::string(FrameKindName(kind)) + ")");
     return;
   }
   sink(payload);
@@ -264,11 +272,7 @@ void App::Impl::OnBinary(signaling::ConnectionId id, LiveConn& conn, std::string
 void App::Impl::OnLandmarkText(signaling::ConnectionId id, LiveConn& conn, std::string_view text) {
   const auto sink = conn.session->landmark_text_sink();
   if (!sink) {
-    SendError(id, conn, "no_sink",
-              "landmark frames have no consumer in this server yet; the frame was dropped");
-    metrics.GetCounter("parley_frames_dropped_total", "Inbound frames dropped by reason",
-                       {{"reason", "no_sink"}})
-        .Add();
+    DropForNoSink(id, conn, "landmark frames");
     return;
   }
   sink(text);

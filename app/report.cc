@@ -9,17 +9,27 @@ namespace {
 
 constexpr int kSchemaVersion = 1;
 
-const char* const kFeedbackFields[] = {"likability",    "initiative",       "tone",
-                                       "concentration", "gaze_stability",   "blinking",
-                                       "posture",       "expression",       "expression_score",
-                                       "total_score"};
+const char* const kFeedbackFields[] = {"likability",       "initiative", "tone",    "concentration",
+                                       "gaze_stability",   "blinking",   "posture", "expression",
+                                       "expression_score", "total_score"};
 
-const char* const kMetricFields[] = {
-    "blinks",          "blink_rate_per_min", "gaze_on_screen_ratio", "head_pose_deg",
-    "smile_ratio",     "face_visible_ratio", "posture",              "speaking_rate_wpm",
-    "pitch_hz",        "volume_db",          "talk_ratio",           "turns",
-    "questions_asked", "filler_words",       "longest_pause_s",      "response_latency_s",
-    "media"};
+const char* const kMetricFields[] = {"blinks",
+                                     "blink_rate_per_min",
+                                     "gaze_on_screen_ratio",
+                                     "head_pose_deg",
+                                     "smile_ratio",
+                                     "face_visible_ratio",
+                                     "posture",
+                                     "speaking_rate_wpm",
+                                     "pitch_hz",
+                                     "volume_db",
+                                     "talk_ratio",
+                                     "turns",
+                                     "questions_asked",
+                                     "filler_words",
+                                     "longest_pause_s",
+                                     "response_latency_s",
+                                     "media"};
 
 }  // namespace
 

@@ -1,12 +1,12 @@
 #include "app/session.h"
 
-#include "store/store.h"
-
 #include <uuid/uuid.h>
 
 #include <algorithm>
 #include <cmath>
 #include <future>
+
+#include "store/store.h"
 
 namespace parley::app {
 namespace {
@@ -317,10 +317,9 @@ std::vector<std::shared_ptr<Session>> SessionRegistry::ListForUser(
 
 size_t SessionRegistry::CountInState(SessionState state) const {
   const std::lock_guard lock(mu_);
-  return static_cast<size_t>(std::count_if(sessions_.begin(), sessions_.end(),
-                                           [state](const auto& kv) {
-                                             return kv.second->state() == state;
-                                           }));
+  return static_cast<size_t>(
+      std::count_if(sessions_.begin(), sessions_.end(),
+                    [state](const auto& kv) { return kv.second->state() == state; }));
 }
 
 bool SessionRegistry::Attach(Session& s, uint64_t connection) {
@@ -439,8 +438,8 @@ bool SessionRegistry::End(Session& s, const std::string& reason) {
     s.binary_sinks_.clear();
     s.landmark_sink_ = nullptr;
   }
-  metrics_.GetCounter("parley_sessions_ended_total", "Sessions ended by reason",
-                      {{"reason", reason}})
+  metrics_
+      .GetCounter("parley_sessions_ended_total", "Sessions ended by reason", {{"reason", reason}})
       .Add();
   log_.Info("session ended", {{"session_id", s.id()}, {"reason", reason}});
   if (ended) ended(s, connections);
@@ -480,7 +479,8 @@ size_t SessionRegistry::EndAll(const std::string& reason) {
   }
   std::vector<std::future<void>> done;
   for (auto& s : open) {
-    auto task = std::make_shared<std::packaged_task<void()>>([this, s, reason] { End(*s, reason); });
+    auto task =
+        std::make_shared<std::packaged_task<void()>>([this, s, reason] { End(*s, reason); });
     done.push_back(task->get_future());
     if (!pool_.TrySubmit([task] { (*task)(); })) (*task)();  // pool full: end it here
   }

@@ -15,17 +15,17 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <deque>
 #include <set>
-#include <unordered_map>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "core/core.h"
@@ -40,8 +40,8 @@ enum class FrameKind : uint8_t {
   kWebm = 0x01,
   kPcm = 0x02,
   kLandmarks = 0x03,
-  kOpus = 0x10,     // server -> client
-  kPcmOut = 0x11,   // server -> client
+  kOpus = 0x10,    // server -> client
+  kPcmOut = 0x11,  // server -> client
 };
 std::string_view FrameKindName(uint8_t kind);
 
@@ -82,7 +82,7 @@ class Timeline {
 
 // Parameters of a practice "start" message.
 struct StartParams {
-  std::string media;  // "webm" | "pcm"
+  std::string media;    // "webm" | "pcm"
   int sample_rate = 0;  // pcm only
 };
 

@@ -3,9 +3,9 @@
 //
 //   store_bench [--reports 200] [--spool 1000] [--bytes 200000]
 // MongoDB is the pinned jongodb the tests use, or MONGODB_URI when set.
-#include <CLI/CLI.hpp>
 #include <mongoc/mongoc.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <iostream>
@@ -59,6 +59,16 @@ Stats Summarise(std::vector<double> v) {
   return {at(0.5), at(0.99), sum / static_cast<double>(v.size())};
 }
 
+Json::Value LatencyJson(const std::vector<double>& writes, const std::vector<double>& reads) {
+  const Stats w = Summarise(writes), r = Summarise(reads);
+  Json::Value out(Json::objectValue);
+  out["write_p50_ms"] = w.p50_ms;
+  out["write_p99_ms"] = w.p99_ms;
+  out["read_p50_ms"] = r.p50_ms;
+  out["read_p99_ms"] = r.p99_ms;
+  return out;
+}
+
 Json::Value Measure(parley::store::Store& store, int n, const Json::Value& report) {
   std::vector<double> writes, reads;
   std::string error;
@@ -77,13 +87,7 @@ Json::Value Measure(parley::store::Store& store, int n, const Json::Value& repor
       std::cerr << "get failed: " << error << "\n";
     reads.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
-  const Stats w = Summarise(writes), r = Summarise(reads);
-  Json::Value out(Json::objectValue);
-  out["write_p50_ms"] = w.p50_ms;
-  out["write_p99_ms"] = w.p99_ms;
-  out["read_p50_ms"] = r.p50_ms;
-  out["read_p99_ms"] = r.p99_ms;
-  return out;
+  return LatencyJson(writes, reads);
 }
 
 // The same writes and reads with libmongoc alone on a prebuilt BSON document: the floor
@@ -97,7 +101,8 @@ Json::Value MeasureRawMongo(const std::string& uri, const std::string& db, int n
   bson_error_t e;
   bson_t* doc = bson_new_from_json(reinterpret_cast<const uint8_t*>(text.data()),
                                    static_cast<ssize_t>(text.size()), &e);
-  bson_t* opts = BCON_NEW("upsert", BCON_BOOL(true), "writeConcern", "{", "w", BCON_UTF8("majority"), "}");
+  bson_t* opts =
+      BCON_NEW("upsert", BCON_BOOL(true), "writeConcern", "{", "w", BCON_UTF8("majority"), "}");
   std::vector<double> writes, reads;
   for (int i = 0; i < n; ++i) {
     const std::string id = "raw-" + std::to_string(i);
@@ -126,13 +131,7 @@ Json::Value MeasureRawMongo(const std::string& uri, const std::string& db, int n
   bson_destroy(doc);
   mongoc_collection_destroy(coll);
   mongoc_client_destroy(client);
-  const Stats w = Summarise(writes), r = Summarise(reads);
-  Json::Value out(Json::objectValue);
-  out["write_p50_ms"] = w.p50_ms;
-  out["write_p99_ms"] = w.p99_ms;
-  out["read_p50_ms"] = r.p50_ms;
-  out["read_p99_ms"] = r.p99_ms;
-  return out;
+  return LatencyJson(writes, reads);
 }
 
 }  // namespace
@@ -142,7 +141,8 @@ int main(int argc, char** argv) {
   int spool = 1000;
   size_t bytes = 200'000;
   CLI::App cli{"Parley store benchmark"};
-  cli.add_option("--reports", reports, "Reports written and read per back end")->capture_default_str();
+  cli.add_option("--reports", reports, "Reports written and read per back end")
+      ->capture_default_str();
   cli.add_option("--spool", spool, "Reports in the spool replay test")->capture_default_str();
   cli.add_option("--bytes", bytes, "Size of each report in bytes")->capture_default_str();
   CLI11_PARSE(cli, argc, argv);

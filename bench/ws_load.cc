@@ -5,12 +5,12 @@
 //
 //   ws_load --spawn build/default/app/parley --connections 100 --rate 30 --duration 60
 //   ws_load --port 8080 --pid $(pidof parley) --token $JWT ...
-#include <CLI/CLI.hpp>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <cinttypes>
@@ -200,9 +200,9 @@ int main(int argc, char** argv) {
       const auto v = parley::core::ParseJson(m.data);
       if (!v || !(*v)["id"].isInt64()) return;
       const double sent_us = static_cast<double>((*v)["id"].asInt64());
-      const double now_us = static_cast<double>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                                    Clock::now().time_since_epoch())
-                                                    .count());
+      const double now_us = static_cast<double>(
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now().time_since_epoch())
+              .count());
       if (measuring) {
         const std::lock_guard lock(rtt_mu);
         rtts_ms.push_back((now_us - sent_us) / 1000.0);
@@ -232,7 +232,8 @@ int main(int argc, char** argv) {
   uint64_t tick = 0;
   uint64_t sent = 0;
   while (Clock::now() < stop_at) {
-    const auto next = start + std::chrono::duration_cast<Clock::duration>(period * static_cast<double>(tick));
+    const auto next =
+        start + std::chrono::duration_cast<Clock::duration>(period * static_cast<double>(tick));
     std::this_thread::sleep_until(next);
     if (!measuring && Clock::now() >= start + std::chrono::seconds(warmup_s)) {
       msgs_before = MetricValue(Http("GET", base + "/metrics").body, series_in);
@@ -246,9 +247,9 @@ int main(int argc, char** argv) {
       clients[i]->SendText(frame);
       ++sent;
       if (ping_tick) {
-        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                            Clock::now().time_since_epoch())
-                            .count();
+        const auto us =
+            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now().time_since_epoch())
+                .count();
         clients[i]->SendText("{\"type\":\"ping\",\"id\":" + std::to_string(us) + "}");
       }
     }
@@ -267,7 +268,9 @@ int main(int argc, char** argv) {
   }
   std::sort(r.begin(), r.end());
   auto pct = [&](double p) {
-    return r.empty() ? 0.0 : r[std::min(r.size() - 1, static_cast<size_t>(p * static_cast<double>(r.size())))];
+    return r.empty()
+               ? 0.0
+               : r[std::min(r.size() - 1, static_cast<size_t>(p * static_cast<double>(r.size())))];
   };
   const double msgs = msgs_after - msgs_before;
   const double cpu = cpu_after - cpu_before;

@@ -25,13 +25,15 @@ bool IsStringArray(const Json::Value& v) {
 std::string Catalog::Validate(const Json::Value& doc) {
   if (!doc.isObject()) return "persona must be a JSON object";
   for (const char* field : {"name", "occupation", "mbti", "summary", "gender", "language"}) {
-    if (!IsNonEmptyString(doc[field])) return std::string("'") + field + "' must be a non-empty string";
+    if (!IsNonEmptyString(doc[field]))
+      return std::string("'") + field + "' must be a non-empty string";
   }
   if (!doc["age"].isInt() || doc["age"].asInt() < 18 || doc["age"].asInt() > 120)
     return "'age' must be an integer 18..120";
   if (doc["mbti"].asString().size() != 4) return "'mbti' must be a four-letter type";
   for (const char* field : {"personality", "hobbies"}) {
-    if (!IsStringArray(doc[field])) return std::string("'") + field + "' must be a non-empty array of strings";
+    if (!IsStringArray(doc[field]))
+      return std::string("'") + field + "' must be a non-empty array of strings";
   }
   const Json::Value& levels = doc["speaking_style"]["levels"];
   if (!levels.isArray() || levels.size() < 2)

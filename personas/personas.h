@@ -12,8 +12,8 @@
 namespace parley::personas {
 
 struct Persona {
-  std::string id;    // file name without ".json"
-  Json::Value doc;   // the whole validated document
+  std::string id;   // file name without ".json"
+  Json::Value doc;  // the whole validated document
 };
 
 class Catalog {

@@ -219,7 +219,7 @@ struct Server::Impl {
     std::string cors_origin;
     // WebSocket.
     bool is_ws = false;
-    bool opened = false;  // Handler::OnOpen was called
+    bool opened = false;   // Handler::OnOpen was called
     bool counted = false;  // holds a slot in the per-IP and global counts
     UpgradeRequest upgrade;
     std::string tag;
@@ -245,8 +245,8 @@ struct Server::Impl {
     Clock::time_point last_rate_error;
   };
 
-  Impl(const ServerConfig& c, const AuthConfig& a, Handler& h, core::WorkerPool& p,
-       core::Logger& l, core::Metrics& m)
+  Impl(const ServerConfig& c, const AuthConfig& a, Handler& h, core::WorkerPool& p, core::Logger& l,
+       core::Metrics& m)
       : config(c), auth(a), handler(h), pool(p), log(l), metrics(m) {
     retry.secs_since_valid_ping = static_cast<uint16_t>(config.ping_interval_s);
     retry.secs_since_valid_hangup =
@@ -336,7 +336,8 @@ struct Server::Impl {
   void Release(Conn* c) {
     if (!c->counted) return;
     c->counted = false;
-    if (auto it = per_ip.find(c->peer_ip); it != per_ip.end() && --it->second <= 0) per_ip.erase(it);
+    if (auto it = per_ip.find(c->peer_ip); it != per_ip.end() && --it->second <= 0)
+      per_ip.erase(it);
   }
 
   // ---- HTTP ---------------------------------------------------------------------------------
@@ -484,52 +485,61 @@ struct Server::Impl {
     return 0;
   }
 
+  // Writes the status line and headers of `r` (security, CORS and its own headers).
+  static bool WriteHeaders(lws* wsi, const HttpResponse& r, const std::string& cors_origin,
+                           bool close_after) {
+    std::vector<unsigned char> buf(LWS_PRE + 4096 + r.headers.size() * 256);
+    unsigned char* start = buf.data() + LWS_PRE;
+    unsigned char* p = start;
+    unsigned char* end = buf.data() + buf.size() - 1;
+    if (lws_add_http_common_headers(wsi, static_cast<unsigned int>(r.status),
+                                    r.content_type.c_str(), r.body.size(), &p, end) != 0)
+      return false;
+    auto add = [&](const std::string& name, const std::string& value) {
+      const std::string n = name + ":";
+      return lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>(n.c_str()),
+                                         reinterpret_cast<const unsigned char*>(value.data()),
+                                         static_cast<int>(value.size()), &p, end) == 0;
+    };
+    bool ok = add("x-content-type-options", "nosniff") && add("referrer-policy", "no-referrer");
+    if (!cors_origin.empty()) {
+      ok = ok && add("access-control-allow-origin", cors_origin) && add("vary", "Origin") &&
+           add("access-control-expose-headers", "content-disposition");
+    }
+    for (const auto& [k, v] : r.headers) {
+      if (k == "x-parley-route" || k == "x-parley-error") continue;  // metric labels only
+      ok = ok && add(k, v);
+    }
+    if (close_after) ok = ok && add("connection", "close");
+    return ok && lws_finalize_write_http_header(wsi, start, &p, end) == 0;
+  }
+
+  // Writes up to `max` bytes of the body from `offset`; FINAL on the last chunk.
+  static bool WriteBodyChunk(lws* wsi, const std::string& body, size_t offset, size_t max) {
+    const size_t n = std::min(max, body.size() - offset);
+    std::vector<unsigned char> buf(LWS_PRE + n);
+    std::memcpy(buf.data() + LWS_PRE, body.data() + offset, n);
+    const bool last = offset + n == body.size();
+    return lws_write(wsi, buf.data() + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) ==
+           static_cast<int>(n);
+  }
+
   int OnHttpWriteable(lws* wsi) {
     Conn* c = ConnFor(wsi, false);
     if (c == nullptr || !c->response) return 0;
     HttpResponse& r = *c->response;
     const bool head_only = c->response_head_only || r.status == 204 || r.status == 304;
     if (!c->headers_sent) {
-      std::vector<unsigned char> buf(LWS_PRE + 4096 + r.headers.size() * 256);
-      unsigned char* start = buf.data() + LWS_PRE;
-      unsigned char* p = start;
-      unsigned char* end = buf.data() + buf.size() - 1;
-      if (lws_add_http_common_headers(wsi, static_cast<unsigned int>(r.status),
-                                      r.content_type.c_str(), r.body.size(), &p, end) != 0)
-        return -1;
-      auto add = [&](const std::string& name, const std::string& value) {
-        const std::string n = name + ":";
-        return lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>(n.c_str()),
-                                           reinterpret_cast<const unsigned char*>(value.data()),
-                                           static_cast<int>(value.size()), &p, end) == 0;
-      };
-      bool ok = add("x-content-type-options", "nosniff") && add("referrer-policy", "no-referrer");
-      if (!c->cors_origin.empty()) {
-        ok = ok && add("access-control-allow-origin", c->cors_origin) && add("vary", "Origin") &&
-             add("access-control-expose-headers", "content-disposition");
-      }
-      for (const auto& [k, v] : r.headers) {
-        if (k == "x-parley-route" || k == "x-parley-error") continue;  // metric labels only
-        ok = ok && add(k, v);
-      }
-      if (c->response_close) ok = ok && add("connection", "close");
-      if (!ok) return -1;
-      if (lws_finalize_write_http_header(wsi, start, &p, end) != 0) return -1;
+      if (!WriteHeaders(wsi, r, c->cors_origin, c->response_close)) return -1;
       c->headers_sent = true;
       if (!head_only && !r.body.empty()) {
         lws_callback_on_writable(wsi);
         return 0;
       }
     } else if (!head_only && c->body_sent < r.body.size()) {
-      const size_t n = std::min(kHttpChunk, r.body.size() - c->body_sent);
-      std::vector<unsigned char> buf(LWS_PRE + n);
-      std::memcpy(buf.data() + LWS_PRE, r.body.data() + c->body_sent, n);
-      const bool last = c->body_sent + n == r.body.size();
-      if (lws_write(wsi, buf.data() + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) !=
-          static_cast<int>(n))
-        return -1;
-      c->body_sent += n;
-      if (!last) {
+      if (!WriteBodyChunk(wsi, r.body, c->body_sent, kHttpChunk)) return -1;
+      c->body_sent = std::min(r.body.size(), c->body_sent + kHttpChunk);
+      if (c->body_sent < r.body.size()) {
         lws_callback_on_writable(wsi);
         return 0;
       }
@@ -542,34 +552,10 @@ struct Server::Impl {
     return lws_http_transaction_completed(wsi) ? -1 : 0;
   }
 
-  // Writes a whole response during the upgrade handshake (CONFIRM_UPGRADE returns 1 after).
-  int RejectUpgrade(lws* wsi, const HttpResponse& r, const std::string& cors_origin) {
-    std::vector<unsigned char> buf(LWS_PRE + 2048 + r.body.size());
-    unsigned char* start = buf.data() + LWS_PRE;
-    unsigned char* p = start;
-    unsigned char* end = buf.data() + buf.size() - 1;
-    if (lws_add_http_common_headers(wsi, static_cast<unsigned int>(r.status),
-                                    r.content_type.c_str(), r.body.size(), &p, end) != 0)
-      return -1;
-    auto add = [&](const std::string& name, const std::string& value) {
-      const std::string n = name + ":";
-      // Best effort: the buffer is sized for these headers; a failure only loses one header.
-      (void)!lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>(n.c_str()),
-                                         reinterpret_cast<const unsigned char*>(value.data()),
-                                         static_cast<int>(value.size()), &p, end);
-    };
-    if (!cors_origin.empty()) add("access-control-allow-origin", cors_origin);
-    for (const auto& [k, v] : r.headers) {
-      if (k != "x-parley-route" && k != "x-parley-error") add(k, v);
-    }
-    add("connection", "close");
-    if (lws_finalize_write_http_header(wsi, start, &p, end) != 0) return -1;
-    if (!r.body.empty()) {
-      std::vector<unsigned char> body(LWS_PRE + r.body.size());
-      std::memcpy(body.data() + LWS_PRE, r.body.data(), r.body.size());
-      if (lws_write(wsi, body.data() + LWS_PRE, r.body.size(), LWS_WRITE_HTTP_FINAL) < 0)
-        return -1;
-    }
+  // Writes a whole (small) response during the upgrade handshake; CONFIRM_UPGRADE returns 1.
+  static int RejectUpgrade(lws* wsi, const HttpResponse& r, const std::string& cors_origin) {
+    if (!WriteHeaders(wsi, r, cors_origin, true)) return -1;
+    if (!r.body.empty() && !WriteBodyChunk(wsi, r.body, 0, r.body.size())) return -1;
     return 1;
   }
 
@@ -619,12 +605,12 @@ struct Server::Impl {
     auto counter = [&](const char* name, const char* help, const char* direction) {
       return &Count(name, help, {{"endpoint", c->endpoint}, {"direction", direction}});
     };
-    c->messages_in = counter("parley_ws_messages_total",
-                             "WebSocket messages by endpoint and direction", "in");
-    c->messages_out = counter("parley_ws_messages_total",
-                              "WebSocket messages by endpoint and direction", "out");
-    c->bytes_in = counter("parley_ws_bytes_total",
-                          "WebSocket payload bytes by endpoint and direction", "in");
+    c->messages_in =
+        counter("parley_ws_messages_total", "WebSocket messages by endpoint and direction", "in");
+    c->messages_out =
+        counter("parley_ws_messages_total", "WebSocket messages by endpoint and direction", "out");
+    c->bytes_in =
+        counter("parley_ws_bytes_total", "WebSocket payload bytes by endpoint and direction", "in");
     c->bytes_out = counter("parley_ws_bytes_total",
                            "WebSocket payload bytes by endpoint and direction", "out");
     c->upgrade = std::move(up);
@@ -694,7 +680,8 @@ struct Server::Impl {
         err["error"]["message"] = "more than " +
                                   std::to_string(static_cast<int>(config.max_messages_per_s)) +
                                   " messages/s: messages are being dropped";
-        Count("parley_errors_total", "Error responses and events by code", {{"code", "rate_limited"}})
+        Count("parley_errors_total", "Error responses and events by code",
+              {{"code", "rate_limited"}})
             .Add();
         Enqueue(c, OutMessage{false, core::ToJson(err), true});
       }
@@ -739,8 +726,8 @@ struct Server::Impl {
       c->sendq.pop_front();
       const size_t n = q.buf.size() - LWS_PRE;
       c->sendq_bytes -= n;
-      const int wrote = lws_write(wsi, q.buf.data() + LWS_PRE, n,
-                                  q.binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+      const int wrote =
+          lws_write(wsi, q.buf.data() + LWS_PRE, n, q.binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
       if (wrote < static_cast<int>(n)) return -1;
       c->messages_out->Add();
       c->bytes_out->Add(static_cast<double>(n));
@@ -809,8 +796,7 @@ struct Server::Impl {
                      LWS_US_PER_SEC);
   }
 
-  static int Callback(lws* wsi, lws_callback_reasons reason, void* /*user*/, void* in,
-                      size_t len) {
+  static int Callback(lws* wsi, lws_callback_reasons reason, void* /*user*/, void* in, size_t len) {
     if (wsi == nullptr) return 0;
     lws_context* ctx = lws_get_context(wsi);
     auto* self = static_cast<Impl*>(lws_context_user(ctx));

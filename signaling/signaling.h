@@ -31,7 +31,7 @@ enum CloseCode : uint16_t {
   kCloseGoingAway = 1001,  // server shutdown, idle timeout
   kCloseProtocolError = 1002,
   kCloseUnsupportedData = 1003,
-  kCloseInvalidPayload = 1007,  // text frame that is not UTF-8
+  kCloseInvalidPayload = 1007,   // text frame that is not UTF-8
   kClosePolicyViolation = 1008,  // slow consumer, session ended elsewhere
   kCloseMessageTooBig = 1009,
   kCloseInternalError = 1011,
@@ -40,16 +40,16 @@ enum CloseCode : uint16_t {
 
 struct ServerConfig {
   std::string bind_address = "0.0.0.0";
-  int port = 8080;  // 0 picks a free port; Server::port() tells which
-  size_t max_message_bytes = 1 << 20;    // WebSocket message; larger closes with 1009
-  size_t max_http_body_bytes = 1 << 20;  // larger is answered 413
-  double max_messages_per_s = 200;       // per WebSocket connection (token bucket rate)
-  double message_burst = 400;            // token bucket depth
-  int idle_timeout_s = 120;        // no message from the client for this long: close 1001
-  int ping_interval_s = 20;        // no traffic for this long: the server sends a ping
-  int pong_timeout_s = 10;         // ...and hangs up when nothing answers within this
-  int max_connections_per_ip = 64; // WebSocket connections from one address
-  int max_connections = 4096;      // WebSocket connections in all
+  int port = 8080;                        // 0 picks a free port; Server::port() tells which
+  size_t max_message_bytes = 1 << 20;     // WebSocket message; larger closes with 1009
+  size_t max_http_body_bytes = 1 << 20;   // larger is answered 413
+  double max_messages_per_s = 200;        // per WebSocket connection (token bucket rate)
+  double message_burst = 400;             // token bucket depth
+  int idle_timeout_s = 120;               // no message from the client for this long: close 1001
+  int ping_interval_s = 20;               // no traffic for this long: the server sends a ping
+  int pong_timeout_s = 10;                // ...and hangs up when nothing answers within this
+  int max_connections_per_ip = 64;        // WebSocket connections from one address
+  int max_connections = 4096;             // WebSocket connections in all
   size_t send_queue_max_bytes = 4 << 20;  // per connection; see docs/protocol.md
   // Origins allowed to open WebSockets and make CORS requests. Same-origin requests and
   // clients that send no Origin (non-browser programs) are always allowed; "*" allows any.

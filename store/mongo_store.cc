@@ -1,12 +1,11 @@
 // MongoDB back end through libmongoc, with the spool in front of it.
 #include <mongoc/mongoc.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <mutex>
 #include <utility>
-
-#include <unistd.h>
 
 #include "store/internal.h"
 
@@ -268,8 +267,8 @@ class MongoStore final : public Store {
     CollectionPtr coll(Coll(client, c));
     const BsonPtr filter = Filter("user_id", user_id);
     bson_error_t e;
-    const int64_t total = mongoc_collection_count_documents(coll.get(), filter.get(), nullptr,
-                                                           nullptr, nullptr, &e);
+    const int64_t total =
+        mongoc_collection_count_documents(coll.get(), filter.get(), nullptr, nullptr, nullptr, &e);
     if (total < 0) {
       Failed(e);
       *error = e.message;
@@ -380,16 +379,15 @@ class MongoStore final : public Store {
     PooledClient client(pool_.get());
     for (Collection c : {Collection::kSessions, Collection::kReports}) {
       const std::string name(CollectionName(c));
-      const BsonPtr cmd(BCON_NEW("createIndexes", BCON_UTF8(name.c_str()), "indexes", "[", "{",
-                                 "key", "{", "session_id", BCON_INT32(1), "}", "name",
-                                 BCON_UTF8("session_id_unique"), "unique", BCON_BOOL(true), "}",
-                                 "{", "key", "{", "user_id", BCON_INT32(1), "created_at",
-                                 BCON_INT32(-1), "}", "name", BCON_UTF8("user_id_created_at"),
-                                 "}", "]"));
+      const BsonPtr cmd(BCON_NEW(
+          "createIndexes", BCON_UTF8(name.c_str()), "indexes", "[", "{", "key", "{", "session_id",
+          BCON_INT32(1), "}", "name", BCON_UTF8("session_id_unique"), "unique", BCON_BOOL(true),
+          "}", "{", "key", "{", "user_id", BCON_INT32(1), "created_at", BCON_INT32(-1), "}", "name",
+          BCON_UTF8("user_id_created_at"), "}", "]"));
       Reply reply;
       bson_error_t e;
-      if (!mongoc_client_write_command_with_opts(client.get(), config_.database.c_str(),
-                                                 cmd.get(), nullptr, &reply.doc, &e)) {
+      if (!mongoc_client_write_command_with_opts(client.get(), config_.database.c_str(), cmd.get(),
+                                                 nullptr, &reply.doc, &e)) {
         *why = std::string("createIndexes on ") + name + ": " + e.message;
         return false;
       }
@@ -491,8 +489,8 @@ class MongoStore final : public Store {
       if (!entry) return;
       bool transient = false;
       std::string error;
-      if (ApplyWithRetries(entry->op, entry->collection, entry->session_id, entry->doc,
-                           &transient, &error)) {
+      if (ApplyWithRetries(entry->op, entry->collection, entry->session_id, entry->doc, &transient,
+                           &error)) {
         spool_.Remove(entry->seq, &error);
         replayed_.Add();
         continue;

@@ -49,8 +49,12 @@ bool Spool::Open(core::Logger& log, std::string* error) {
       std::filesystem::rename(entry.path(), dir_ + "/rejected/" + name, ec);
       continue;
     }
-    headers_[seq] = Entry{seq, (*v)["op"].asString(), *c, (*v)["session_id"].asString(),
-                          (*v)["doc"]["user_id"].asString(), Json::Value()};
+    headers_[seq] = Entry{seq,
+                          (*v)["op"].asString(),
+                          *c,
+                          (*v)["session_id"].asString(),
+                          (*v)["doc"]["user_id"].asString(),
+                          Json::Value()};
     next_seq_ = std::max(next_seq_, seq + 1);
   }
   if (!headers_.empty())

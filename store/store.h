@@ -25,13 +25,13 @@
 namespace parley::store {
 
 struct StoreConfig {
-  std::string mongodb_uri;        // empty: embedded file store under data_dir/store
+  std::string mongodb_uri;  // empty: embedded file store under data_dir/store
   std::string database = "parley";
   std::string data_dir = "./data";
   std::string write_concern = "majority";  // "majority" or a number of nodes (w)
-  int timeout_ms = 3000;           // server selection, connect and socket timeouts
-  int retries = 2;                 // extra attempts on transient errors before spooling
-  int replay_interval_ms = 1000;   // how often the spool is retried while MongoDB is away
+  int timeout_ms = 3000;                   // server selection, connect and socket timeouts
+  int retries = 2;                         // extra attempts on transient errors before spooling
+  int replay_interval_ms = 1000;           // how often the spool is retried while MongoDB is away
   std::string Validate() const;
 };
 

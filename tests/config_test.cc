@@ -96,10 +96,10 @@ TEST_F(ConfigTest, HelpListsEveryOptionWithItsEnvironmentName) {
   const auto p = Parse({"--help"});
   ASSERT_TRUE(std::holds_alternative<int>(p.result));
   EXPECT_EQ(std::get<int>(p.result), 0);
-  for (const char* s : {"--port", "PORT", "MONGODB_URI", "DATABASE_NAME", "JWT_SECRET_KEY",
-                        "ALLOWED_ORIGINS", "PARLEY_DATA_DIR", "--max-message-kib",
-                        "--max-messages-per-s", "--idle-timeout", "--max-connections-per-ip",
-                        "--disconnect-grace", "--log-level"})
+  for (const char* s :
+       {"--port", "PORT", "MONGODB_URI", "DATABASE_NAME", "JWT_SECRET_KEY", "ALLOWED_ORIGINS",
+        "PARLEY_DATA_DIR", "--max-message-kib", "--max-messages-per-s", "--idle-timeout",
+        "--max-connections-per-ip", "--disconnect-grace", "--log-level"})
     EXPECT_NE(p.out.find(s), std::string::npos) << "help does not mention " << s;
 }
 

@@ -1,11 +1,11 @@
+#include "core/core.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
 #include <future>
 #include <thread>
-
-#include "core/core.h"
 
 namespace parley::core {
 namespace {
@@ -38,7 +38,10 @@ TEST(WorkerPool, RejectsWhenQueueIsFullAndRunsEverythingQueuedAtShutdown) {
   std::promise<void> release;
   auto gate = release.get_future().share();
   std::atomic<int> ran{0};
-  ASSERT_TRUE(pool.TrySubmit([gate, &ran] { gate.wait(); ++ran; }));
+  ASSERT_TRUE(pool.TrySubmit([gate, &ran] {
+    gate.wait();
+    ++ran;
+  }));
   // The single worker is busy: wait until it took the task so the queue is empty again.
   while (pool.QueueDepth() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   EXPECT_TRUE(pool.TrySubmit([&ran] { ++ran; }));

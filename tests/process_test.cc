@@ -34,8 +34,7 @@ TEST(Process, InvalidConfigurationExitsTwoWithAClearMessage) {
 
 TEST(Process, DevelopmentModeIsAnnouncedLoudly) {
   TempDir data;
-  Child c({"--port", "0", "--bind", "127.0.0.1", "--data-dir", data.path()},
-          {"JWT_SECRET_KEY="});
+  Child c({"--port", "0", "--bind", "127.0.0.1", "--data-dir", data.path()}, {"JWT_SECRET_KEY="});
   ASSERT_TRUE(c.WaitFor("DEVELOPMENT MODE")) << c.output();
   ASSERT_GT(c.Port(), 0);
   c.Signal(SIGINT);
@@ -75,7 +74,8 @@ TEST(Process, SigtermWithLiveSessionsEndsThemAndExitsZero) {
   }
   for (const auto& id : ids) {
     EXPECT_NE(c.output().find(R"("reason":"shutdown","session_id":")" + id), std::string::npos)
-        << id << "\n" << c.output();
+        << id << "\n"
+        << c.output();
   }
   EXPECT_NE(c.output().find("shutdown complete"), std::string::npos);
 }

@@ -20,7 +20,8 @@ int64_t CountIn(const std::string& uri, const std::string& db, const char* coll,
   mongoc_init();
   mongoc_client_t* client = mongoc_client_new(uri.c_str());
   mongoc_collection_t* c = mongoc_client_get_collection(client, db.c_str(), coll);
-  bson_t* filter = session_id.empty() ? bson_new() : BCON_NEW("session_id", BCON_UTF8(session_id.c_str()));
+  bson_t* filter =
+      session_id.empty() ? bson_new() : BCON_NEW("session_id", BCON_UTF8(session_id.c_str()));
   bson_error_t e;
   const int64_t n = mongoc_collection_count_documents(c, filter, nullptr, nullptr, nullptr, &e);
   bson_destroy(filter);
@@ -70,10 +71,10 @@ TEST(Report, EndingASessionStoresAFullReportOwnerCanDownload) {
                         "blinking", "posture", "expression", "expression_score", "total_score"})
     EXPECT_TRUE(report["feedback"][f].isNull()) << f;
   EXPECT_TRUE(report["feedback"]["summary"].isString());
-  for (const char* f : {"blinks", "blink_rate_per_min", "gaze_on_screen_ratio", "head_pose_deg",
-                        "smile_ratio", "face_visible_ratio", "speaking_rate_wpm", "pitch_hz",
-                        "volume_db", "talk_ratio", "turns", "questions_asked", "filler_words",
-                        "longest_pause_s", "response_latency_s"})
+  for (const char* f :
+       {"blinks", "blink_rate_per_min", "gaze_on_screen_ratio", "head_pose_deg", "smile_ratio",
+        "face_visible_ratio", "speaking_rate_wpm", "pitch_hz", "volume_db", "talk_ratio", "turns",
+        "questions_asked", "filler_words", "longest_pause_s", "response_latency_s"})
     EXPECT_TRUE(report["metrics"].isMember(f) && report["metrics"][f].isNull()) << f;
   std::set<std::string> missing;
   for (const auto& m : report["not_measured"]) missing.insert(m.asString());
@@ -86,10 +87,10 @@ TEST(Report, EndingASessionStoresAFullReportOwnerCanDownload) {
   EXPECT_EQ(report["timeline"][0]["t"].asInt(), 1);
   EXPECT_TRUE(report["tips"].isArray());
 
-  const auto dl = Http("GET", s.Url("/api/sessions/" + id + "/report?download=1"), "", s.Auth("alice"));
+  const auto dl =
+      Http("GET", s.Url("/api/sessions/" + id + "/report?download=1"), "", s.Auth("alice"));
   EXPECT_EQ(dl.status, 200);
-  EXPECT_EQ(dl.Header("content-disposition"),
-            "attachment; filename=parley-report-" + id + ".json");
+  EXPECT_EQ(dl.Header("content-disposition"), "attachment; filename=parley-report-" + id + ".json");
   EXPECT_EQ(dl.body, r.body);
   // The session list (now read from the store) shows it ended.
   const auto list = Http("GET", s.Url("/api/sessions"), "", s.Auth("alice")).JsonBody();
@@ -136,7 +137,8 @@ TEST(Report, EmbeddedStoreKeepsReportsAcrossRestarts) {
   EXPECT_EQ(again.app().store().Health()["kind"].asString(), "file");
 }
 
-// ---- with MongoDB, through the real binary --------------------------------------------------------
+// ---- with MongoDB, through the real binary
+// --------------------------------------------------------
 
 class ReportMongoTest : public ::testing::Test {
  protected:
@@ -146,8 +148,9 @@ class ReportMongoTest : public ::testing::Test {
             "PARLEY_SPOOL_REPLAY_MS=100"};
   }
   std::vector<std::string> Args(const std::string& data_dir) {
-    return {"--port", "0", "--bind", "127.0.0.1", "--data-dir", data_dir,
-            "--max-connections-per-ip", "256"};
+    return {
+        "--port", "0", "--bind", "127.0.0.1", "--data-dir", data_dir, "--max-connections-per-ip",
+        "256"};
   }
   std::string Base(int port) { return "http://127.0.0.1:" + std::to_string(port); }
   Headers Auth() { return {{"Authorization", "Bearer " + MintToken("alice")}}; }
@@ -205,7 +208,8 @@ TEST_F(ReportMongoTest, KilledWithANonEmptySpoolTheNextProcessReplaysIt) {
       const auto r = Http("POST", Base(port) + "/api/sessions/" + id + "/end", "", Auth());
       ASSERT_EQ(r.status, 200) << r.body;
       // While MongoDB is away the report is served from the spool.
-      EXPECT_EQ(Http("GET", Base(port) + "/api/sessions/" + id + "/report", "", Auth()).status, 200);
+      EXPECT_EQ(Http("GET", Base(port) + "/api/sessions/" + id + "/report", "", Auth()).status,
+                200);
     }
     const auto health = Http("GET", Base(port) + "/health").JsonBody();
     EXPECT_EQ(health["dependencies"]["store"]["status"].asString(), "degraded");
@@ -219,7 +223,9 @@ TEST_F(ReportMongoTest, KilledWithANonEmptySpoolTheNextProcessReplaysIt) {
   ASSERT_GT(port, 0) << next.output();
   const auto deadline = std::chrono::steady_clock::now() + 20s;
   while (std::chrono::steady_clock::now() < deadline &&
-         Http("GET", Base(port) + "/health").JsonBody()["dependencies"]["store"]["spool_depth"].asInt() > 0)
+         Http("GET", Base(port) + "/health")
+                 .JsonBody()["dependencies"]["store"]["spool_depth"]
+                 .asInt() > 0)
     std::this_thread::sleep_for(100ms);
   for (const auto& id : ids) {
     EXPECT_EQ(CountIn(mongo_.uri(), db, "reports", id), 1) << id;

@@ -115,8 +115,8 @@ TEST_F(ServerTest, FullPracticeSessionCreateConnectHelloMessagesEnd) {
   EXPECT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
   EXPECT_EQ(hooks.load(), 1);
   // An ended session cannot be joined again.
-  const auto again = Http("GET", s.Url("/ws/practice?session=" + id), "",
-                          UpgradeHeaders(s.Auth("alice")));
+  const auto again =
+      Http("GET", s.Url("/ws/practice?session=" + id), "", UpgradeHeaders(s.Auth("alice")));
   EXPECT_EQ(again.status, 410);
 }
 
@@ -131,8 +131,8 @@ TEST_F(ServerTest, AnotherUsersSessionIsNotFoundNeverForbidden) {
     EXPECT_EQ(r.status, 404) << method << " " << path;
     EXPECT_EQ(ErrorCode(r), "session_not_found") << method << " " << path << ": " << r.body;
   }
-  const auto up = Http("GET", s.Url("/ws/practice?session=" + id), "",
-                       UpgradeHeaders(s.Auth("mallory")));
+  const auto up =
+      Http("GET", s.Url("/ws/practice?session=" + id), "", UpgradeHeaders(s.Auth("mallory")));
   EXPECT_EQ(up.status, 404);
   EXPECT_EQ(ErrorCode(up), "session_not_found");
   auto ws = hub_.Connect(s.port(), "/ws/practice?session=" + id, s.Auth("mallory"));
@@ -278,9 +278,9 @@ TEST_F(ServerTest, RateLimitDropsExcessMessagesWithAnErrorButAllows120PerSecond)
   auto err = ws->ReceiveType("error", 3000ms);
   ASSERT_TRUE(err);
   EXPECT_EQ((*err)["error"]["code"].asString(), "rate_limited");
-  EXPECT_GT(s.app().metrics().Read("parley_ws_rejected_total", {{"reason", "rate_limited"}})
-                .value_or(0),
-            100.0);
+  EXPECT_GT(
+      s.app().metrics().Read("parley_ws_rejected_total", {{"reason", "rate_limited"}}).value_or(0),
+      100.0);
 }
 
 TEST_F(ServerTest, SlowConsumerIsClosedWith1008InsteadOfBufferingWithoutBound) {
@@ -348,8 +348,8 @@ TEST_F(ServerTest, PerAddressConnectionLimitAnswers429) {
   auto b = s.Join(hub_, "landmarks", id, "alice");
   ASSERT_EQ(a->state(), WsClient::State::kOpen);
   ASSERT_EQ(b->state(), WsClient::State::kOpen);
-  const auto r = Http("GET", s.Url("/ws/practice?session=" + id), "",
-                      UpgradeHeaders(s.Auth("alice")));
+  const auto r =
+      Http("GET", s.Url("/ws/practice?session=" + id), "", UpgradeHeaders(s.Auth("alice")));
   EXPECT_EQ(r.status, 429);
   b->Close();
   ASSERT_TRUE(b->WaitClosed());
@@ -524,7 +524,8 @@ TEST_F(ServerTest, ShutdownEndsLiveSessionsAndClosesSocketsWithGoingAway) {
   std::atomic<int> hooks{0};
   s->app().sessions().AddEndHook([&](app::Session&) { ++hooks; });
   std::vector<std::shared_ptr<WsClient>> clients;
-  for (int i = 0; i < 5; ++i) clients.push_back(s->Join(hub_, "practice", s->CreateSession("u"), "u"));
+  for (int i = 0; i < 5; ++i)
+    clients.push_back(s->Join(hub_, "practice", s->CreateSession("u"), "u"));
   for (auto& c : clients) {
     ASSERT_EQ(c->state(), WsClient::State::kOpen);
     c->SendText(R"({"type":"hello","protocol":1})");

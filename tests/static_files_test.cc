@@ -54,9 +54,9 @@ TEST_F(StaticFilesTest, NeverListsADirectory) {
 
 TEST_F(StaticFilesTest, RefusesTraversalDotfilesAndSymlinksOutOfTheRoot) {
   StaticFiles files(root_);
-  for (const char* p : {"/../secret.txt", "/js/../../secret.txt", "/..", "/.env", "/link.txt",
-                        "/js/..%2f..%2fsecret.txt", "/js\\..\\..\\secret.txt", "relative.txt",
-                        ""}) {
+  for (const char* p :
+       {"/../secret.txt", "/js/../../secret.txt", "/..", "/.env", "/link.txt",
+        "/js/..%2f..%2fsecret.txt", "/js\\..\\..\\secret.txt", "relative.txt", ""}) {
     EXPECT_FALSE(files.Resolve(p).has_value()) << p;
     EXPECT_EQ(files.Serve(p).status, 404) << p;
   }

@@ -1,5 +1,7 @@
 // The store against real back ends: files on disk, and MongoDB over the wire (jongodb, or a
 // real mongod when MONGODB_URI is set).
+#include "store/store.h"
+
 #include <gtest/gtest.h>
 #include <mongoc/mongoc.h>
 #include <signal.h>
@@ -11,7 +13,6 @@
 #include <random>
 #include <thread>
 
-#include "store/store.h"
 #include "tests/support/mongo_server.h"
 #include "tests/support/test_server.h"
 
@@ -31,9 +32,9 @@ Json::Value Doc(const std::string& id, const std::string& user, int64_t created_
   d["user_id"] = user;
   d["created_at"] = DateValue(created_ms);
   d["payload"] = payload;
-  d["score"] = 1.0;         // a double that looks like an integer
+  d["score"] = 1.0;  // a double that looks like an integer
   d["ratio"] = 0.25;
-  d["turns"] = 7;           // an int
+  d["turns"] = 7;  // an int
   d["big"] = Json::Int64(5'000'000'000);
   d["nested"]["list"].append(2.0);
   d["nested"]["list"].append(3);
@@ -185,9 +186,11 @@ class MongoProbe {
   ~MongoProbe() { mongoc_client_destroy(client_); }
   int64_t Count(Collection c, const std::string& session_id = {}) {
     mongoc_collection_t* coll = Coll(c);
-    bson_t* filter = session_id.empty() ? bson_new() : BCON_NEW("session_id", BCON_UTF8(session_id.c_str()));
+    bson_t* filter =
+        session_id.empty() ? bson_new() : BCON_NEW("session_id", BCON_UTF8(session_id.c_str()));
     bson_error_t e;
-    const int64_t n = mongoc_collection_count_documents(coll, filter, nullptr, nullptr, nullptr, &e);
+    const int64_t n =
+        mongoc_collection_count_documents(coll, filter, nullptr, nullptr, nullptr, &e);
     bson_destroy(filter);
     mongoc_collection_destroy(coll);
     return n;
@@ -230,7 +233,8 @@ class MongoProbe {
 
  private:
   mongoc_collection_t* Coll(Collection c) {
-    return mongoc_client_get_collection(client_, db_.c_str(), std::string(CollectionName(c)).c_str());
+    return mongoc_client_get_collection(client_, db_.c_str(),
+                                        std::string(CollectionName(c)).c_str());
   }
   std::string db_;
   mongoc_client_t* client_;
@@ -323,7 +327,8 @@ TEST_F(MongoStoreTest, ListsByOwnerNewestFirstWithPagingAndDeletes) {
   auto s = Open();
   std::string error;
   for (int i = 0; i < 5; ++i)
-    ASSERT_TRUE(s->Put(Collection::kSessions, Doc("m" + std::to_string(i), "alice", kBaseMs + i), &error));
+    ASSERT_TRUE(
+        s->Put(Collection::kSessions, Doc("m" + std::to_string(i), "alice", kBaseMs + i), &error));
   ASSERT_TRUE(s->Put(Collection::kSessions, Doc("other", "bob", kBaseMs + 50), &error));
   Page page;
   ASSERT_EQ(s->ListByUser(Collection::kSessions, "alice", 1, 2, &page, &error), ReadStatus::kOk)
@@ -343,10 +348,12 @@ TEST_F(MongoStoreTest, OutageSpoolsWritesAndANewServerOnTheSamePortGetsThemAllOn
   auto s = Open();
   std::string error;
   for (int i = 0; i < 3; ++i)
-    ASSERT_TRUE(s->Put(Collection::kReports, Doc("before" + std::to_string(i), "u", kBaseMs + i), &error));
+    ASSERT_TRUE(
+        s->Put(Collection::kReports, Doc("before" + std::to_string(i), "u", kBaseMs + i), &error));
   mongo_->Stop();
   for (int i = 0; i < 10; ++i)
-    ASSERT_TRUE(s->Put(Collection::kReports, Doc("during" + std::to_string(i), "u", kBaseMs + 10 + i), &error))
+    ASSERT_TRUE(s->Put(Collection::kReports,
+                       Doc("during" + std::to_string(i), "u", kBaseMs + 10 + i), &error))
         << error;
   // The same document twice while away: replay must keep the order (last one wins).
   ASSERT_TRUE(s->Put(Collection::kReports, Doc("during0", "u", kBaseMs + 10, "updated"), &error));
@@ -398,7 +405,8 @@ TEST_F(MongoStoreTest, ASpoolLeftByAnEarlierProcessIsReplayedByTheNextOne) {
     auto s = Open();  // MongoDB unreachable at start is not an error
     std::string error;
     for (int i = 0; i < 5; ++i)
-      ASSERT_TRUE(s->Put(Collection::kSessions, Doc("left" + std::to_string(i), "u", kBaseMs + i), &error));
+      ASSERT_TRUE(
+          s->Put(Collection::kSessions, Doc("left" + std::to_string(i), "u", kBaseMs + i), &error));
     EXPECT_EQ(s->Health()["spool_depth"].asUInt64(), 5u);
   }  // the process "dies" with a non-empty spool
   mongo_->Start();

@@ -1,8 +1,8 @@
 #include "tests/support/mongo_server.h"
 
 #include <arpa/inet.h>
-#include <mongoc/mongoc.h>
 #include <fcntl.h>
+#include <mongoc/mongoc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>

@@ -79,8 +79,8 @@ Headers TestServer::Auth(const std::string& user) const {
 }
 
 std::string TestServer::CreateSession(const std::string& user, const std::string& persona) {
-  const auto r = Http("POST", Url("/api/sessions"), "{\"persona_id\":\"" + persona + "\"}",
-                      Auth(user));
+  const auto r =
+      Http("POST", Url("/api/sessions"), "{\"persona_id\":\"" + persona + "\"}", Auth(user));
   if (r.status != 201) return {};
   return r.JsonBody()["session_id"].asString();
 }

@@ -46,7 +46,8 @@ struct WsHubImpl {
 
   static int Callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) {
     auto* c = static_cast<WsClient*>(user);
-    WsHubImpl* self = wsi ? static_cast<WsHubImpl*>(lws_context_user(lws_get_context(wsi))) : nullptr;
+    WsHubImpl* self =
+        wsi ? static_cast<WsHubImpl*>(lws_context_user(lws_get_context(wsi))) : nullptr;
     switch (reason) {
       case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
         if (c == nullptr) return 0;
@@ -70,7 +71,8 @@ struct WsHubImpl {
       case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
         if (c != nullptr) {
           Finish(c, WsClient::State::kFailed,
-                 in != nullptr ? std::string(static_cast<const char*>(in), strnlen(static_cast<const char*>(in), len ? len : 256))
+                 in != nullptr ? std::string(static_cast<const char*>(in),
+                                             strnlen(static_cast<const char*>(in), len ? len : 256))
                                : "connection error");
           if (self) self->Drop(c);
         }
@@ -175,8 +177,8 @@ struct WsHubImpl {
       }
     }
     for (WsClient* c : writes) {
-      const bool alive = std::any_of(active.begin(), active.end(),
-                                     [c](const auto& p) { return p.get() == c; });
+      const bool alive =
+          std::any_of(active.begin(), active.end(), [c](const auto& p) { return p.get() == c; });
       if (!alive || c->wsi_ == nullptr) continue;
       std::optional<bool> flow;
       {
@@ -257,52 +259,33 @@ void WsClient::SetOnMessage(std::function<void(const WsMessage&)> cb) {
   on_message_ = std::move(cb);
 }
 
-void WsClient::SendText(std::string text) {
+// Runs `change` under the client's lock, then asks the hub thread to act on it.
+void WsClient::Request(const std::function<void()>& change) {
   {
     const std::lock_guard lock(mu_);
-    outbox_.emplace_back(false, std::move(text));
+    change();
   }
   {
     const std::lock_guard lock(hub_->impl_->mu);
     hub_->impl_->pending_write.push_back(this);
   }
   hub_->impl_->Wake();
+}
+
+void WsClient::SendText(std::string text) {
+  Request([&] { outbox_.emplace_back(false, std::move(text)); });
 }
 
 void WsClient::SendBinary(std::string bytes) {
-  {
-    const std::lock_guard lock(mu_);
-    outbox_.emplace_back(true, std::move(bytes));
-  }
-  {
-    const std::lock_guard lock(hub_->impl_->mu);
-    hub_->impl_->pending_write.push_back(this);
-  }
-  hub_->impl_->Wake();
+  Request([&] { outbox_.emplace_back(true, std::move(bytes)); });
 }
 
 void WsClient::PauseReading(bool paused) {
-  {
-    const std::lock_guard lock(mu_);
-    flow_change_ = paused;
-  }
-  {
-    const std::lock_guard lock(hub_->impl_->mu);
-    hub_->impl_->pending_write.push_back(this);
-  }
-  hub_->impl_->Wake();
+  Request([&] { flow_change_ = paused; });
 }
 
 void WsClient::Close(uint16_t code) {
-  {
-    const std::lock_guard lock(mu_);
-    closing_ = code;
-  }
-  {
-    const std::lock_guard lock(hub_->impl_->mu);
-    hub_->impl_->pending_write.push_back(this);
-  }
-  hub_->impl_->Wake();
+  Request([&] { closing_ = code; });
 }
 
 std::optional<WsMessage> WsClient::Receive(milliseconds timeout) {
@@ -316,11 +299,12 @@ std::optional<WsMessage> WsClient::Receive(milliseconds timeout) {
   return m;
 }
 
-std::optional<Json::Value> WsClient::ReceiveJson(milliseconds timeout,
-                                                 const std::function<bool(const Json::Value&)>& skip) {
+std::optional<Json::Value> WsClient::ReceiveJson(
+    milliseconds timeout, const std::function<bool(const Json::Value&)>& skip) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    const auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return std::nullopt;
     auto m = Receive(left);
     if (!m) return std::nullopt;
@@ -401,7 +385,8 @@ HttpResult Http(const std::string& method, const std::string& url, const std::st
   curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 15000L);
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L);  // send ../ unnormalised (traversal tests)
-  if (curl_easy_perform(curl) == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
+  if (curl_easy_perform(curl) == CURLE_OK)
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
   curl_slist_free_all(list);
   curl_easy_cleanup(curl);
   return r;

@@ -63,6 +63,7 @@ class WsClient {
  private:
   friend class WsHub;
   friend struct WsHubImpl;
+  void Request(const std::function<void()>& change);
   mutable std::mutex mu_;
   std::condition_variable cv_;
   State state_ = State::kConnecting;
