@@ -140,9 +140,11 @@ HttpResponse App::Impl::Route(const HttpRequest& req) {
       const auto view = SessionView(req, id, &error);
       return WithRoute(view ? HttpResponse::Json(200, *view) : error, route);
     }
-    if (seg.size() == 4 && seg[3] == "report") {
+    if (seg.size() == 4 && (seg[3] == "report" || seg[3] == "report.csv" ||
+                            seg[3] == "report.html" || seg[3] == "report.json")) {
       if (m != "GET") return WithRoute(MethodNotAllowed("GET"), route);
-      return WithRoute(Report(req, id), route);
+      const std::string format = seg[3] == "report" ? "json" : seg[3].substr(7);
+      return WithRoute(Report(req, id, format), route);
     }
   }
   return WithRoute(HttpResponse::Error(404, "not_found", "no API route " + m + " " + path),
@@ -247,7 +249,8 @@ std::optional<Json::Value> App::Impl::SessionView(const HttpRequest& req, const 
   return std::nullopt;
 }
 
-HttpResponse App::Impl::Report(const HttpRequest& req, const std::string& id) {
+HttpResponse App::Impl::Report(const HttpRequest& req, const std::string& id,
+                               const std::string& format) {
   HttpResponse error;
   const auto view = SessionView(req, id, &error);
   if (!view) return error;
@@ -265,11 +268,23 @@ HttpResponse App::Impl::Report(const HttpRequest& req, const std::string& id) {
     case store::ReadStatus::kNotFound:
       return HttpResponse::Error(404, "report_not_found", "this session has no report");
   }
-  HttpResponse r = HttpResponse::Json(200, store::ToPublicJson(doc));
+  const Json::Value report = store::ToPublicJson(doc);
+  HttpResponse r;
+  if (format == "csv") {
+    r.content_type = "text/csv; charset=utf-8";
+    r.body = RenderReportCsv(report);
+  } else if (format == "html") {
+    r.content_type = "text/html; charset=utf-8";
+    r.body = RenderReportHtml(report);
+  } else {
+    r = HttpResponse::Json(200, report);
+  }
   const auto download = req.query.find("download");
   if (download != req.query.end() && download->second != "0" && download->second != "false") {
-    r.headers.emplace_back("content-disposition",
-                           "attachment; filename=parley-report-" + id + ".json");
+    r.headers.emplace_back("content-disposition", "attachment; filename=parley-report-" + id + "." +
+                                                      (format == "html"  ? "html"
+                                                       : format == "csv" ? "csv"
+                                                                         : "json"));
   }
   return r;
 }

@@ -40,7 +40,9 @@ struct App::Impl final : signaling::Handler {
   // 404/503 responses in `error` when there is none.
   std::optional<Json::Value> SessionView(const signaling::HttpRequest& req, const std::string& id,
                                          signaling::HttpResponse* error);
-  signaling::HttpResponse Report(const signaling::HttpRequest& req, const std::string& id);
+  // format: "json", "csv" or "html".
+  signaling::HttpResponse Report(const signaling::HttpRequest& req, const std::string& id,
+                                 const std::string& format);
   signaling::HttpResponse DeleteSession(const signaling::HttpRequest& req, const std::string& id);
 
   // Lifecycle glue (app.cc).
@@ -85,5 +87,8 @@ struct App::Impl final : signaling::Handler {
 
 // report.cc
 Json::Value BuildReport(const Session& session, const personas::Persona* persona);
+// A report (API shape) as CSV of its per-second timeline, and as a printable HTML page.
+std::string RenderReportCsv(const Json::Value& report);
+std::string RenderReportHtml(const Json::Value& report);
 
 }  // namespace parley::app

@@ -98,6 +98,46 @@ TEST(Report, EndingASessionStoresAFullReportOwnerCanDownload) {
   EXPECT_EQ(list["sessions"][0]["state"].asString(), "ended");
 }
 
+TEST(Report, DownloadsAsCsvTimelineAndPrintableHtmlWithEscapedText) {
+  TestServer s;
+  const std::string id = s.CreateSession("alice", "seoa");
+  WsHub hub;
+  auto ws = s.Join(hub, "practice", id, "alice");
+  ASSERT_EQ(ws->state(), WsClient::State::kOpen);
+  auto session = s.app().sessions().Find(id);
+  for (int t = 0; t < 3; ++t) {
+    Json::Value v(Json::objectValue);
+    v["gaze"] = 0.5 + 0.1 * t;
+    if (t != 1) v["note"] = "a,\"b\"";
+    session->timeline().AddSample(t * 1000 + 10, v);
+  }
+  session->timeline().AddTurn({"user", "<script>alert(1)</script>", 100, 900, Json::Value()});
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+
+  const auto csv = Http("GET", s.Url("/api/sessions/" + id + "/report.csv?download=1"), "",
+                        s.Auth("alice"));
+  ASSERT_EQ(csv.status, 200) << csv.body;
+  EXPECT_EQ(csv.Header("content-type"), "text/csv; charset=utf-8");
+  EXPECT_EQ(csv.Header("content-disposition"), "attachment; filename=parley-report-" + id + ".csv");
+  EXPECT_EQ(csv.body,
+            "t_s,gaze,note\r\n"
+            "0,0.5,\"a,\"\"b\"\"\"\r\n"
+            "1,0.6,\r\n"
+            "2,0.7,\"a,\"\"b\"\"\"\r\n");
+
+  const auto html = Http("GET", s.Url("/api/sessions/" + id + "/report.html"), "", s.Auth("alice"));
+  ASSERT_EQ(html.status, 200);
+  EXPECT_EQ(html.Header("content-type"), "text/html; charset=utf-8");
+  EXPECT_NE(html.body.find(id), std::string::npos);
+  EXPECT_NE(html.body.find("Seoa Lee"), std::string::npos);
+  EXPECT_NE(html.body.find("<svg"), std::string::npos);  // the gaze chart
+  EXPECT_NE(html.body.find("not measured"), std::string::npos);
+  EXPECT_EQ(html.body.find("<script>"), std::string::npos);
+  EXPECT_NE(html.body.find("&lt;script&gt;alert(1)&lt;/script&gt;"), std::string::npos);
+  EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + id + "/report.html"), "", s.Auth("mallory")).status,
+            404);
+}
+
 TEST(Report, AnotherUserCanNeitherReadNorDeleteIt) {
   TestServer s;
   const std::string id = s.CreateSession("alice");
