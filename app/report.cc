@@ -190,11 +190,17 @@ std::string RenderReportCsv(const Json::Value& report) {
     }
   }
   std::string out = "t_s";
-  for (const auto& c : columns) out += "," + CsvField(c);
+  for (const auto& c : columns) {
+    out.push_back(',');
+    out += CsvField(c);
+  }
   out += "\r\n";
   for (const auto& row : report["timeline"]) {
     out += CsvField(row["t"]);
-    for (const auto& c : columns) out += "," + CsvField(row[c]);
+    for (const auto& c : columns) {
+      out.push_back(',');
+      out += CsvField(row[c]);
+    }
     out += "\r\n";
   }
   return out;
