@@ -7,10 +7,12 @@ PARLEY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PARLEY_RUN_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libwebsockets-dev libjwt-dev libjsoncpp-dev libcli11-dev uuid-dev libmongoc-dev
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good
 )
 # Extra packages for the test suite and benchmarks.
 PARLEY_TEST_PACKAGES=(
-  libgtest-dev libgmock-dev libbenchmark-dev libcurl4-openssl-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libcurl4-openssl-dev libopus-dev
 )
 
 as_root() {

@@ -1,0 +1,63 @@
+// Internal to media/: RAII for the GStreamer handles the pipelines hold.
+#pragma once
+
+#include <gst/app/gstappsink.h>
+#include <gst/app/gstappsrc.h>
+#include <gst/gst.h>
+
+#include <memory>
+#include <string>
+
+namespace parley::media {
+
+struct GstObjectUnref {
+  void operator()(gpointer p) const {
+    if (p != nullptr) gst_object_unref(p);
+  }
+};
+template <typename T>
+using GstPtr = std::unique_ptr<T, GstObjectUnref>;
+
+struct GstSampleUnref {
+  void operator()(GstSample* s) const { gst_sample_unref(s); }
+};
+using SamplePtr = std::unique_ptr<GstSample, GstSampleUnref>;
+
+struct GstCapsUnref {
+  void operator()(GstCaps* c) const { gst_caps_unref(c); }
+};
+using CapsPtr = std::unique_ptr<GstCaps, GstCapsUnref>;
+
+struct GstMessageUnref {
+  void operator()(GstMessage* m) const { gst_message_unref(m); }
+};
+using MessagePtr = std::unique_ptr<GstMessage, GstMessageUnref>;
+
+// A readable mapping of a buffer for the scope of the object.
+class MappedBuffer {
+ public:
+  explicit MappedBuffer(GstBuffer* b) : buffer_(b) { ok_ = gst_buffer_map(b, &info_, GST_MAP_READ); }
+  ~MappedBuffer() {
+    if (ok_) gst_buffer_unmap(buffer_, &info_);
+  }
+  MappedBuffer(const MappedBuffer&) = delete;
+  MappedBuffer& operator=(const MappedBuffer&) = delete;
+  bool ok() const { return ok_; }
+  const uint8_t* data() const { return info_.data; }
+  size_t size() const { return info_.size; }
+
+ private:
+  GstBuffer* buffer_;
+  GstMapInfo info_{};
+  bool ok_ = false;
+};
+
+// Makes an element or returns nullptr with `error` naming the missing plugin.
+inline GstElement* MakeElement(const char* factory, const char* name, std::string* error) {
+  GstElement* e = gst_element_factory_make(factory, name);
+  if (e == nullptr && error != nullptr)
+    *error = std::string("GStreamer element '") + factory + "' is not installed";
+  return e;
+}
+
+}  // namespace parley::media

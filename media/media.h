@@ -1,0 +1,126 @@
+// Parley media: GStreamer pipelines that turn a session's binary WebSocket frames into 16 kHz
+// mono PCM and decoded video frames (ingest), and synthesized PCM into paced Opus or PCM
+// packets for the page (playback).
+//
+// Threads: Push()/Cancel()/Enqueue() never block and may be called from any thread (the
+// WebSocket service thread included). Callbacks run on GStreamer's streaming threads or the
+// playback pacing thread: they must be quick and must not call back into the same object's
+// Stop(). Stop() blocks (bounded): call it from a worker thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "core/core.h"
+
+namespace parley::media {
+
+struct MediaConfig {
+  int analysis_width = 640;   // decoded video is scaled to fit within this box
+  int analysis_height = 480;
+  int analysis_fps = 10;      // and its frame rate capped to this
+  int audio_frame_ms = 20;    // audio is delivered in frames of exactly this length (10 or 20)
+  size_t max_backlog_bytes = 8 << 20;  // bytes waiting to be decoded before the overflow policy
+  int stop_timeout_ms = 2000;          // how long Stop() waits for EOS to drain
+  std::string Validate() const;
+};
+
+// Initialises GStreamer once per process; false (with `error`) when a required element is
+// missing from the installation.
+bool InitGStreamer(std::string* error);
+
+inline constexpr int kAnalysisRate = 16000;
+
+struct AudioFrame {
+  int64_t pts_ms = 0;                  // position in the stream since the first byte
+  std::span<const int16_t> samples;    // kAnalysisRate Hz mono, audio_frame_ms long
+};
+
+struct VideoFrame {
+  int64_t pts_ms = 0;
+  int width = 0;
+  int height = 0;
+  int stride = 0;              // bytes per row
+  const uint8_t* bgr = nullptr;  // BGR 8:8:8, valid only during the callback (no copy made)
+};
+
+struct IngestStats {
+  std::atomic<uint64_t> audio_samples{0};  // at kAnalysisRate
+  std::atomic<uint64_t> video_frames{0};
+  std::atomic<uint64_t> decode_errors{0};
+  std::atomic<uint64_t> bytes_in{0};
+  std::atomic<uint64_t> dropped_frames_waiting_keyframe{0};
+};
+
+class IngestPipeline {
+ public:
+  enum class Format { kWebm, kPcm };
+  struct Callbacks {
+    std::function<void(const AudioFrame&)> on_audio;
+    std::function<void(const VideoFrame&)> on_video;
+    // code: "decode_error", "unsupported_codec", "media_overflow"...; the pipeline has stopped
+    // decoding when this is called with fatal = true.
+    std::function<void(const std::string& code, const std::string& message, bool fatal)> on_error;
+    // Informational: "waiting_for_keyframe", "video_started", "audio_started".
+    std::function<void(const std::string& event)> on_event;
+  };
+
+  // pcm_rate is the declared rate of raw PCM (ignored for WebM). nullptr with `error` when the
+  // pipeline cannot be built.
+  static std::unique_ptr<IngestPipeline> Create(Format format, int pcm_rate,
+                                                const MediaConfig& config, Callbacks callbacks,
+                                                core::Metrics& metrics, std::string* error);
+  virtual ~IngestPipeline() = default;
+
+  // Queues bytes for decoding; any chunking works. False when the backlog is over the limit
+  // or the pipeline has failed: the bytes are dropped (counted) and on_error told once.
+  virtual bool Push(std::string_view bytes) = 0;
+  // Sends EOS, waits (bounded) for the last frames, then releases every GStreamer object.
+  virtual void Stop() = 0;
+  virtual const IngestStats& stats() const = 0;
+  virtual bool failed() const = 0;
+};
+
+// Playback of synthesized speech: PCM in, paced packets out.
+struct PlaybackConfig {
+  bool opus = true;          // false: PCM S16LE mono 48 kHz frames (kind 0x11)
+  int bitrate = 32000;       // Opus bits per second
+  int lead_ms = 60;          // how far ahead of real time packets may be sent
+  std::string Validate() const;
+};
+
+inline constexpr int kPlaybackRate = 48000;
+inline constexpr int kPlaybackFrameMs = 20;
+
+// Header of server->client audio packets (docs/protocol.md): kind, u32 sequence, u32 position
+// in 48 kHz samples since the utterance began, u16 utterance id, all big-endian.
+inline constexpr size_t kPacketHeaderBytes = 11;
+
+class Playback {
+ public:
+  // Sends a finished packet (header included) to the client; called on the pacing thread.
+  using Sink = std::function<void(std::string packet)>;
+  static std::unique_ptr<Playback> Create(const PlaybackConfig& config, Sink sink,
+                                          core::Metrics& metrics, std::string* error);
+  virtual ~Playback() = default;
+
+  // Encodes an utterance of mono S16LE PCM at `rate` Hz on the calling thread (a worker: it
+  // takes a few ms per second of audio) and queues it for paced sending after any utterance
+  // still playing; returns its id (0 when the PCM could not be encoded).
+  virtual uint16_t Say(std::span<const int16_t> pcm, int rate) = 0;
+  // Stops at once: nothing more is sent. Returns the milliseconds of the current utterance
+  // that were sent (played, give or take the lead).
+  virtual int64_t Cancel() = 0;
+  // True while packets remain to be sent.
+  virtual bool Busy() const = 0;
+  // Blocks until everything queued was sent or `timeout` passed; true when idle.
+  virtual bool WaitIdle(std::chrono::milliseconds timeout) = 0;
+};
+
+}  // namespace parley::media

@@ -1,0 +1,398 @@
+// Media pipelines on real encoded media: fixtures made here by GStreamer itself, fed in random
+// chunk sizes, decoded back and counted.
+#include <gst/gst.h>
+#include <gtest/gtest.h>
+#include <opus/opus.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "media/media.h"
+#include "tests/support/test_server.h"
+
+namespace parley::media {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Runs a gst-launch style description that ends in `filesink location=<file>`; returns bytes.
+std::string MakeFixture(const std::string& description, const std::string& file) {
+  std::string error;
+  EXPECT_TRUE(InitGStreamer(&error)) << error;
+  GError* err = nullptr;
+  GstElement* p = gst_parse_launch((description + " ! filesink location=" + file).c_str(), &err);
+  if (p == nullptr) {
+    ADD_FAILURE() << "fixture pipeline: " << (err ? err->message : "?");
+    if (err) g_error_free(err);
+    return {};
+  }
+  gst_element_set_state(p, GST_STATE_PLAYING);
+  GstBus* bus = gst_element_get_bus(p);
+  GstMessage* msg = gst_bus_timed_pop_filtered(
+      bus, 60 * GST_SECOND, static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+  EXPECT_TRUE(msg != nullptr && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS) << "fixture failed";
+  if (msg) gst_message_unref(msg);
+  gst_object_unref(bus);
+  gst_element_set_state(p, GST_STATE_NULL);
+  gst_object_unref(p);
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct Collected {
+  std::mutex mu;
+  uint64_t audio_samples = 0;
+  uint64_t video_frames = 0;
+  std::vector<int16_t> pcm;
+  std::vector<int64_t> audio_pts;
+  std::vector<std::string> errors;
+  std::vector<std::string> events;
+  int last_width = 0, last_height = 0;
+};
+
+IngestPipeline::Callbacks Collect(Collected& c, bool keep_pcm = false) {
+  IngestPipeline::Callbacks cb;
+  cb.on_audio = [&c, keep_pcm](const AudioFrame& f) {
+    const std::lock_guard lock(c.mu);
+    c.audio_samples += f.samples.size();
+    c.audio_pts.push_back(f.pts_ms);
+    if (keep_pcm) c.pcm.insert(c.pcm.end(), f.samples.begin(), f.samples.end());
+  };
+  cb.on_video = [&c](const VideoFrame& f) {
+    const std::lock_guard lock(c.mu);
+    ++c.video_frames;
+    c.last_width = f.width;
+    c.last_height = f.height;
+  };
+  cb.on_error = [&c](const std::string& code, const std::string&, bool) {
+    const std::lock_guard lock(c.mu);
+    c.errors.push_back(code);
+  };
+  cb.on_event = [&c](const std::string& e) {
+    const std::lock_guard lock(c.mu);
+    c.events.push_back(e);
+  };
+  return cb;
+}
+
+// Feeds `bytes` in random chunk sizes (the first chunk is a single byte).
+void FeedInChunks(IngestPipeline& p, const std::string& bytes, uint32_t seed) {
+  std::mt19937 rng(seed);
+  size_t off = 0;
+  size_t n = 1;
+  while (off < bytes.size()) {
+    n = std::min(n, bytes.size() - off);
+    ASSERT_TRUE(p.Push(std::string_view(bytes).substr(off, n)));
+    off += n;
+    n = 1 + rng() % 9000;
+  }
+}
+
+class MediaTest : public ::testing::Test {
+ protected:
+  std::string Path(const std::string& name) { return dir_.path() + "/" + name; }
+  testing::TempDir dir_;
+  core::Metrics metrics_;
+  MediaConfig config_;
+};
+
+TEST_F(MediaTest, AudioOnlyWebmOpusDecodesToTheRightNumberOfSamples) {
+  // 3 s of 440 Hz at 48 kHz -> Opus -> WebM.
+  const std::string webm = MakeFixture(
+      "audiotestsrc num-buffers=150 samplesperbuffer=960 freq=440 ! audio/x-raw,rate=48000 ! "
+      "audioconvert ! opusenc ! webmmux",
+      Path("a.webm"));
+  ASSERT_FALSE(webm.empty());
+  Collected c;
+  std::string error;
+  auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
+                                  &error);
+  ASSERT_TRUE(p) << error;
+  FeedInChunks(*p, webm, 1);
+  p->Stop();
+  const double expected = 3.0 * kAnalysisRate;
+  EXPECT_NEAR(static_cast<double>(c.audio_samples), expected, expected * 0.01);
+  EXPECT_TRUE(c.errors.empty());
+  // Fixed 20 ms frames with increasing timestamps.
+  ASSERT_GT(c.audio_pts.size(), 10u);
+  EXPECT_EQ(c.audio_pts[1] - c.audio_pts[0], 20);
+  EXPECT_EQ(p->stats().video_frames.load(), 0u);
+  EXPECT_GE(metrics_.Read("parley_media_audio_seconds_total").value_or(0), 2.9);
+}
+
+TEST_F(MediaTest, Vp8AndOpusWebmDeliversScaledFramesAtTheAnalysisRate) {
+  // 4 s of 1280x720 video at 30 fps with audio.
+  const std::string webm = MakeFixture(
+      "webmmux name=mux videotestsrc num-buffers=120 ! video/x-raw,width=1280,height=720,"
+      "framerate=30/1 ! vp8enc deadline=1 keyframe-max-dist=30 ! mux. audiotestsrc "
+      "num-buffers=200 samplesperbuffer=960 ! audio/x-raw,rate=48000 ! audioconvert ! opusenc ! "
+      "mux. mux.",
+      Path("av.webm"));
+  ASSERT_FALSE(webm.empty());
+  Collected c;
+  std::string error;
+  auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
+                                  &error);
+  ASSERT_TRUE(p) << error;
+  FeedInChunks(*p, webm, 2);
+  p->Stop();
+  EXPECT_TRUE(c.errors.empty());
+  const double expected_frames = 4.0 * config_.analysis_fps;
+  EXPECT_NEAR(static_cast<double>(c.video_frames), expected_frames, expected_frames * 0.05 + 1);
+  EXPECT_LE(c.last_width, 640);
+  EXPECT_LE(c.last_height, 480);
+  EXPECT_NEAR(static_cast<double>(c.last_width) / c.last_height, 1280.0 / 720.0, 0.05);
+  EXPECT_NEAR(static_cast<double>(c.audio_samples), 4.0 * kAnalysisRate, 4.0 * kAnalysisRate * 0.01);
+}
+
+TEST_F(MediaTest, Vp9WebmDecodes) {
+  const std::string webm = MakeFixture(
+      "videotestsrc num-buffers=30 ! video/x-raw,width=320,height=240,framerate=15/1 ! vp9enc "
+      "deadline=1 ! webmmux",
+      Path("v9.webm"));
+  Collected c;
+  std::string error;
+  auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
+                                  &error);
+  ASSERT_TRUE(p) << error;
+  FeedInChunks(*p, webm, 3);
+  p->Stop();
+  EXPECT_TRUE(c.errors.empty());
+  EXPECT_NEAR(static_cast<double>(c.video_frames), 2.0 * config_.analysis_fps, 2.0);
+}
+
+TEST_F(MediaTest, ChromiumMediaRecorderRecordingDecodes) {
+  std::ifstream in(PARLEY_SOURCE_DIR "/tests/data/chromium_mediarecorder_vp8_opus.webm",
+                   std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string webm = ss.str();
+  ASSERT_GT(webm.size(), 100000u);
+  Collected c;
+  std::string error;
+  auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
+                                  &error);
+  ASSERT_TRUE(p) << error;
+  FeedInChunks(*p, webm, 4);
+  p->Stop();
+  EXPECT_TRUE(c.errors.empty());
+  // 5.7 s recorded: about that much audio and ~10 analysis frames per second of video.
+  EXPECT_NEAR(static_cast<double>(c.audio_samples) / kAnalysisRate, 5.7, 0.3);
+  EXPECT_GT(c.video_frames, 40u);
+}
+
+TEST_F(MediaTest, LateJoinGetsAudioAtOnceAndVideoFromTheNextKeyframe) {
+  // Keyframes every 2 s but clusters every ~200 ms: most clusters start with a delta frame.
+  const std::string webm = MakeFixture(
+      "webmmux name=mux streamable=true min-cluster-duration=100000000 "
+      "max-cluster-duration=200000000 videotestsrc num-buffers=150 ! video/x-raw,width=320,"
+      "height=240,framerate=30/1 ! vp8enc deadline=1 keyframe-max-dist=60 ! mux. audiotestsrc "
+      "num-buffers=250 samplesperbuffer=960 ! audio/x-raw,rate=48000 ! audioconvert ! opusenc ! "
+      "mux. mux.",
+      Path("late.webm"));
+  const std::string cluster_id("\x1f\x43\xb6\x75", 4);
+  const size_t first = webm.find(cluster_id);
+  ASSERT_NE(first, std::string::npos);
+  size_t join = first;
+  for (int i = 0; i < 3; ++i) join = webm.find(cluster_id, join + 4);  // ~0.6 s in
+  ASSERT_NE(join, std::string::npos);
+  Collected c;
+  std::string error;
+  auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
+                                  &error);
+  ASSERT_TRUE(p) << error;
+  // The header (a reconnecting page resends it), then the stream from mid-GOP on.
+  FeedInChunks(*p, webm.substr(0, first), 5);
+  FeedInChunks(*p, webm.substr(join), 6);
+  p->Stop();
+  EXPECT_TRUE(c.errors.empty());
+  EXPECT_NE(std::find(c.events.begin(), c.events.end(), "waiting_for_keyframe"), c.events.end());
+  EXPECT_GT(p->stats().dropped_frames_waiting_keyframe.load(), 0u);
+  // Audio from the join point (~4.4 s), video only from the keyframe at 2 s (~3 s of it).
+  EXPECT_NEAR(static_cast<double>(c.audio_samples) / kAnalysisRate, 4.4, 0.35);
+  EXPECT_NEAR(static_cast<double>(c.video_frames), 3.0 * config_.analysis_fps, 4.0);
+}
+
+TEST_F(MediaTest, GarbageBytesBecomeADecodeErrorAndTheServerCarriesOn) {
+  Collected c;
+  std::string error;
+  auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
+                                  &error);
+  ASSERT_TRUE(p) << error;
+  std::mt19937 rng(9);
+  std::string garbage(64 * 1024, '\0');
+  for (auto& ch : garbage) ch = static_cast<char>(rng());
+  p->Push(garbage);
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!p->failed() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(p->failed());
+  EXPECT_FALSE(p->Push("more"));  // refused, counted
+  p->Stop();
+  ASSERT_FALSE(c.errors.empty());
+  EXPECT_EQ(c.errors.front(), "decode_error");
+}
+
+TEST_F(MediaTest, TruncatedStreamDeliversWhatArrivedWithoutHanging) {
+  const std::string webm = MakeFixture(
+      "audiotestsrc num-buffers=100 samplesperbuffer=960 ! audio/x-raw,rate=48000 ! audioconvert "
+      "! opusenc ! webmmux",
+      Path("t.webm"));
+  Collected c;
+  std::string error;
+  auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
+                                  &error);
+  ASSERT_TRUE(p) << error;
+  FeedInChunks(*p, webm.substr(0, webm.size() * 6 / 10), 7);
+  const auto t0 = std::chrono::steady_clock::now();
+  p->Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  EXPECT_GT(c.audio_samples, static_cast<uint64_t>(0.8 * kAnalysisRate));
+}
+
+TEST_F(MediaTest, PcmAtTheDeclaredRateIsResampledTo16kHz) {
+  for (int rate : {8000, 44100, 48000}) {
+    std::vector<int16_t> tone(static_cast<size_t>(rate) * 2);
+    for (size_t i = 0; i < tone.size(); ++i)
+      tone[i] = static_cast<int16_t>(8000 * std::sin(2 * M_PI * 440.0 * i / rate));
+    Collected c;
+    std::string error;
+    auto p = IngestPipeline::Create(IngestPipeline::Format::kPcm, rate, config_, Collect(c, true),
+                                    metrics_, &error);
+    ASSERT_TRUE(p) << error;
+    const std::string bytes(reinterpret_cast<const char*>(tone.data()), tone.size() * 2);
+    FeedInChunks(*p, bytes, static_cast<uint32_t>(rate));  // odd chunk sizes split samples
+    p->Stop();
+    EXPECT_NEAR(static_cast<double>(c.audio_samples), 2.0 * kAnalysisRate, 2.0 * kAnalysisRate * 0.01)
+        << rate;
+    // The tone survives: count zero crossings (~880/s).
+    int crossings = 0;
+    for (size_t i = 1; i < c.pcm.size(); ++i) crossings += (c.pcm[i - 1] < 0) != (c.pcm[i] < 0);
+    EXPECT_NEAR(crossings / 2.0, 880.0, 20.0) << rate;
+  }
+  std::string error;
+  Collected c;
+  EXPECT_FALSE(IngestPipeline::Create(IngestPipeline::Format::kPcm, 1234, config_, Collect(c),
+                                      metrics_, &error));
+  EXPECT_NE(error.find("8000..48000"), std::string::npos);
+}
+
+TEST_F(MediaTest, BacklogOverTheLimitStopsTheStreamWithAnOverflowError) {
+  MediaConfig small = config_;
+  small.max_backlog_bytes = 64 * 1024;
+  Collected c;
+  IngestPipeline::Callbacks cb = Collect(c);
+  // An analyser that cannot keep up holds the streaming thread, so input piles up.
+  cb.on_audio = [](const AudioFrame&) { std::this_thread::sleep_for(20ms); };
+  std::string error;
+  auto p = IngestPipeline::Create(IngestPipeline::Format::kPcm, 16000, small, cb, metrics_, &error);
+  ASSERT_TRUE(p) << error;
+  const std::string chunk(16 * 1024, '\0');
+  bool refused = false;
+  for (int i = 0; i < 64 && !refused; ++i) refused = !p->Push(chunk);
+  EXPECT_TRUE(refused);
+  EXPECT_TRUE(p->failed());
+  p->Stop();
+  ASSERT_FALSE(c.errors.empty());
+  EXPECT_EQ(c.errors.front(), "media_overflow");
+  EXPECT_GE(metrics_.Read("parley_media_dropped_total", {{"reason", "overflow"}}).value_or(0), 1.0);
+}
+
+// ---- playback -----------------------------------------------------------------------------------
+
+TEST_F(MediaTest, PlaybackSendsPacedOpusThatDecodesBackToTheInputDuration) {
+  std::mutex mu;
+  std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> got;
+  std::string error;
+  PlaybackConfig pc;
+  pc.lead_ms = 60;
+  auto play = Playback::Create(
+      pc,
+      [&](std::string packet) {
+        const std::lock_guard lock(mu);
+        got.emplace_back(std::chrono::steady_clock::now(), std::move(packet));
+      },
+      metrics_, &error);
+  ASSERT_TRUE(play) << error;
+  std::vector<int16_t> pcm(22050 * 2);  // 2 s at 22.05 kHz, a synthesizer's rate
+  for (size_t i = 0; i < pcm.size(); ++i)
+    pcm[i] = static_cast<int16_t>(6000 * std::sin(2 * M_PI * 300.0 * i / 22050));
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_NE(play->Say(pcm, 22050), 0);
+  ASSERT_TRUE(play->WaitIdle(5s));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GT(took, 1800ms);  // real time, not dumped at once
+  int err = 0;
+  OpusDecoder* dec = opus_decoder_create(48000, 1, &err);
+  ASSERT_EQ(err, OPUS_OK);
+  int decoded = 0;
+  std::vector<int16_t> out(5760);
+  const std::lock_guard lock(mu);
+  for (size_t i = 0; i < got.size(); ++i) {
+    const std::string& p = got[i].second;
+    ASSERT_EQ(static_cast<uint8_t>(p[0]), 0x10);
+    const uint32_t seq = (uint8_t(p[1]) << 24) | (uint8_t(p[2]) << 16) | (uint8_t(p[3]) << 8) | uint8_t(p[4]);
+    const uint32_t pos = (uint8_t(p[5]) << 24) | (uint8_t(p[6]) << 16) | (uint8_t(p[7]) << 8) | uint8_t(p[8]);
+    EXPECT_EQ(seq, i);
+    const int n = opus_decode(dec, reinterpret_cast<const unsigned char*>(p.data() + kPacketHeaderBytes),
+                              static_cast<opus_int32>(p.size() - kPacketHeaderBytes), out.data(), 5760, 0);
+    ASSERT_GT(n, 0);
+    decoded += n;
+    // Never more than the lead (plus scheduling slack) ahead of real time.
+    const auto ahead = std::chrono::milliseconds(pos * 1000 / 48000) -
+                       std::chrono::duration_cast<std::chrono::milliseconds>(got[i].first - start);
+    EXPECT_LT(ahead.count(), pc.lead_ms + 30) << "packet " << i;
+  }
+  opus_decoder_destroy(dec);
+  EXPECT_NEAR(decoded / 48000.0, 2.0, 0.05);
+}
+
+TEST_F(MediaTest, CancelStopsPlaybackWithinOnePacketAndReportsWhatWasPlayed) {
+  std::atomic<int> packets{0};
+  std::string error;
+  auto play = Playback::Create({}, [&](std::string) { ++packets; }, metrics_, &error);
+  ASSERT_TRUE(play) << error;
+  std::vector<int16_t> pcm(16000 * 5, 1000);  // 5 s
+  ASSERT_NE(play->Say(pcm, 16000), 0);
+  std::this_thread::sleep_for(1000ms);
+  const int64_t played = play->Cancel();
+  const int at_cancel = packets.load();
+  std::this_thread::sleep_for(200ms);
+  EXPECT_LE(packets.load() - at_cancel, 1);
+  EXPECT_NEAR(static_cast<double>(played), 1000.0 + 60.0, 80.0);
+  EXPECT_FALSE(play->Busy());
+}
+
+TEST_F(MediaTest, PcmFallbackSendsTwentyMillisecondFramesAt48kHz) {
+  std::mutex mu;
+  std::vector<std::string> got;
+  std::string error;
+  PlaybackConfig pc;
+  pc.opus = false;
+  auto play = Playback::Create(pc, [&](std::string p) {
+    const std::lock_guard lock(mu);
+    got.push_back(std::move(p));
+  }, metrics_, &error);
+  ASSERT_TRUE(play) << error;
+  std::vector<int16_t> pcm(16000, 500);  // 1 s at 16 kHz
+  ASSERT_NE(play->Say(pcm, 16000), 0);
+  ASSERT_TRUE(play->WaitIdle(3s));
+  const std::lock_guard lock(mu);
+  size_t samples = 0;
+  for (const auto& p : got) {
+    ASSERT_EQ(static_cast<uint8_t>(p[0]), 0x11);
+    samples += (p.size() - kPacketHeaderBytes) / 2;
+  }
+  EXPECT_NEAR(static_cast<double>(samples), 48000.0, 48000.0 * 0.01);
+  EXPECT_EQ(got.front().size() - kPacketHeaderBytes, 960u * 2);
+}
+
+}  // namespace
+}  // namespace parley::media
