@@ -19,6 +19,7 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
         const std::string text = core::ToJson(event);
         for (const auto id : conns) server->Send(id, signaling::OutMessage{false, text, droppable});
       });
+  AttachMedia();
   registry.SetLiveCallback([this](Session& s) {
     // Runs on the service thread: the store write goes to a worker.
     auto session = registry.Find(s.id());
@@ -91,6 +92,10 @@ bool App::Start() {
   s.store = store::Store::Open(store_config, s.log, s.metrics, &error);
   if (!s.store) {
     s.log.Error("cannot open the store", {{"error", error}});
+    return false;
+  }
+  if (!media::InitGStreamer(&error)) {
+    s.log.Error("cannot start media", {{"error", error}});
     return false;
   }
   if (s.config.auth.jwt_secret_key.empty()) {

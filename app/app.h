@@ -19,6 +19,7 @@
 
 #include "app/session.h"
 #include "core/core.h"
+#include "media/media.h"
 #include "signaling/signaling.h"
 #include "store/store.h"
 
@@ -29,6 +30,7 @@ struct AppConfig {
   signaling::AuthConfig auth;
   core::WorkerPoolConfig workers;
   SessionConfig sessions;
+  media::MediaConfig media;
   std::string log_level = "info";
   std::string data_dir = "./data";
   std::string web_root;      // default: the checkout's web/

@@ -3,12 +3,15 @@
 #pragma once
 
 #include <chrono>
+#include <future>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
 
 #include "app/app.h"
+#include "media/media.h"
 #include "personas/personas.h"
 
 namespace parley::app {
@@ -44,6 +47,32 @@ struct App::Impl final : signaling::Handler {
   signaling::HttpResponse Report(const signaling::HttpRequest& req, const std::string& id,
                                  const std::string& format);
   signaling::HttpResponse DeleteSession(const signaling::HttpRequest& req, const std::string& id);
+
+  // media_glue.cc
+  struct MediaTotals {
+    std::atomic<uint64_t> audio_samples{0};
+    std::atomic<uint64_t> video_frames{0};
+    std::atomic<uint64_t> decode_errors{0};
+    std::atomic<uint64_t> bytes_in{0};
+    void Add(const media::IngestStats& s) {
+      audio_samples += s.audio_samples.load();
+      video_frames += s.video_frames.load();
+      decode_errors += s.decode_errors.load();
+      bytes_in += s.bytes_in.load();
+    }
+  };
+  struct MediaState {
+    std::unique_ptr<media::IngestPipeline> pipeline;
+    std::shared_ptr<MediaTotals> totals;
+    std::vector<std::shared_future<void>> retiring;  // pipelines stopping on workers
+  };
+  void AttachMedia();
+  bool StartMedia(Session& s, const StartParams& params, std::string* error);
+  void StopMedia(Session& s);  // service thread: hands the teardown to a worker
+  void EndMedia(Session& s);   // worker: waits for teardown, adds metrics.media
+  void Retire(MediaState& st);
+  std::mutex media_mu;
+  std::unordered_map<std::string, MediaState> media_states;
 
   // Lifecycle glue (app.cc).
   bool PersistSession(const Session& s);

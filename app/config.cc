@@ -48,6 +48,7 @@ std::vector<std::string> AppConfig::Validate() const {
   check("auth", auth.Validate());
   check("workers", workers.Validate());
   check("sessions", sessions.Validate());
+  check("media", media.Validate());
   if (!core::ParseLogLevel(log_level))
     problems.push_back("--log-level must be one of debug, info, warn, error (got '" + log_level +
                        "')");
@@ -188,6 +189,32 @@ std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
       ->capture_default_str()
       ->group("Sessions");
 
+  int backlog_kib = static_cast<int>(c.media.max_backlog_bytes / 1024);
+  cli.add_option("--analysis-width", c.media.analysis_width,
+                 "Decoded video is scaled to fit this width for analysis")
+      ->envname("PARLEY_ANALYSIS_WIDTH")
+      ->capture_default_str()
+      ->group("Media");
+  cli.add_option("--analysis-height", c.media.analysis_height,
+                 "Decoded video is scaled to fit this height for analysis")
+      ->envname("PARLEY_ANALYSIS_HEIGHT")
+      ->capture_default_str()
+      ->group("Media");
+  cli.add_option("--analysis-fps", c.media.analysis_fps, "Most video frames per second analysed")
+      ->envname("PARLEY_ANALYSIS_FPS")
+      ->capture_default_str()
+      ->group("Media");
+  cli.add_option("--audio-frame-ms", c.media.audio_frame_ms,
+                 "Length of the audio frames given to analysers (10 or 20)")
+      ->envname("PARLEY_AUDIO_FRAME_MS")
+      ->capture_default_str()
+      ->group("Media");
+  cli.add_option("--media-backlog-kib", backlog_kib,
+                 "Undecoded media a session may queue before its media is stopped")
+      ->envname("PARLEY_MEDIA_BACKLOG_KIB")
+      ->capture_default_str()
+      ->group("Media");
+
   cli.add_option("--jwt-secret-key", c.auth.jwt_secret_key,
                  "HS256 secret for bearer tokens; unset = development mode (one local user)")
       ->envname("JWT_SECRET_KEY")
@@ -248,6 +275,7 @@ std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
   c.server.max_http_body_bytes = kib(max_body_kib);
   c.server.send_queue_max_bytes = kib(send_queue_kib);
   c.store.data_dir = c.data_dir;
+  c.media.max_backlog_bytes = kib(backlog_kib);
 
   if (const auto problems = c.Validate(); !problems.empty()) {
     err << "parley: invalid configuration:\n";

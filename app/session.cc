@@ -158,6 +158,35 @@ std::optional<StartParams> Session::media() const {
   return media_;
 }
 
+void Session::AddAudioConsumer(AudioConsumer c) {
+  const std::lock_guard lock(mu_);
+  audio_consumers_.push_back(std::move(c));
+}
+
+void Session::AddVideoConsumer(VideoConsumer c) {
+  const std::lock_guard lock(mu_);
+  video_consumers_.push_back(std::move(c));
+}
+
+void Session::DeliverAudio(int64_t t_ms, std::span<const int16_t> pcm16k) const {
+  std::vector<AudioConsumer> consumers;
+  {
+    const std::lock_guard lock(mu_);
+    consumers = audio_consumers_;
+  }
+  for (const auto& c : consumers) c(t_ms, pcm16k);
+}
+
+void Session::DeliverVideo(int64_t t_ms, int width, int height, int stride,
+                           const uint8_t* bgr) const {
+  std::vector<VideoConsumer> consumers;
+  {
+    const std::lock_guard lock(mu_);
+    consumers = video_consumers_;
+  }
+  for (const auto& c : consumers) c(t_ms, width, height, stride, bgr);
+}
+
 void Session::Emit(Json::Value event, bool droppable) {
   if (!event.isMember("t")) event["t"] = Json::Int64(NowMs());
   std::vector<uint64_t> targets;
@@ -373,7 +402,13 @@ bool SessionRegistry::Start(Session& s, const StartParams& params, std::string* 
     const std::lock_guard lock(mu_);
     hooks = start_hooks_;
   }
-  for (auto& h : hooks) h(s, params);
+  for (auto& h : hooks) {
+    if (!h(s, params, error)) {
+      const std::lock_guard lock(s.mu_);
+      s.media_.reset();
+      return false;
+    }
+  }
   s.timeline().AddEvent(s.NowMs(), "media_start", [&] {
     Json::Value d(Json::objectValue);
     d["media"] = params.media;
@@ -404,7 +439,6 @@ bool SessionRegistry::Stop(Session& s, std::string* error) {
 
 bool SessionRegistry::End(Session& s, const std::string& reason) {
   std::vector<uint64_t> connections;
-  bool had_media = false;
   {
     const std::lock_guard lock(s.mu_);
     if (s.state_ == SessionState::kEnded) return false;
@@ -412,20 +446,17 @@ bool SessionRegistry::End(Session& s, const std::string& reason) {
     s.ended_at_ = std::chrono::system_clock::now();
     s.end_reason_ = reason;
     connections.assign(s.connections_.begin(), s.connections_.end());
-    had_media = s.media_.has_value();
+    s.media_.reset();
   }
   std::vector<EndHook> end_hooks;
-  std::vector<StopHook> stop_hooks;
   EndedCallback ended;
   {
     const std::lock_guard lock(mu_);
     end_hooks = end_hooks_;
-    stop_hooks = stop_hooks_;
     ended = ended_cb_;
   }
-  if (had_media) {
-    for (auto& h : stop_hooks) h(s);
-  }
+  // Stop hooks are not run here: end hooks tear media down themselves, synchronously (this
+  // is a worker thread), so their final figures are in before the report is built.
   for (auto& h : end_hooks) {
     try {
       h(s);

@@ -22,6 +22,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -90,6 +91,10 @@ class Session {
  public:
   using BinarySink = std::function<void(std::string_view payload)>;
   using TextSink = std::function<void(std::string_view text)>;
+  // Decoded media for analysers (called on GStreamer threads; t_ms on the session clock).
+  using AudioConsumer = std::function<void(int64_t t_ms, std::span<const int16_t> pcm16k)>;
+  using VideoConsumer =
+      std::function<void(int64_t t_ms, int width, int height, int stride, const uint8_t* bgr)>;
   // Delivers an event to the session's connections: (json, droppable).
   using Emitter = std::function<void(const std::vector<uint64_t>& connections,
                                      const Json::Value& event, bool droppable)>;
@@ -114,6 +119,11 @@ class Session {
   TextSink landmark_text_sink() const;
 
   std::optional<StartParams> media() const;
+
+  void AddAudioConsumer(AudioConsumer c);
+  void AddVideoConsumer(VideoConsumer c);
+  void DeliverAudio(int64_t t_ms, std::span<const int16_t> pcm16k) const;
+  void DeliverVideo(int64_t t_ms, int width, int height, int stride, const uint8_t* bgr) const;
 
   // Sends `event` to every connection of this session; sets "t" when absent.
   void Emit(Json::Value event, bool droppable = false);
@@ -149,6 +159,8 @@ class Session {
   std::map<uint8_t, BinarySink> binary_sinks_;
   TextSink landmark_sink_;
   Json::Value report_patch_{Json::objectValue};
+  std::vector<AudioConsumer> audio_consumers_;
+  std::vector<VideoConsumer> video_consumers_;
 };
 
 struct SessionConfig {
@@ -164,8 +176,9 @@ class SessionRegistry {
   using EndHook = std::function<void(Session&)>;
   // Runs when a session ends, after the hooks: closes its connections.
   using EndedCallback = std::function<void(Session&, const std::vector<uint64_t>& connections)>;
-  // Runs when a session gets a start/stop message (media modules hook in here).
-  using StartHook = std::function<void(Session&, const StartParams&)>;
+  // Runs when a session gets a start/stop message (media modules hook in here). A start hook
+  // that returns false (with `error`) refuses the start.
+  using StartHook = std::function<bool(Session&, const StartParams&, std::string* error)>;
   using StopHook = std::function<void(Session&)>;
 
   SessionRegistry(const SessionConfig& config, core::WorkerPool& pool, core::Logger& log,

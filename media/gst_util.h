@@ -36,7 +36,9 @@ using MessagePtr = std::unique_ptr<GstMessage, GstMessageUnref>;
 // A readable mapping of a buffer for the scope of the object.
 class MappedBuffer {
  public:
-  explicit MappedBuffer(GstBuffer* b) : buffer_(b) { ok_ = gst_buffer_map(b, &info_, GST_MAP_READ); }
+  explicit MappedBuffer(GstBuffer* b) : buffer_(b) {
+    ok_ = gst_buffer_map(b, &info_, GST_MAP_READ);
+  }
   ~MappedBuffer() {
     if (ok_) gst_buffer_unmap(buffer_, &info_);
   }

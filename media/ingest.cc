@@ -11,7 +11,9 @@
 namespace parley::media {
 namespace {
 
-int64_t ToMs(GstClockTime t) { return GST_CLOCK_TIME_IS_VALID(t) ? static_cast<int64_t>(t / GST_MSECOND) : -1; }
+int64_t ToMs(GstClockTime t) {
+  return GST_CLOCK_TIME_IS_VALID(t) ? static_cast<int64_t>(t / GST_MSECOND) : -1;
+}
 
 }  // namespace
 
@@ -22,7 +24,8 @@ std::string MediaConfig::Validate() const {
   if (analysis_fps < 1 || analysis_fps > 60) return "analysis frame rate must be 1..60";
   if (audio_frame_ms != 10 && audio_frame_ms != 20) return "audio frames must be 10 or 20 ms";
   if (max_backlog_bytes < 64 * 1024) return "media backlog must be at least 64 KiB";
-  if (stop_timeout_ms < 10 || stop_timeout_ms > 60000) return "media stop timeout must be 10..60000 ms";
+  if (stop_timeout_ms < 10 || stop_timeout_ms > 60000)
+    return "media stop timeout must be 10..60000 ms";
   return {};
 }
 
@@ -129,10 +132,9 @@ class IngestImpl final : public IngestPipeline {
     if (gst_app_src_get_current_level_bytes(GST_APP_SRC(appsrc_)) + bytes.size() >
         config_.max_backlog_bytes) {
       dropped_overflow_.Add();
-      Fail("media_overflow",
-           "media arrives faster than it can be decoded (backlog over " +
-               std::to_string(config_.max_backlog_bytes) +
-               " bytes); media stopped: send stop, then start again");
+      Fail("media_overflow", "media arrives faster than it can be decoded (backlog over " +
+                                 std::to_string(config_.max_backlog_bytes) +
+                                 " bytes); media stopped: send stop, then start again");
       return false;
     }
     stats_.bytes_in += bytes.size();
@@ -287,9 +289,9 @@ class IngestImpl final : public IngestPipeline {
     GstElement* filter = MakeElement("capsfilter", nullptr, error);
     GstElement* sink = MakeElement("appsink", "audio_sink", error);
     if (filter == nullptr || sink == nullptr) return false;
-    const CapsPtr caps(gst_caps_new_simple("audio/x-raw", "format", G_TYPE_STRING, "S16LE",
-                                           "rate", G_TYPE_INT, kAnalysisRate, "channels",
-                                           G_TYPE_INT, 1, nullptr));
+    const CapsPtr caps(gst_caps_new_simple("audio/x-raw", "format", G_TYPE_STRING, "S16LE", "rate",
+                                           G_TYPE_INT, kAnalysisRate, "channels", G_TYPE_INT, 1,
+                                           nullptr));
     g_object_set(filter, "caps", caps.get(), nullptr);
     g_object_set(sink, "sync", FALSE, "async", FALSE, "emit-signals", FALSE, nullptr);
     GstAppSinkCallbacks callbacks{};
@@ -320,10 +322,10 @@ class IngestImpl final : public IngestPipeline {
     GstPad* decoded = gst_element_get_static_pad(dec, "src");
     gst_pad_add_probe(decoded, GST_PAD_PROBE_TYPE_BUFFER, &IngestImpl::RateGate, this, nullptr);
     gst_object_unref(decoded);
-    const CapsPtr caps(gst_caps_new_simple(
-        "video/x-raw", "format", G_TYPE_STRING, "BGR", "width", GST_TYPE_INT_RANGE, 16,
-        config_.analysis_width, "height", GST_TYPE_INT_RANGE, 16, config_.analysis_height,
-        "pixel-aspect-ratio", GST_TYPE_FRACTION, 1, 1, nullptr));
+    const CapsPtr caps(gst_caps_new_simple("video/x-raw", "format", G_TYPE_STRING, "BGR", "width",
+                                           GST_TYPE_INT_RANGE, 16, config_.analysis_width, "height",
+                                           GST_TYPE_INT_RANGE, 16, config_.analysis_height,
+                                           "pixel-aspect-ratio", GST_TYPE_FRACTION, 1, 1, nullptr));
     g_object_set(filter, "caps", caps.get(), nullptr);
     g_object_set(sink, "sync", FALSE, "async", FALSE, "emit-signals", FALSE, nullptr);
     GstAppSinkCallbacks callbacks{};
@@ -340,10 +342,10 @@ class IngestImpl final : public IngestPipeline {
     // 10% tolerance for timestamp jitter; resync after gaps so a pause does not cause a burst.
     if (self->next_video_due_ != GST_CLOCK_TIME_NONE && pts + period / 10 < self->next_video_due_)
       return GST_PAD_PROBE_DROP;
-    self->next_video_due_ = (self->next_video_due_ == GST_CLOCK_TIME_NONE ||
-                             pts > self->next_video_due_ + period)
-                                ? pts + period
-                                : self->next_video_due_ + period;
+    self->next_video_due_ =
+        (self->next_video_due_ == GST_CLOCK_TIME_NONE || pts > self->next_video_due_ + period)
+            ? pts + period
+            : self->next_video_due_ + period;
     return GST_PAD_PROBE_OK;
   }
 
@@ -372,7 +374,8 @@ class IngestImpl final : public IngestPipeline {
     GstBuffer* buffer = gst_sample_get_buffer(sample.get());
     const MappedBuffer map(buffer);
     if (!map.ok()) return GST_FLOW_OK;
-    if (self->audio_base_ms_ < 0) self->audio_base_ms_ = std::max<int64_t>(0, ToMs(GST_BUFFER_PTS(buffer)));
+    if (self->audio_base_ms_ < 0)
+      self->audio_base_ms_ = std::max<int64_t>(0, ToMs(GST_BUFFER_PTS(buffer)));
     const auto* s = reinterpret_cast<const int16_t*>(map.data());
     self->pending_.insert(self->pending_.end(), s, s + map.size() / 2);
     size_t used = 0;

@@ -22,10 +22,10 @@
 namespace parley::media {
 
 struct MediaConfig {
-  int analysis_width = 640;   // decoded video is scaled to fit within this box
+  int analysis_width = 640;  // decoded video is scaled to fit within this box
   int analysis_height = 480;
-  int analysis_fps = 10;      // and its frame rate capped to this
-  int audio_frame_ms = 20;    // audio is delivered in frames of exactly this length (10 or 20)
+  int analysis_fps = 10;    // and its frame rate capped to this
+  int audio_frame_ms = 20;  // audio is delivered in frames of exactly this length (10 or 20)
   size_t max_backlog_bytes = 8 << 20;  // bytes waiting to be decoded before the overflow policy
   int stop_timeout_ms = 2000;          // how long Stop() waits for EOS to drain
   std::string Validate() const;
@@ -38,15 +38,15 @@ bool InitGStreamer(std::string* error);
 inline constexpr int kAnalysisRate = 16000;
 
 struct AudioFrame {
-  int64_t pts_ms = 0;                  // position in the stream since the first byte
-  std::span<const int16_t> samples;    // kAnalysisRate Hz mono, audio_frame_ms long
+  int64_t pts_ms = 0;                // position in the stream since the first byte
+  std::span<const int16_t> samples;  // kAnalysisRate Hz mono, audio_frame_ms long
 };
 
 struct VideoFrame {
   int64_t pts_ms = 0;
   int width = 0;
   int height = 0;
-  int stride = 0;              // bytes per row
+  int stride = 0;                // bytes per row
   const uint8_t* bgr = nullptr;  // BGR 8:8:8, valid only during the callback (no copy made)
 };
 
@@ -89,9 +89,9 @@ class IngestPipeline {
 
 // Playback of synthesized speech: PCM in, paced packets out.
 struct PlaybackConfig {
-  bool opus = true;          // false: PCM S16LE mono 48 kHz frames (kind 0x11)
-  int bitrate = 32000;       // Opus bits per second
-  int lead_ms = 60;          // how far ahead of real time packets may be sent
+  bool opus = true;     // false: PCM S16LE mono 48 kHz frames (kind 0x11)
+  int bitrate = 32000;  // Opus bits per second
+  int lead_ms = 60;     // how far ahead of real time packets may be sent
   std::string Validate() const;
 };
 

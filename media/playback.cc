@@ -127,8 +127,7 @@ class PlaybackImpl final : public Playback {
     std::string pcm_out;  // PCM mode: re-framed into 20 ms packets
     const size_t frame_bytes = kPlaybackRate * kPlaybackFrameMs / 1000 * 2;
     for (;;) {
-      const SamplePtr sample(
-          gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 5 * GST_SECOND));
+      const SamplePtr sample(gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 5 * GST_SECOND));
       if (!sample) break;  // EOS (or a stall: give up rather than hang a worker)
       GstBuffer* b = gst_sample_get_buffer(sample.get());
       const MappedBuffer map(b);
@@ -139,7 +138,8 @@ class PlaybackImpl final : public Playback {
             GST_CLOCK_TIME_IS_VALID(pts)
                 ? static_cast<uint32_t>(gst_util_uint64_scale(pts, kPlaybackRate, GST_SECOND))
                 : static_cast<uint32_t>(out->size() * frame_bytes / 2);
-        out->push_back({id, position, std::string(reinterpret_cast<const char*>(map.data()), map.size())});
+        out->push_back(
+            {id, position, std::string(reinterpret_cast<const char*>(map.data()), map.size())});
       } else {
         pcm_out.append(reinterpret_cast<const char*>(map.data()), map.size());
       }

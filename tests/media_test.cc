@@ -1,5 +1,7 @@
 // Media pipelines on real encoded media: fixtures made here by GStreamer itself, fed in random
 // chunk sizes, decoded back and counted.
+#include "media/media.h"
+
 #include <gst/gst.h>
 #include <gtest/gtest.h>
 #include <opus/opus.h>
@@ -13,7 +15,6 @@
 #include <sstream>
 #include <thread>
 
-#include "media/media.h"
 #include "tests/support/test_server.h"
 
 namespace parley::media {
@@ -150,7 +151,8 @@ TEST_F(MediaTest, Vp8AndOpusWebmDeliversScaledFramesAtTheAnalysisRate) {
   EXPECT_LE(c.last_width, 640);
   EXPECT_LE(c.last_height, 480);
   EXPECT_NEAR(static_cast<double>(c.last_width) / c.last_height, 1280.0 / 720.0, 0.05);
-  EXPECT_NEAR(static_cast<double>(c.audio_samples), 4.0 * kAnalysisRate, 4.0 * kAnalysisRate * 0.01);
+  EXPECT_NEAR(static_cast<double>(c.audio_samples), 4.0 * kAnalysisRate,
+              4.0 * kAnalysisRate * 0.01);
 }
 
 TEST_F(MediaTest, Vp9WebmDecodes) {
@@ -232,7 +234,8 @@ TEST_F(MediaTest, GarbageBytesBecomeADecodeErrorAndTheServerCarriesOn) {
   for (auto& ch : garbage) ch = static_cast<char>(rng());
   p->Push(garbage);
   const auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (!p->failed() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  while (!p->failed() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
   EXPECT_TRUE(p->failed());
   EXPECT_FALSE(p->Push("more"));  // refused, counted
   p->Stop();
@@ -270,7 +273,8 @@ TEST_F(MediaTest, PcmAtTheDeclaredRateIsResampledTo16kHz) {
     const std::string bytes(reinterpret_cast<const char*>(tone.data()), tone.size() * 2);
     FeedInChunks(*p, bytes, static_cast<uint32_t>(rate));  // odd chunk sizes split samples
     p->Stop();
-    EXPECT_NEAR(static_cast<double>(c.audio_samples), 2.0 * kAnalysisRate, 2.0 * kAnalysisRate * 0.01)
+    EXPECT_NEAR(static_cast<double>(c.audio_samples), 2.0 * kAnalysisRate,
+                2.0 * kAnalysisRate * 0.01)
         << rate;
     // The tone survives: count zero crossings (~880/s).
     int crossings = 0;
@@ -338,11 +342,14 @@ TEST_F(MediaTest, PlaybackSendsPacedOpusThatDecodesBackToTheInputDuration) {
   for (size_t i = 0; i < got.size(); ++i) {
     const std::string& p = got[i].second;
     ASSERT_EQ(static_cast<uint8_t>(p[0]), 0x10);
-    const uint32_t seq = (uint8_t(p[1]) << 24) | (uint8_t(p[2]) << 16) | (uint8_t(p[3]) << 8) | uint8_t(p[4]);
-    const uint32_t pos = (uint8_t(p[5]) << 24) | (uint8_t(p[6]) << 16) | (uint8_t(p[7]) << 8) | uint8_t(p[8]);
+    const uint32_t seq =
+        (uint8_t(p[1]) << 24) | (uint8_t(p[2]) << 16) | (uint8_t(p[3]) << 8) | uint8_t(p[4]);
+    const uint32_t pos =
+        (uint8_t(p[5]) << 24) | (uint8_t(p[6]) << 16) | (uint8_t(p[7]) << 8) | uint8_t(p[8]);
     EXPECT_EQ(seq, i);
-    const int n = opus_decode(dec, reinterpret_cast<const unsigned char*>(p.data() + kPacketHeaderBytes),
-                              static_cast<opus_int32>(p.size() - kPacketHeaderBytes), out.data(), 5760, 0);
+    const int n =
+        opus_decode(dec, reinterpret_cast<const unsigned char*>(p.data() + kPacketHeaderBytes),
+                    static_cast<opus_int32>(p.size() - kPacketHeaderBytes), out.data(), 5760, 0);
     ASSERT_GT(n, 0);
     decoded += n;
     // Never more than the lead (plus scheduling slack) ahead of real time.
@@ -357,7 +364,8 @@ TEST_F(MediaTest, PlaybackSendsPacedOpusThatDecodesBackToTheInputDuration) {
 TEST_F(MediaTest, CancelStopsPlaybackWithinOnePacketAndReportsWhatWasPlayed) {
   std::atomic<int> packets{0};
   std::string error;
-  auto play = Playback::Create({}, [&](std::string) { ++packets; }, metrics_, &error);
+  auto play = Playback::Create(
+      {}, [&](std::string) { ++packets; }, metrics_, &error);
   ASSERT_TRUE(play) << error;
   std::vector<int16_t> pcm(16000 * 5, 1000);  // 5 s
   ASSERT_NE(play->Say(pcm, 16000), 0);
@@ -376,10 +384,13 @@ TEST_F(MediaTest, PcmFallbackSendsTwentyMillisecondFramesAt48kHz) {
   std::string error;
   PlaybackConfig pc;
   pc.opus = false;
-  auto play = Playback::Create(pc, [&](std::string p) {
-    const std::lock_guard lock(mu);
-    got.push_back(std::move(p));
-  }, metrics_, &error);
+  auto play = Playback::Create(
+      pc,
+      [&](std::string p) {
+        const std::lock_guard lock(mu);
+        got.push_back(std::move(p));
+      },
+      metrics_, &error);
   ASSERT_TRUE(play) << error;
   std::vector<int16_t> pcm(16000, 500);  // 1 s at 16 kHz
   ASSERT_NE(play->Say(pcm, 16000), 0);
@@ -396,3 +407,82 @@ TEST_F(MediaTest, PcmFallbackSendsTwentyMillisecondFramesAt48kHz) {
 
 }  // namespace
 }  // namespace parley::media
+
+namespace parley::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(MediaOverWebSocket, BrowserRecordingInRandomChunksIsDecodedAndReported) {
+  std::ifstream in(PARLEY_SOURCE_DIR "/tests/data/chromium_mediarecorder_vp8_opus.webm",
+                   std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string webm = ss.str();
+  TestServer s;
+  WsHub hub;
+  const std::string id = s.CreateSession("alice");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  ASSERT_EQ(ws->state(), WsClient::State::kOpen);
+  auto session = s.app().sessions().Find(id);
+  std::atomic<uint64_t> samples{0};
+  std::atomic<int> frames{0};
+  std::atomic<int64_t> last_t{-1};
+  session->AddAudioConsumer([&](int64_t t, std::span<const int16_t> pcm) {
+    samples += pcm.size();
+    last_t = t;
+  });
+  session->AddVideoConsumer([&](int64_t, int w, int h, int, const uint8_t*) {
+    if (w > 0 && h > 0) ++frames;
+  });
+  ws->SendText(R"({"type":"start","media":"webm"})");
+  ASSERT_TRUE(ws->ReceiveType("started"));
+  std::mt19937 rng(11);
+  for (size_t off = 0, n = 1; off < webm.size(); off += n, n = 1 + rng() % 20000)
+    ws->SendBinary("\x01" + webm.substr(off, n));
+  ws->SendText(R"({"type":"ping","id":"sent"})");
+  ASSERT_TRUE(ws->ReceiveType("pong", 10s));
+  ws->SendText(R"({"type":"stop"})");
+  ASSERT_TRUE(ws->ReceiveType("stopped"));
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  EXPECT_NEAR(samples.load() / 16000.0, 5.7, 0.3);
+  EXPECT_GT(frames.load(), 40);
+  EXPECT_GE(last_t.load(), 5000);  // session-clock timestamps
+  const auto report = Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice"));
+  const Json::Value m = report.JsonBody()["metrics"]["media"];
+  EXPECT_NEAR(m["audio_seconds"].asDouble(), 5.7, 0.3) << report.body;
+  EXPECT_GT(m["video_frames"].asInt(), 40);
+  EXPECT_EQ(m["bytes_received"].asUInt64(), webm.size());
+  EXPECT_EQ(m["decode_errors"].asInt(), 0);
+}
+
+TEST(MediaOverWebSocket, CorruptMediaIsAnErrorEventAndOtherSessionsCarryOn) {
+  TestServer s;
+  WsHub hub;
+  auto bad = s.Join(hub, "practice", s.CreateSession("alice"), "alice");
+  auto good = s.Join(hub, "practice", s.CreateSession("bob"), "bob");
+  bad->SendText(R"({"type":"start","media":"webm"})");
+  good->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+  ASSERT_TRUE(bad->ReceiveType("started"));
+  ASSERT_TRUE(good->ReceiveType("started"));
+  std::mt19937 rng(5);
+  std::string garbage(50000, '\0');
+  for (auto& c : garbage) c = static_cast<char>(rng());
+  bad->SendBinary("\x01" + garbage);
+  auto err = bad->ReceiveType("error", 10s);
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["error"]["code"].asString(), "decode_error");
+  EXPECT_TRUE((*err)["error"]["fatal"].asBool());
+  // The other session still decodes, and the bad one can restart its media.
+  good->SendBinary("\x02" + std::string(3200, '\0'));
+  good->SendText(R"({"type":"ping"})");
+  EXPECT_TRUE(good->ReceiveType("pong"));
+  bad->SendText(R"({"type":"stop"})");
+  ASSERT_TRUE(bad->ReceiveType("stopped"));
+  bad->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+  EXPECT_TRUE(bad->ReceiveType("started"));
+  EXPECT_EQ(Http("GET", s.Url("/health")).status, 200);
+}
+
+}  // namespace
+}  // namespace parley::testing

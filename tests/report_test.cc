@@ -114,8 +114,8 @@ TEST(Report, DownloadsAsCsvTimelineAndPrintableHtmlWithEscapedText) {
   session->timeline().AddTurn({"user", "<script>alert(1)</script>", 100, 900, Json::Value()});
   ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
 
-  const auto csv = Http("GET", s.Url("/api/sessions/" + id + "/report.csv?download=1"), "",
-                        s.Auth("alice"));
+  const auto csv =
+      Http("GET", s.Url("/api/sessions/" + id + "/report.csv?download=1"), "", s.Auth("alice"));
   ASSERT_EQ(csv.status, 200) << csv.body;
   EXPECT_EQ(csv.Header("content-type"), "text/csv; charset=utf-8");
   EXPECT_EQ(csv.Header("content-disposition"), "attachment; filename=parley-report-" + id + ".csv");
@@ -134,8 +134,9 @@ TEST(Report, DownloadsAsCsvTimelineAndPrintableHtmlWithEscapedText) {
   EXPECT_NE(html.body.find("not measured"), std::string::npos);
   EXPECT_EQ(html.body.find("<script>"), std::string::npos);
   EXPECT_NE(html.body.find("&lt;script&gt;alert(1)&lt;/script&gt;"), std::string::npos);
-  EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + id + "/report.html"), "", s.Auth("mallory")).status,
-            404);
+  EXPECT_EQ(
+      Http("GET", s.Url("/api/sessions/" + id + "/report.html"), "", s.Auth("mallory")).status,
+      404);
 }
 
 TEST(Report, AnotherUserCanNeitherReadNorDeleteIt) {

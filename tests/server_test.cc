@@ -94,11 +94,14 @@ TEST_F(ServerTest, FullPracticeSessionCreateConnectHelloMessagesEnd) {
   ASSERT_TRUE(started);
   EXPECT_EQ((*started)["sample_rate"].asInt(), 16000);
 
-  // No speech module is attached in this build: the frame is refused out loud.
-  ws->SendBinary(std::string("\x02\x00\x00", 3));
+  // One second of PCM, in two messages that split a sample.
+  std::string pcm(32000, '\0');
+  ws->SendBinary("\x02" + pcm.substr(0, 10001));
+  ws->SendBinary("\x02" + pcm.substr(10001));
+  ws->SendBinary(std::string("\x01\x1a", 2));  // WebM while PCM was started
   err = ws->ReceiveType("error");
   ASSERT_TRUE(err);
-  EXPECT_EQ((*err)["error"]["code"].asString(), "no_sink");
+  EXPECT_EQ((*err)["error"]["code"].asString(), "wrong_media");
 
   ws->SendText(R"({"type":"stop"})");
   EXPECT_TRUE(ws->ReceiveType("stopped"));
@@ -107,6 +110,9 @@ TEST_F(ServerTest, FullPracticeSessionCreateConnectHelloMessagesEnd) {
   ASSERT_EQ(end.status, 200);
   EXPECT_EQ(end.JsonBody()["state"].asString(), "ended");
   EXPECT_EQ(end.JsonBody()["end_reason"].asString(), "ended_by_client");
+  const auto report = Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice"));
+  EXPECT_NEAR(report.JsonBody()["metrics"]["media"]["audio_seconds"].asDouble(), 1.0, 0.02)
+      << report.body;
   auto ended = ws->ReceiveType("session_ended");
   ASSERT_TRUE(ended);
   EXPECT_EQ(ws->WaitClosed(), 1000);

@@ -1,0 +1,126 @@
+// Wiring between sessions and media/: a session's start message builds its ingest pipeline,
+// binary frames feed it, decoded audio/video go to the session's consumers, and the pipeline
+// is torn down on stop (on a worker) or at the end (synchronously, before the report).
+#include <future>
+
+#include "app/app_impl.h"
+
+namespace parley::app {
+
+void App::Impl::AttachMedia() {
+  registry.AddStartHook([this](Session& s, const StartParams& p, std::string* error) {
+    return StartMedia(s, p, error);
+  });
+  registry.AddStopHook([this](Session& s) { StopMedia(s); });
+  registry.AddEndHook([this](Session& s) { EndMedia(s); });
+}
+
+bool App::Impl::StartMedia(Session& s, const StartParams& params, std::string* error) {
+  const auto session = registry.Find(s.id());
+  if (!session) {
+    *error = "the session has ended";
+    return false;
+  }
+  std::weak_ptr<Session> weak = session;
+  const int64_t offset_ms = s.NowMs();  // stream time 0 is now on the session clock
+  auto totals = std::make_shared<MediaTotals>();
+  media::IngestPipeline::Callbacks cb;
+  cb.on_audio = [weak, offset_ms](const media::AudioFrame& f) {
+    if (const auto sp = weak.lock()) sp->DeliverAudio(offset_ms + f.pts_ms, f.samples);
+  };
+  cb.on_video = [weak, offset_ms](const media::VideoFrame& f) {
+    if (const auto sp = weak.lock())
+      sp->DeliverVideo(offset_ms + f.pts_ms, f.width, f.height, f.stride, f.bgr);
+  };
+  cb.on_error = [weak, this](const std::string& code, const std::string& message, bool fatal) {
+    const auto sp = weak.lock();
+    if (!sp) return;
+    metrics
+        .GetCounter("parley_errors_total", "Error responses and events by code", {{"code", code}})
+        .Add();
+    Json::Value e(Json::objectValue);
+    e["type"] = "error";
+    e["error"]["code"] = code;
+    e["error"]["message"] = message;
+    e["error"]["fatal"] = fatal;
+    sp->Emit(e);
+    Json::Value d(Json::objectValue);
+    d["code"] = code;
+    d["message"] = message;
+    sp->timeline().AddEvent(sp->NowMs(), "media_error", d);
+    log.Warn("media error", {{"session_id", sp->id()}, {"code", code}, {"error", message}});
+  };
+  cb.on_event = [weak](const std::string& event) {
+    const auto sp = weak.lock();
+    if (!sp) return;
+    Json::Value e(Json::objectValue);
+    e["type"] = "media";
+    e["event"] = event;
+    sp->Emit(e);
+  };
+  const auto format = params.media == "pcm" ? media::IngestPipeline::Format::kPcm
+                                            : media::IngestPipeline::Format::kWebm;
+  auto pipeline = media::IngestPipeline::Create(format, params.sample_rate, config.media,
+                                                std::move(cb), metrics, error);
+  if (!pipeline) {
+    log.Error("cannot build the ingest pipeline", {{"session_id", s.id()}, {"error", *error}});
+    return false;
+  }
+  media::IngestPipeline* raw = pipeline.get();
+  {
+    const std::lock_guard lock(media_mu);
+    MediaState& st = media_states[s.id()];
+    st.pipeline = std::move(pipeline);
+    st.totals = totals;
+  }
+  const uint8_t kind = static_cast<uint8_t>(
+      format == media::IngestPipeline::Format::kPcm ? FrameKind::kPcm : FrameKind::kWebm);
+  // The sink runs on the service thread; the pipeline outlives it (detached before teardown).
+  s.SetBinarySink(kind, [raw](std::string_view bytes) { raw->Push(bytes); });
+  return true;
+}
+
+void App::Impl::Retire(MediaState& st) {
+  if (!st.pipeline) return;
+  auto task = std::make_shared<std::packaged_task<void()>>(
+      [p = std::shared_ptr<media::IngestPipeline>(std::move(st.pipeline)), totals = st.totals] {
+        p->Stop();
+        totals->Add(p->stats());
+      });
+  st.retiring.push_back(task->get_future().share());
+  if (!pool.TrySubmit([task] { (*task)(); })) (*task)();
+}
+
+void App::Impl::StopMedia(Session& s) {
+  s.SetBinarySink(static_cast<uint8_t>(FrameKind::kWebm), nullptr);
+  s.SetBinarySink(static_cast<uint8_t>(FrameKind::kPcm), nullptr);
+  const std::lock_guard lock(media_mu);
+  const auto it = media_states.find(s.id());
+  if (it != media_states.end()) Retire(it->second);  // Stop() runs on a worker
+}
+
+void App::Impl::EndMedia(Session& s) {
+  s.SetBinarySink(static_cast<uint8_t>(FrameKind::kWebm), nullptr);
+  s.SetBinarySink(static_cast<uint8_t>(FrameKind::kPcm), nullptr);
+  MediaState st;
+  {
+    const std::lock_guard lock(media_mu);
+    const auto it = media_states.find(s.id());
+    if (it == media_states.end()) return;  // never started media: metrics.media stays null
+    Retire(it->second);
+    st = std::move(it->second);
+    media_states.erase(it);
+  }
+  for (auto& f : st.retiring)
+    f.wait_for(std::chrono::milliseconds(config.media.stop_timeout_ms + 1000));
+  Json::Value m(Json::objectValue);
+  m["audio_seconds"] = static_cast<double>(st.totals->audio_samples.load()) / media::kAnalysisRate;
+  m["video_frames"] = static_cast<Json::UInt64>(st.totals->video_frames.load());
+  m["decode_errors"] = static_cast<Json::UInt64>(st.totals->decode_errors.load());
+  m["bytes_received"] = static_cast<Json::UInt64>(st.totals->bytes_in.load());
+  Json::Value patch(Json::objectValue);
+  patch["metrics"]["media"] = m;
+  s.MergeReport(patch);
+}
+
+}  // namespace parley::app
