@@ -6,6 +6,8 @@
 //   ws_load --spawn build/default/app/parley --connections 100 --rate 30 --duration 60
 //   ws_load --port 8080 --pid $(pidof parley) --token $JWT ...
 #include <signal.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -57,10 +59,11 @@ long RssKib(pid_t pid) {
   return 0;
 }
 
+// Value of a sample line "<series> <value>" (not the # HELP / # TYPE lines); 0 when absent.
 double MetricValue(const std::string& metrics, const std::string& series) {
-  const auto at = metrics.find(series + " ");
+  const auto at = metrics.find("\n" + series + " ");
   if (at == std::string::npos) return 0;
-  return std::stod(metrics.substr(at + series.size() + 1));
+  return std::strtod(metrics.c_str() + at + series.size() + 2, nullptr);
 }
 
 // A MediaPipe-shaped frame of 478 points: about 11 KB of JSON.
@@ -89,6 +92,9 @@ Child Spawn(const std::string& binary, const std::string& secret, int connection
   if (pipe(out) != 0) return {};
   const pid_t pid = fork();
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);  // never outlive the load client
+    const int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, STDOUT_FILENO);
     dup2(out[1], STDERR_FILENO);
     close(out[0]);
     close(out[1]);
@@ -120,6 +126,71 @@ Child Spawn(const std::string& binary, const std::string& secret, int connection
   return c;
 }
 
+void StopChild(pid_t pid) {
+  if (pid <= 0) return;
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+}
+
+// Each connection starts WebM media and streams `file` in real time, one message per
+// timeslice (looping). Reports whether the server decodes in real time, and what it costs.
+int RunMedia(std::vector<std::shared_ptr<WsClient>>& clients, const std::string& file,
+             double file_seconds, int chunk_ms, int warmup_s, int duration_s,
+             const std::string& base, pid_t pid, pid_t child) {
+  std::ifstream in(file, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.empty() || file_seconds <= 0) {
+    std::cerr << "ws_load: --media needs a readable file and --media-seconds\n";
+    return 2;
+  }
+  for (auto& c : clients) c->SendText(R"({"type":"start","media":"webm"})");
+  const size_t chunk = static_cast<size_t>(bytes.size() * chunk_ms / (file_seconds * 1000.0));
+  const auto period = std::chrono::milliseconds(chunk_ms);
+  const double rss_idle = pid > 0 ? RssKib(pid) / 1024.0 : 0;
+  const auto start = Clock::now();
+  const auto stop_at = start + std::chrono::seconds(warmup_s + duration_s);
+  double audio_before = 0, cpu_before = 0;
+  bool measuring = false;
+  Clock::time_point measure_start;
+  size_t offset = 0;
+  for (uint64_t tick = 0; Clock::now() < stop_at; ++tick) {
+    std::this_thread::sleep_until(start + period * tick);
+    if (!measuring && Clock::now() >= start + std::chrono::seconds(warmup_s)) {
+      audio_before = MetricValue(Http("GET", base + "/metrics").body,
+                                 "parley_media_audio_seconds_total");
+      cpu_before = pid > 0 ? CpuSeconds(pid) : 0;
+      measure_start = Clock::now();
+      measuring = true;
+    }
+    if (offset >= bytes.size()) break;  // the recording is over (make it longer than the run)
+    const std::string piece = "\x01" + bytes.substr(offset, chunk);
+    offset += chunk;
+    for (auto& c : clients) c->SendBinary(piece);
+  }
+  const double elapsed = std::chrono::duration<double>(Clock::now() - measure_start).count();
+  const double audio = MetricValue(Http("GET", base + "/metrics").body,
+                                   "parley_media_audio_seconds_total") -
+                       audio_before;
+  const double cpu = pid > 0 ? CpuSeconds(pid) - cpu_before : 0;
+  const double rss = pid > 0 ? RssKib(pid) / 1024.0 : 0;
+  const auto n = static_cast<double>(clients.size());
+  Json::Value out(Json::objectValue);
+  out["sessions"] = static_cast<Json::UInt64>(clients.size());
+  out["media"] = file;
+  out["measured_s"] = elapsed;
+  out["realtime_ratio"] = audio / (n * elapsed);  // 1.0: every session decoded in real time
+  out["server_cpu_cores"] = cpu / elapsed;
+  out["cpu_per_session_percent"] = 100.0 * cpu / elapsed / n;
+  out["server_rss_mib"] = rss;
+  out["rss_per_session_mib"] = (rss - rss_idle) / n;
+  std::cout << parley::core::ToJson(out) << std::endl;
+  for (auto& c : clients) c->Close();
+  for (auto& c : clients) c->WaitClosed(5s);
+  StopChild(child);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -134,6 +205,9 @@ int main(int argc, char** argv) {
   std::string token;
   std::string secret = parley::testing::kTestSecret;
   std::string endpoint = "landmarks";
+  std::string media_file;
+  double media_seconds = 0;
+  int chunk_ms = 250;
 
   CLI::App cli{"Parley WebSocket load client"};
   cli.add_option("--spawn", spawn, "Path of a parley binary to start on a free port");
@@ -147,6 +221,11 @@ int main(int argc, char** argv) {
   cli.add_option("--warmup", warmup_s, "Seconds before measuring")->capture_default_str();
   cli.add_option("--hubs", hubs, "Client service threads")->capture_default_str();
   cli.add_option("--endpoint", endpoint, "landmarks or practice")->capture_default_str();
+  cli.add_option("--media", media_file,
+                 "Stream this WebM at real time on /ws/practice instead of landmark frames");
+  cli.add_option("--media-seconds", media_seconds, "Duration of the --media file in seconds");
+  cli.add_option("--chunk-ms", chunk_ms, "MediaRecorder timeslice: one message per this many ms")
+      ->capture_default_str();
   CLI11_PARSE(cli, argc, argv);
 
   rlimit lim{};
@@ -173,9 +252,12 @@ int main(int argc, char** argv) {
   if (token.empty()) token = parley::testing::MintToken("bench");
   const parley::testing::Headers auth = {{"Authorization", "Bearer " + token}};
 
-  // One session per 50 connections, like several trackers per practice session.
+  // One session per 50 landmark connections (several trackers per practice session); one
+  // session per connection when streaming media.
+  const int per_session = media_file.empty() ? 50 : 1;
+  if (!media_file.empty()) endpoint = "practice";
   std::vector<std::string> sessions;
-  for (int i = 0; i < (connections + 49) / 50; ++i) {
+  for (int i = 0; i < (connections + per_session - 1) / per_session; ++i) {
     const auto r = Http("POST", base + "/api/sessions", R"({"persona_id":"seoa"})", auth);
     if (r.status != 201) {
       std::cerr << "ws_load: cannot create a session: " << r.status << " " << r.body << "\n";
@@ -193,7 +275,8 @@ int main(int argc, char** argv) {
   std::vector<std::shared_ptr<WsClient>> clients;
   for (int i = 0; i < connections; ++i) {
     auto c = hub_list[static_cast<size_t>(i) % hub_list.size()]->Connect(
-        port, "/ws/" + endpoint + "?session=" + sessions[static_cast<size_t>(i) / 50], auth);
+        port, "/ws/" + endpoint + "?session=" + sessions[static_cast<size_t>(i / per_session)],
+        auth);
     c->SetOnMessage([&](const parley::testing::WsMessage& m) {
       ++received;
       if (m.binary || m.data.find("\"pong\"") == std::string::npos) return;
@@ -215,6 +298,11 @@ int main(int argc, char** argv) {
   if (open != connections) {
     std::cerr << "ws_load: only " << open << " of " << connections << " connections opened\n";
     return 1;
+  }
+
+  if (!media_file.empty()) {
+    return RunMedia(clients, media_file, media_seconds, chunk_ms, warmup_s, duration_s, base,
+                    pid_arg, child.pid);
   }
 
   std::mt19937 rng(42);
@@ -292,10 +380,6 @@ int main(int argc, char** argv) {
 
   for (auto& c : clients) c->Close();
   for (auto& c : clients) c->WaitClosed(5s);
-  if (child.pid > 0) {
-    kill(child.pid, SIGTERM);
-    int status = 0;
-    waitpid(child.pid, &status, 0);
-  }
+  StopChild(child.pid);
   return 0;
 }
