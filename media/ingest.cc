@@ -1,5 +1,6 @@
 // Ingest: appsrc -> (matroskademux -> opusdec | vp8dec/vp9dec) or raw PCM -> convert/resample
 // -> appsinks. Errors arrive through a synchronous bus handler, so no GLib main loop is needed.
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -150,6 +151,7 @@ class IngestImpl final : public IngestPipeline {
       }
       if (data.empty()) return true;
       const uint64_t samples = data.size() / 2;
+      CheckPcmRate(samples);
       buffer = gst_buffer_new_memdup(data.data(), data.size());
       GST_BUFFER_PTS(buffer) = gst_util_uint64_scale(pcm_samples_, GST_SECOND, pcm_rate_);
       GST_BUFFER_DURATION(buffer) = gst_util_uint64_scale(samples, GST_SECOND, pcm_rate_);
@@ -185,6 +187,26 @@ class IngestImpl final : public IngestPipeline {
     if (failed_.exchange(true)) return;
     if (cb_.on_error) cb_.on_error(code, message, true);
     eos_cv_.notify_all();
+  }
+
+  // A declared rate that does not match what arrives in real time (48000 declared, 16 kHz
+  // sent) would silently stretch the audio: after 5 s, say so once (not fatal: a client may
+  // also upload faster than real time on purpose).
+  void CheckPcmRate(uint64_t samples) {
+    const auto now = std::chrono::steady_clock::now();
+    if (pcm_first_push_ == std::chrono::steady_clock::time_point{}) pcm_first_push_ = now;
+    const double elapsed = std::chrono::duration<double>(now - pcm_first_push_).count();
+    if (rate_warned_ || elapsed < 5.0) return;
+    rate_warned_ = true;
+    const double observed = static_cast<double>(pcm_samples_ + samples) / elapsed;
+    if (observed < 0.6 * pcm_rate_ || observed > 1.7 * pcm_rate_) {
+      if (cb_.on_error)
+        cb_.on_error("pcm_rate_mismatch",
+                     "PCM arrives at about " + std::to_string(static_cast<int>(observed)) +
+                         " samples/s but the start message declared " + std::to_string(pcm_rate_) +
+                         "; check sample_rate",
+                     false);
+    }
   }
 
   void Event(const std::string& e) {
@@ -442,6 +464,8 @@ class IngestImpl final : public IngestPipeline {
   // Push() side (one caller at a time: the service thread).
   std::string pcm_carry_;
   uint64_t pcm_samples_ = 0;
+  std::chrono::steady_clock::time_point pcm_first_push_{};
+  bool rate_warned_ = false;
   // Streaming-thread side.
   std::vector<int16_t> pending_;
   uint64_t emitted_samples_ = 0;

@@ -13,6 +13,7 @@ PARLEY_RUN_PACKAGES=(
 # Extra packages for the test suite and benchmarks.
 PARLEY_TEST_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libcurl4-openssl-dev libopus-dev
+  pocketsphinx-testdata
 )
 
 as_root() {

@@ -2,6 +2,7 @@
 // chunk sizes, decoded back and counted.
 #include "media/media.h"
 
+#include <gst/app/gstappsink.h>
 #include <gst/gst.h>
 #include <gtest/gtest.h>
 #include <opus/opus.h>
@@ -454,6 +455,138 @@ TEST(MediaOverWebSocket, BrowserRecordingInRandomChunksIsDecodedAndReported) {
   EXPECT_GT(m["video_frames"].asInt(), 40);
   EXPECT_EQ(m["bytes_received"].asUInt64(), webm.size());
   EXPECT_EQ(m["decode_errors"].asInt(), 0);
+}
+
+// 16 kHz mono S16 samples of any audio file GStreamer can read.
+std::vector<int16_t> DecodeTo16k(const std::string& file) {
+  std::string error;
+  EXPECT_TRUE(media::InitGStreamer(&error)) << error;
+  GError* err = nullptr;
+  GstElement* p = gst_parse_launch(
+      ("filesrc location=" + file +
+       " ! decodebin ! audioconvert ! audioresample ! audio/x-raw,format=S16LE,rate=16000,"
+       "channels=1 ! appsink name=out sync=false")
+          .c_str(),
+      &err);
+  if (err) g_error_free(err);
+  std::vector<int16_t> out;
+  if (p == nullptr) return out;
+  GstElement* sink = gst_bin_get_by_name(GST_BIN(p), "out");
+  gst_element_set_state(p, GST_STATE_PLAYING);
+  for (;;) {
+    GstSample* sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 10 * GST_SECOND);
+    if (sample == nullptr) break;
+    GstMapInfo map;
+    GstBuffer* b = gst_sample_get_buffer(sample);
+    if (gst_buffer_map(b, &map, GST_MAP_READ)) {
+      const auto* s16 = reinterpret_cast<const int16_t*>(map.data);
+      out.insert(out.end(), s16, s16 + map.size / 2);
+      gst_buffer_unmap(b, &map);
+    }
+    gst_sample_unref(sample);
+  }
+  gst_element_set_state(p, GST_STATE_NULL);
+  gst_object_unref(sink);
+  gst_object_unref(p);
+  return out;
+}
+
+// Largest normalised cross-correlation of b against a over lags within +-max_lag samples.
+double BestCorrelation(const std::vector<int16_t>& a, const std::vector<int16_t>& b, int max_lag) {
+  double best = 0;
+  for (int lag = -max_lag; lag <= max_lag; ++lag) {
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      const long j = static_cast<long>(i) + lag;
+      if (j < 0 || j >= static_cast<long>(b.size())) continue;
+      ab += double(a[i]) * b[static_cast<size_t>(j)];
+      aa += double(a[i]) * a[i];
+      bb += double(b[static_cast<size_t>(j)]) * b[static_cast<size_t>(j)];
+    }
+    if (aa > 0 && bb > 0) best = std::max(best, ab / std::sqrt(aa * bb));
+  }
+  return best;
+}
+
+TEST(MediaOverWebSocket, HumanSpeechSurvivesTheWebmOpusRoundTrip) {
+  const std::string wav =
+      "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav";
+  const std::vector<int16_t> original = DecodeTo16k(wav);
+  ASSERT_GT(original.size(), 16000u) << "pocketsphinx-testdata is not installed";
+  TempDir dir;
+  const std::string webm_path = dir.path() + "/speech.webm";
+  {
+    GError* err = nullptr;
+    GstElement* p = gst_parse_launch(("filesrc location=" + wav +
+                                      " ! decodebin ! audioconvert ! audioresample ! "
+                                      "audio/x-raw,rate=48000,channels=1 ! opusenc bitrate=32000 "
+                                      "! webmmux ! filesink location=" +
+                                      webm_path)
+                                         .c_str(),
+                                     &err);
+    if (err) g_error_free(err);
+    ASSERT_TRUE(p);
+    gst_element_set_state(p, GST_STATE_PLAYING);
+    GstBus* bus = gst_element_get_bus(p);
+    GstMessage* m = gst_bus_timed_pop_filtered(
+        bus, 30 * GST_SECOND, static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+    if (m) gst_message_unref(m);
+    gst_object_unref(bus);
+    gst_element_set_state(p, GST_STATE_NULL);
+    gst_object_unref(p);
+  }
+  std::ifstream in(webm_path, std::ios::binary);
+  const std::string webm((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(webm.size(), 1000u);
+
+  TestServer s;
+  WsHub hub;
+  const std::string id = s.CreateSession("alice");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  auto session = s.app().sessions().Find(id);
+  std::mutex mu;
+  std::vector<int16_t> received;
+  session->AddAudioConsumer([&](int64_t, std::span<const int16_t> pcm) {
+    const std::lock_guard lock(mu);
+    received.insert(received.end(), pcm.begin(), pcm.end());
+  });
+  ws->SendText(R"({"type":"start","media":"webm"})");
+  ASSERT_TRUE(ws->ReceiveType("started"));
+  std::mt19937 rng(21);
+  for (size_t off = 0, n = 1; off < webm.size(); off += n, n = 1 + rng() % 4000)
+    ws->SendBinary("\x01" + webm.substr(off, n));
+  ws->SendText(R"({"type":"stop"})");
+  ASSERT_TRUE(ws->ReceiveType("stopped"));
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  const std::lock_guard lock(mu);
+  EXPECT_NEAR(static_cast<double>(received.size()), static_cast<double>(original.size()),
+              original.size() * 0.01 + 320);
+  // Opus at 32 kb/s is lossy, but the waveform must line up with the original.
+  EXPECT_GT(BestCorrelation(original, received, 800), 0.85);
+}
+
+TEST(MediaOverWebSocket, AWrongDeclaredPcmRateIsReported) {
+  TestServer s;
+  WsHub hub;
+  auto ws = s.Join(hub, "practice", s.CreateSession("alice"), "alice");
+  // Declares 48 kHz but streams 16 kHz audio in real time.
+  ws->SendText(R"({"type":"start","media":"pcm","sample_rate":48000})");
+  ASSERT_TRUE(ws->ReceiveType("started"));
+  const std::string chunk(3200, '\0');  // 100 ms at 16 kHz
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 56; ++i) {
+    std::this_thread::sleep_until(t0 + i * 100ms);
+    ws->SendBinary("\x02" + chunk);
+  }
+  auto err = ws->ReceiveType("error", 3s);
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["error"]["code"].asString(), "pcm_rate_mismatch");
+  EXPECT_FALSE((*err)["error"]["fatal"].asBool());
+  EXPECT_NE((*err)["error"]["message"].asString().find("48000"), std::string::npos);
+  // Not fatal: the stream goes on.
+  ws->SendBinary("\x02" + chunk);
+  ws->SendText(R"({"type":"ping"})");
+  EXPECT_TRUE(ws->ReceiveType("pong"));
 }
 
 TEST(MediaOverWebSocket, CorruptMediaIsAnErrorEventAndOtherSessionsCarryOn) {
