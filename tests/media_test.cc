@@ -101,6 +101,13 @@ void FeedInChunks(IngestPipeline& p, const std::string& bytes, uint32_t seed) {
 class MediaTest : public ::testing::Test {
  protected:
   std::string Path(const std::string& name) { return dir_.path() + "/" + name; }
+  std::unique_ptr<IngestPipeline> NewWebm(Collected& c) {
+    std::string error;
+    auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c),
+                                    metrics_, &error);
+    EXPECT_TRUE(p) << error;
+    return p;
+  }
   testing::TempDir dir_;
   core::Metrics metrics_;
   MediaConfig config_;
@@ -114,10 +121,8 @@ TEST_F(MediaTest, AudioOnlyWebmOpusDecodesToTheRightNumberOfSamples) {
       Path("a.webm"));
   ASSERT_FALSE(webm.empty());
   Collected c;
-  std::string error;
-  auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
-                                  &error);
-  ASSERT_TRUE(p) << error;
+  auto p = NewWebm(c);
+  ASSERT_TRUE(p);
   FeedInChunks(*p, webm, 1);
   p->Stop();
   const double expected = 3.0 * kAnalysisRate;
@@ -140,10 +145,8 @@ TEST_F(MediaTest, Vp8AndOpusWebmDeliversScaledFramesAtTheAnalysisRate) {
       Path("av.webm"));
   ASSERT_FALSE(webm.empty());
   Collected c;
-  std::string error;
-  auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
-                                  &error);
-  ASSERT_TRUE(p) << error;
+  auto p = NewWebm(c);
+  ASSERT_TRUE(p);
   FeedInChunks(*p, webm, 2);
   p->Stop();
   EXPECT_TRUE(c.errors.empty());
@@ -162,10 +165,8 @@ TEST_F(MediaTest, Vp9WebmDecodes) {
       "deadline=1 ! webmmux",
       Path("v9.webm"));
   Collected c;
-  std::string error;
-  auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
-                                  &error);
-  ASSERT_TRUE(p) << error;
+  auto p = NewWebm(c);
+  ASSERT_TRUE(p);
   FeedInChunks(*p, webm, 3);
   p->Stop();
   EXPECT_TRUE(c.errors.empty());
@@ -180,10 +181,8 @@ TEST_F(MediaTest, ChromiumMediaRecorderRecordingDecodes) {
   const std::string webm = ss.str();
   ASSERT_GT(webm.size(), 100000u);
   Collected c;
-  std::string error;
-  auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
-                                  &error);
-  ASSERT_TRUE(p) << error;
+  auto p = NewWebm(c);
+  ASSERT_TRUE(p);
   FeedInChunks(*p, webm, 4);
   p->Stop();
   EXPECT_TRUE(c.errors.empty());
@@ -208,10 +207,8 @@ TEST_F(MediaTest, LateJoinGetsAudioAtOnceAndVideoFromTheNextKeyframe) {
   for (int i = 0; i < 3; ++i) join = webm.find(cluster_id, join + 4);  // ~0.6 s in
   ASSERT_NE(join, std::string::npos);
   Collected c;
-  std::string error;
-  auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
-                                  &error);
-  ASSERT_TRUE(p) << error;
+  auto p = NewWebm(c);
+  ASSERT_TRUE(p);
   // The header (a reconnecting page resends it), then the stream from mid-GOP on.
   FeedInChunks(*p, webm.substr(0, first), 5);
   FeedInChunks(*p, webm.substr(join), 6);
@@ -226,10 +223,8 @@ TEST_F(MediaTest, LateJoinGetsAudioAtOnceAndVideoFromTheNextKeyframe) {
 
 TEST_F(MediaTest, GarbageBytesBecomeADecodeErrorAndTheServerCarriesOn) {
   Collected c;
-  std::string error;
-  auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
-                                  &error);
-  ASSERT_TRUE(p) << error;
+  auto p = NewWebm(c);
+  ASSERT_TRUE(p);
   std::mt19937 rng(9);
   std::string garbage(64 * 1024, '\0');
   for (auto& ch : garbage) ch = static_cast<char>(rng());
@@ -250,10 +245,8 @@ TEST_F(MediaTest, TruncatedStreamDeliversWhatArrivedWithoutHanging) {
       "! opusenc ! webmmux",
       Path("t.webm"));
   Collected c;
-  std::string error;
-  auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
-                                  &error);
-  ASSERT_TRUE(p) << error;
+  auto p = NewWebm(c);
+  ASSERT_TRUE(p);
   FeedInChunks(*p, webm.substr(0, webm.size() * 6 / 10), 7);
   const auto t0 = std::chrono::steady_clock::now();
   p->Stop();
