@@ -61,10 +61,20 @@ struct App::Impl final : signaling::Handler {
       bytes_in += s.bytes_in.load();
     }
   };
+  // Between the service thread (which feeds bytes) and the worker that builds the pipeline:
+  // bytes that arrive before the pipeline exists wait here (bounded by the media backlog).
+  struct Feeder {
+    std::mutex mu;
+    std::unique_ptr<media::IngestPipeline> pipeline;  // null until built
+    std::vector<std::string> early;
+    size_t early_bytes = 0;
+    bool closed = false;  // stop/end: input refused; the pipeline is retired once built
+    bool failed = false;
+  };
   struct MediaState {
-    std::unique_ptr<media::IngestPipeline> pipeline;
+    std::shared_ptr<Feeder> feeder;
     std::shared_ptr<MediaTotals> totals;
-    std::vector<std::shared_future<void>> retiring;  // pipelines stopping on workers
+    std::vector<std::shared_future<void>> work;  // building and stopping on workers
   };
   void AttachMedia();
   bool StartMedia(Session& s, const StartParams& params, std::string* error);
