@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <random>
@@ -103,8 +104,8 @@ class MediaTest : public ::testing::Test {
   std::string Path(const std::string& name) { return dir_.path() + "/" + name; }
   std::unique_ptr<IngestPipeline> NewWebm(Collected& c) {
     std::string error;
-    auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c),
-                                    metrics_, &error);
+    auto p = IngestPipeline::Create(IngestPipeline::Format::kWebm, 0, config_, Collect(c), metrics_,
+                                    &error);
     EXPECT_TRUE(p) << error;
     return p;
   }
@@ -301,6 +302,46 @@ TEST_F(MediaTest, BacklogOverTheLimitStopsTheStreamWithAnOverflowError) {
   ASSERT_FALSE(c.errors.empty());
   EXPECT_EQ(c.errors.front(), "media_overflow");
   EXPECT_GE(metrics_.Read("parley_media_dropped_total", {{"reason", "overflow"}}).value_or(0), 1.0);
+}
+
+int ThreadCount() {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    (void)e;
+    ++n;
+  }
+  return n;
+}
+
+TEST_F(MediaTest, StoppedPipelinesLeaveNoThreadsBehind) {
+  const std::string pcm(32000, '\0');
+  std::string error;
+  // Warm-up: GLib keeps a couple of idle pool threads for reuse; count after it has them.
+  {
+    auto p =
+        IngestPipeline::Create(IngestPipeline::Format::kPcm, 16000, config_, {}, metrics_, &error);
+    ASSERT_TRUE(p) << error;
+    p->Push(pcm);
+    p->Stop();
+  }
+  std::this_thread::sleep_for(200ms);
+  const int base = ThreadCount();
+  for (int round = 0; round < 3; ++round) {
+    std::vector<std::unique_ptr<IngestPipeline>> live;
+    for (int i = 0; i < 8; ++i) {
+      live.push_back(IngestPipeline::Create(IngestPipeline::Format::kPcm, 16000, config_, {},
+                                            metrics_, &error));
+      ASSERT_TRUE(live.back()) << error;
+      live.back()->Push(pcm);
+    }
+    EXPECT_GT(ThreadCount(), base);  // they really run on their own threads
+    for (auto& p : live) p->Stop();
+  }
+  // 24 pipelines later: no thread per pipeline survives (GLib's idle-thread cache is bounded).
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (ThreadCount() > base + 2 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_LE(ThreadCount(), base + 2);
 }
 
 // ---- playback -----------------------------------------------------------------------------------
