@@ -37,6 +37,12 @@ std::string_view LogLevelName(LogLevel level);
 
 using LogFields = std::initializer_list<std::pair<std::string_view, Json::Value>>;
 
+// One log line (newline included) in the shape Logger writes.
+std::string FormatLogLine(LogLevel level, std::string_view msg, LogFields fields = {});
+// Writes one such line to stderr with a single write(2). Holds no state: for bridging the
+// logs of C libraries whose log callbacks carry no user data (libwebsockets, libmongoc).
+void WriteStderrLogLine(LogLevel level, std::string_view msg, LogFields fields = {});
+
 class Logger {
  public:
   // `sink` receives whole lines (newline included); the default writes to stderr.

@@ -85,25 +85,23 @@ std::optional<Json::Value> ParseJson(std::string_view text, std::string* error) 
   return root;
 }
 
-Logger::Logger(LogLevel level, std::function<void(std::string_view)> sink)
-    : level_(level), sink_(std::move(sink)) {
-  if (!sink_) {
-    sink_ = [](std::string_view line) {
-      // One write(2) per line so lines from several processes sharing stderr stay whole.
-      const char* p = line.data();
-      size_t left = line.size();
-      while (left > 0) {
-        const ssize_t n = ::write(STDERR_FILENO, p, left);
-        if (n <= 0) return;
-        p += n;
-        left -= static_cast<size_t>(n);
-      }
-    };
+namespace {
+
+// One write(2) per line so lines from several threads or processes sharing stderr stay whole.
+void WriteToStderr(std::string_view line) {
+  const char* p = line.data();
+  size_t left = line.size();
+  while (left > 0) {
+    const ssize_t n = ::write(STDERR_FILENO, p, left);
+    if (n <= 0) return;
+    p += n;
+    left -= static_cast<size_t>(n);
   }
 }
 
-void Logger::Log(LogLevel level, std::string_view msg, LogFields fields) {
-  if (!Enabled(level)) return;
+}  // namespace
+
+std::string FormatLogLine(LogLevel level, std::string_view msg, LogFields fields) {
   Json::Value line(Json::objectValue);
   line["ts"] = FormatUtc(std::chrono::system_clock::now());
   line["level"] = std::string(LogLevelName(level));
@@ -111,6 +109,21 @@ void Logger::Log(LogLevel level, std::string_view msg, LogFields fields) {
   for (const auto& [key, value] : fields) line[std::string(key)] = value;
   std::string text = ToJson(line);
   text.push_back('\n');
+  return text;
+}
+
+void WriteStderrLogLine(LogLevel level, std::string_view msg, LogFields fields) {
+  WriteToStderr(FormatLogLine(level, msg, fields));
+}
+
+Logger::Logger(LogLevel level, std::function<void(std::string_view)> sink)
+    : level_(level), sink_(std::move(sink)) {
+  if (!sink_) sink_ = &WriteToStderr;
+}
+
+void Logger::Log(LogLevel level, std::string_view msg, LogFields fields) {
+  if (!Enabled(level)) return;
+  const std::string text = FormatLogLine(level, msg, fields);
   const std::lock_guard lock(mu_);
   sink_(text);
 }

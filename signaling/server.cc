@@ -27,13 +27,8 @@ constexpr int kRateErrorIntervalS = 1;  // at most one rate_limited event per in
 void EmitLwsLog(int level, const char* line) {
   std::string text(line);
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-  Json::Value v(Json::objectValue);
-  v["ts"] = core::FormatUtc(std::chrono::system_clock::now());
-  v["level"] = (level & LLL_ERR) ? "error" : "warn";
-  v["msg"] = "libwebsockets";
-  v["detail"] = text;
-  const std::string out = core::ToJson(v) + "\n";
-  [[maybe_unused]] const auto n = ::write(STDERR_FILENO, out.data(), out.size());
+  core::WriteStderrLogLine((level & LLL_ERR) ? core::LogLevel::kError : core::LogLevel::kWarn,
+                           "libwebsockets", {{"detail", text}});
 }
 
 std::string HeaderCopy(lws* wsi, lws_token_indexes token) {

@@ -122,14 +122,9 @@ bool IsTransient(const bson_error_t& e) {
 // one keeps warnings and errors, as JSON lines like core::Logger's, and holds no state.
 void EmitMongocLog(mongoc_log_level_t level, const char* domain, const char* message, void*) {
   if (level > MONGOC_LOG_LEVEL_WARNING) return;
-  Json::Value v(Json::objectValue);
-  v["ts"] = core::FormatUtc(std::chrono::system_clock::now());
-  v["level"] = level <= MONGOC_LOG_LEVEL_CRITICAL ? "error" : "warn";
-  v["msg"] = "libmongoc";
-  v["domain"] = domain;
-  v["detail"] = message;
-  const std::string out = core::ToJson(v) + "\n";
-  [[maybe_unused]] const auto n = ::write(STDERR_FILENO, out.data(), out.size());
+  core::WriteStderrLogLine(
+      level <= MONGOC_LOG_LEVEL_CRITICAL ? core::LogLevel::kError : core::LogLevel::kWarn,
+      "libmongoc", {{"domain", domain}, {"detail", message}});
 }
 
 void InitMongocOnce() {
