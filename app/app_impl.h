@@ -54,7 +54,9 @@ struct App::Impl final : signaling::Handler {
     std::atomic<uint64_t> video_frames{0};
     std::atomic<uint64_t> decode_errors{0};
     std::atomic<uint64_t> bytes_in{0};
+    std::atomic<uint64_t> dropped_waiting_keyframe{0};
     void Add(const media::IngestStats& s) {
+      dropped_waiting_keyframe += s.dropped_frames_waiting_keyframe.load();
       audio_samples += s.audio_samples.load();
       video_frames += s.video_frames.load();
       decode_errors += s.decode_errors.load();

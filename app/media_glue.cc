@@ -181,6 +181,8 @@ void App::Impl::EndMedia(Session& s) {
   m["video_frames"] = static_cast<Json::UInt64>(st.totals->video_frames.load());
   m["decode_errors"] = static_cast<Json::UInt64>(st.totals->decode_errors.load());
   m["bytes_received"] = static_cast<Json::UInt64>(st.totals->bytes_in.load());
+  m["dropped_waiting_keyframe"] =
+      static_cast<Json::UInt64>(st.totals->dropped_waiting_keyframe.load());
   Json::Value patch(Json::objectValue);
   patch["metrics"]["media"] = m;
   s.MergeReport(patch);

@@ -114,114 +114,6 @@ class MediaTest : public ::testing::Test {
   MediaConfig config_;
 };
 
-TEST_F(MediaTest, AudioOnlyWebmOpusDecodesToTheRightNumberOfSamples) {
-  // 3 s of 440 Hz at 48 kHz -> Opus -> WebM.
-  const std::string webm = MakeFixture(
-      "audiotestsrc num-buffers=150 samplesperbuffer=960 freq=440 ! audio/x-raw,rate=48000 ! "
-      "audioconvert ! opusenc ! webmmux",
-      Path("a.webm"));
-  ASSERT_FALSE(webm.empty());
-  Collected c;
-  auto p = NewWebm(c);
-  ASSERT_TRUE(p);
-  FeedInChunks(*p, webm, 1);
-  p->Stop();
-  const double expected = 3.0 * kAnalysisRate;
-  EXPECT_NEAR(static_cast<double>(c.audio_samples), expected, expected * 0.01);
-  EXPECT_TRUE(c.errors.empty());
-  // Fixed 20 ms frames with increasing timestamps.
-  ASSERT_GT(c.audio_pts.size(), 10u);
-  EXPECT_EQ(c.audio_pts[1] - c.audio_pts[0], 20);
-  EXPECT_EQ(p->stats().video_frames.load(), 0u);
-  EXPECT_GE(metrics_.Read("parley_media_audio_seconds_total").value_or(0), 2.9);
-}
-
-TEST_F(MediaTest, Vp8AndOpusWebmDeliversScaledFramesAtTheAnalysisRate) {
-  // 4 s of 1280x720 video at 30 fps with audio.
-  const std::string webm = MakeFixture(
-      "webmmux name=mux videotestsrc num-buffers=120 ! video/x-raw,width=1280,height=720,"
-      "framerate=30/1 ! vp8enc deadline=1 keyframe-max-dist=30 ! mux. audiotestsrc "
-      "num-buffers=200 samplesperbuffer=960 ! audio/x-raw,rate=48000 ! audioconvert ! opusenc ! "
-      "mux. mux.",
-      Path("av.webm"));
-  ASSERT_FALSE(webm.empty());
-  Collected c;
-  auto p = NewWebm(c);
-  ASSERT_TRUE(p);
-  FeedInChunks(*p, webm, 2);
-  p->Stop();
-  EXPECT_TRUE(c.errors.empty());
-  const double expected_frames = 4.0 * config_.analysis_fps;
-  EXPECT_NEAR(static_cast<double>(c.video_frames), expected_frames, expected_frames * 0.05 + 1);
-  EXPECT_LE(c.last_width, 640);
-  EXPECT_LE(c.last_height, 480);
-  EXPECT_NEAR(static_cast<double>(c.last_width) / c.last_height, 1280.0 / 720.0, 0.05);
-  EXPECT_NEAR(static_cast<double>(c.audio_samples), 4.0 * kAnalysisRate,
-              4.0 * kAnalysisRate * 0.01);
-}
-
-TEST_F(MediaTest, Vp9WebmDecodes) {
-  const std::string webm = MakeFixture(
-      "videotestsrc num-buffers=30 ! video/x-raw,width=320,height=240,framerate=15/1 ! vp9enc "
-      "deadline=1 ! webmmux",
-      Path("v9.webm"));
-  Collected c;
-  auto p = NewWebm(c);
-  ASSERT_TRUE(p);
-  FeedInChunks(*p, webm, 3);
-  p->Stop();
-  EXPECT_TRUE(c.errors.empty());
-  EXPECT_NEAR(static_cast<double>(c.video_frames), 2.0 * config_.analysis_fps, 2.0);
-}
-
-TEST_F(MediaTest, ChromiumMediaRecorderRecordingDecodes) {
-  std::ifstream in(PARLEY_SOURCE_DIR "/tests/data/chromium_mediarecorder_vp8_opus.webm",
-                   std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string webm = ss.str();
-  ASSERT_GT(webm.size(), 100000u);
-  Collected c;
-  auto p = NewWebm(c);
-  ASSERT_TRUE(p);
-  FeedInChunks(*p, webm, 4);
-  p->Stop();
-  EXPECT_TRUE(c.errors.empty());
-  // 5.7 s recorded: about that much audio and ~10 analysis frames per second of video.
-  EXPECT_NEAR(static_cast<double>(c.audio_samples) / kAnalysisRate, 5.7, 0.3);
-  EXPECT_GT(c.video_frames, 40u);
-}
-
-TEST_F(MediaTest, LateJoinGetsAudioAtOnceAndVideoFromTheNextKeyframe) {
-  // Keyframes every 2 s but clusters every ~200 ms: most clusters start with a delta frame.
-  const std::string webm = MakeFixture(
-      "webmmux name=mux streamable=true min-cluster-duration=100000000 "
-      "max-cluster-duration=200000000 videotestsrc num-buffers=150 ! video/x-raw,width=320,"
-      "height=240,framerate=30/1 ! vp8enc deadline=1 keyframe-max-dist=60 ! mux. audiotestsrc "
-      "num-buffers=250 samplesperbuffer=960 ! audio/x-raw,rate=48000 ! audioconvert ! opusenc ! "
-      "mux. mux.",
-      Path("late.webm"));
-  const std::string cluster_id("\x1f\x43\xb6\x75", 4);
-  const size_t first = webm.find(cluster_id);
-  ASSERT_NE(first, std::string::npos);
-  size_t join = first;
-  for (int i = 0; i < 3; ++i) join = webm.find(cluster_id, join + 4);  // ~0.6 s in
-  ASSERT_NE(join, std::string::npos);
-  Collected c;
-  auto p = NewWebm(c);
-  ASSERT_TRUE(p);
-  // The header (a reconnecting page resends it), then the stream from mid-GOP on.
-  FeedInChunks(*p, webm.substr(0, first), 5);
-  FeedInChunks(*p, webm.substr(join), 6);
-  p->Stop();
-  EXPECT_TRUE(c.errors.empty());
-  EXPECT_NE(std::find(c.events.begin(), c.events.end(), "waiting_for_keyframe"), c.events.end());
-  EXPECT_GT(p->stats().dropped_frames_waiting_keyframe.load(), 0u);
-  // Audio from the join point (~4.4 s), video only from the keyframe at 2 s (~3 s of it).
-  EXPECT_NEAR(static_cast<double>(c.audio_samples) / kAnalysisRate, 4.4, 0.35);
-  EXPECT_NEAR(static_cast<double>(c.video_frames), 3.0 * config_.analysis_fps, 4.0);
-}
-
 TEST_F(MediaTest, GarbageBytesBecomeADecodeErrorAndTheServerCarriesOn) {
   Collected c;
   auto p = NewWebm(c);
@@ -238,21 +130,6 @@ TEST_F(MediaTest, GarbageBytesBecomeADecodeErrorAndTheServerCarriesOn) {
   p->Stop();
   ASSERT_FALSE(c.errors.empty());
   EXPECT_EQ(c.errors.front(), "decode_error");
-}
-
-TEST_F(MediaTest, TruncatedStreamDeliversWhatArrivedWithoutHanging) {
-  const std::string webm = MakeFixture(
-      "audiotestsrc num-buffers=100 samplesperbuffer=960 ! audio/x-raw,rate=48000 ! audioconvert "
-      "! opusenc ! webmmux",
-      Path("t.webm"));
-  Collected c;
-  auto p = NewWebm(c);
-  ASSERT_TRUE(p);
-  FeedInChunks(*p, webm.substr(0, webm.size() * 6 / 10), 7);
-  const auto t0 = std::chrono::steady_clock::now();
-  p->Stop();
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
-  EXPECT_GT(c.audio_samples, static_cast<uint64_t>(0.8 * kAnalysisRate));
 }
 
 TEST_F(MediaTest, PcmAtTheDeclaredRateIsResampledTo16kHz) {
@@ -447,6 +324,161 @@ namespace parley::testing {
 namespace {
 
 using namespace std::chrono_literals;
+
+// What a live session saw of a WebM stream sent over the real WebSocket.
+struct Streamed {
+  uint64_t samples = 0;
+  int frames = 0;
+  int width = 0, height = 0;
+  std::vector<std::string> media_events;
+  std::vector<std::string> error_codes;
+  Json::Value media;  // the report's metrics.media
+  double seconds() const { return static_cast<double>(samples) / media::kAnalysisRate; }
+  bool saw_event(const std::string& e) const {
+    return std::find(media_events.begin(), media_events.end(), e) != media_events.end();
+  }
+};
+
+// Sends `parts` one after the other as 0x01 messages of random sizes (the very first message
+// is one byte, so headers split across messages) to a live session, stops, ends the session
+// and collects what its analysers, its client and its report saw.
+Streamed StreamWebm(const std::vector<std::string>& parts, uint32_t seed) {
+  Streamed out;
+  TestServer s;
+  WsHub hub;
+  const std::string id = s.CreateSession("alice");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  EXPECT_EQ(ws->state(), WsClient::State::kOpen);
+  auto session = s.app().sessions().Find(id);
+  std::mutex mu;
+  session->AddAudioConsumer([&](int64_t, std::span<const int16_t> pcm) {
+    const std::lock_guard lock(mu);
+    out.samples += pcm.size();
+  });
+  session->AddVideoConsumer([&](int64_t, int w, int h, int, const uint8_t*) {
+    const std::lock_guard lock(mu);
+    ++out.frames;
+    out.width = w;
+    out.height = h;
+  });
+  ws->SendText(R"({"type":"start","media":"webm"})");
+  EXPECT_TRUE(ws->ReceiveType("started"));
+  std::mt19937 rng(seed);
+  size_t n = 1;
+  for (const std::string& part : parts) {
+    for (size_t off = 0; off < part.size(); off += n, n = 1 + rng() % 9000)
+      ws->SendBinary("\x01" + part.substr(off, n));
+  }
+  ws->SendText(R"({"type":"stop"})");
+  const auto note = [&out](const Json::Value& m) {
+    if (m["type"] == "media") out.media_events.push_back(m["event"].asString());
+    if (m["type"] == "error") out.error_codes.push_back(m["error"]["code"].asString());
+  };
+  for (;;) {
+    auto m = ws->ReceiveJson(20s);
+    if (!m || (*m)["type"] == "stopped") break;
+    note(*m);
+  }
+  // Ending waits for the pipeline to drain; anything it said on the way is still delivered.
+  EXPECT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  while (auto m = ws->ReceiveJson(500ms)) note(*m);
+  out.media = Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice"))
+                  .JsonBody()["metrics"]["media"];
+  return out;
+}
+
+std::string Fixture(const TempDir& dir, const std::string& name, const std::string& description) {
+  const std::string bytes = media::MakeFixture(description, dir.path() + "/" + name);
+  EXPECT_GT(bytes.size(), 100u) << name;
+  return bytes;
+}
+
+TEST(MediaOverWebSocket, AudioOnlyOpusDecodesToTheRightNumberOfSamples) {
+  TempDir dir;
+  // 3 s of 440 Hz at 48 kHz -> Opus -> WebM.
+  const auto got = StreamWebm({Fixture(dir, "a.webm",
+                                       "audiotestsrc num-buffers=150 samplesperbuffer=960 "
+                                       "freq=440 ! audio/x-raw,rate=48000 ! audioconvert ! "
+                                       "opusenc ! webmmux")},
+                              1);
+  EXPECT_NEAR(static_cast<double>(got.samples), 3.0 * media::kAnalysisRate,
+              3.0 * media::kAnalysisRate * 0.01);
+  EXPECT_TRUE(got.error_codes.empty());
+  EXPECT_TRUE(got.saw_event("audio_started"));
+  EXPECT_EQ(got.frames, 0);
+  EXPECT_NEAR(got.media["audio_seconds"].asDouble(), 3.0, 0.03);
+  EXPECT_EQ(got.media["video_frames"].asInt(), 0);
+}
+
+TEST(MediaOverWebSocket, Vp8AndOpusDeliverScaledFramesAtTheAnalysisRate) {
+  TempDir dir;
+  // 4 s of 1280x720 video at 30 fps with audio.
+  const auto got = StreamWebm(
+      {Fixture(dir, "av.webm",
+               "webmmux name=mux videotestsrc num-buffers=120 ! video/x-raw,width=1280,"
+               "height=720,framerate=30/1 ! vp8enc deadline=1 keyframe-max-dist=30 ! mux. "
+               "audiotestsrc num-buffers=200 samplesperbuffer=960 ! audio/x-raw,rate=48000 ! "
+               "audioconvert ! opusenc ! mux. mux.")},
+      2);
+  EXPECT_TRUE(got.error_codes.empty());
+  const double expected_frames = 4.0 * media::MediaConfig{}.analysis_fps;
+  EXPECT_NEAR(got.frames, expected_frames, expected_frames * 0.05 + 1);
+  EXPECT_LE(got.width, 640);
+  EXPECT_LE(got.height, 480);
+  EXPECT_NEAR(static_cast<double>(got.width) / got.height, 1280.0 / 720.0, 0.05);
+  EXPECT_NEAR(got.seconds(), 4.0, 0.04);
+  EXPECT_TRUE(got.saw_event("video_started"));
+  EXPECT_EQ(got.media["video_frames"].asInt(), got.frames);
+}
+
+TEST(MediaOverWebSocket, Vp9Decodes) {
+  TempDir dir;
+  const auto got = StreamWebm({Fixture(dir, "v9.webm",
+                                       "videotestsrc num-buffers=30 ! video/x-raw,width=320,"
+                                       "height=240,framerate=15/1 ! vp9enc deadline=1 ! webmmux")},
+                              3);
+  EXPECT_TRUE(got.error_codes.empty());
+  EXPECT_NEAR(got.frames, 2.0 * media::MediaConfig{}.analysis_fps, 2.0);
+  EXPECT_EQ(got.width, 320);
+}
+
+TEST(MediaOverWebSocket, LateJoinGetsAudioAtOnceAndVideoFromTheNextKeyframe) {
+  TempDir dir;
+  // Keyframes every 2 s but clusters every ~200 ms: most clusters start with a delta frame.
+  const std::string webm = Fixture(
+      dir, "late.webm",
+      "webmmux name=mux streamable=true min-cluster-duration=100000000 "
+      "max-cluster-duration=200000000 videotestsrc num-buffers=150 ! video/x-raw,width=320,"
+      "height=240,framerate=30/1 ! vp8enc deadline=1 keyframe-max-dist=60 ! mux. audiotestsrc "
+      "num-buffers=250 samplesperbuffer=960 ! audio/x-raw,rate=48000 ! audioconvert ! opusenc ! "
+      "mux. mux.");
+  const std::string cluster_id("\x1f\x43\xb6\x75", 4);
+  const size_t first = webm.find(cluster_id);
+  ASSERT_NE(first, std::string::npos);
+  size_t join = first;
+  for (int i = 0; i < 3; ++i) join = webm.find(cluster_id, join + 4);  // ~0.6 s in
+  ASSERT_NE(join, std::string::npos);
+  // The header (a reconnecting page resends it), then the stream from mid-GOP on.
+  const auto got = StreamWebm({webm.substr(0, first), webm.substr(join)}, 6);
+  EXPECT_TRUE(got.error_codes.empty());
+  EXPECT_TRUE(got.saw_event("waiting_for_keyframe"));
+  EXPECT_TRUE(got.saw_event("video_started"));
+  EXPECT_GT(got.media["dropped_waiting_keyframe"].asInt(), 0) << got.media.toStyledString();
+  // Audio from the join point (~4.4 s), video only from the keyframe at 2 s (~3 s of it).
+  EXPECT_NEAR(got.seconds(), 4.4, 0.35);
+  EXPECT_NEAR(got.frames, 3.0 * media::MediaConfig{}.analysis_fps, 4.0);
+}
+
+TEST(MediaOverWebSocket, TruncatedStreamDeliversWhatArrived) {
+  TempDir dir;
+  const std::string webm = Fixture(dir, "t.webm",
+                                   "audiotestsrc num-buffers=100 samplesperbuffer=960 ! "
+                                   "audio/x-raw,rate=48000 ! audioconvert ! opusenc ! webmmux");
+  const auto got = StreamWebm({webm.substr(0, webm.size() * 6 / 10)}, 7);
+  EXPECT_GT(got.seconds(), 0.8);
+  EXPECT_LT(got.seconds(), 1.4);
+  EXPECT_TRUE(got.error_codes.empty());
+}
 
 TEST(MediaOverWebSocket, BrowserRecordingInRandomChunksIsDecodedAndReported) {
   std::ifstream in(PARLEY_SOURCE_DIR "/tests/data/chromium_mediarecorder_vp8_opus.webm",
