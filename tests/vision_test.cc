@@ -1,0 +1,370 @@
+// Vision: landmark parsing, head pose, and the accuracy of every detector against synthetic
+// faces with known truth; real faces from MediaPipe (astronaut fixture) and dlib.
+#include "vision/vision.h"
+
+#include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "tests/support/face_generator.h"
+
+namespace parley::testing {
+namespace {
+
+using vision::LandmarkFrame;
+
+std::string ContractJson(const LandmarkFrame& f) {
+  std::ostringstream o;
+  o.precision(9);
+  o << R"({"t":)" << f.t_ms << R"(,"width":)" << f.width << R"(,"height":)" << f.height
+    << R"(,"landmarks":[)";
+  for (size_t i = 0; i < f.points.size(); ++i)
+    o << (i ? "," : "") << "[" << f.points[i].x << "," << f.points[i].y << "," << f.points[i].z
+      << "]";
+  o << R"(],"blendshapes":{"mouthSmileLeft":0.7,"mouthSmileRight":0.5,"notAName":0.3}})";
+  return o.str();
+}
+
+LandmarkFrame Frontal(bool irises = true) {
+  return RenderFace({}, {}, 640, 640, 480, irises);
+}
+
+TEST(LandmarkParsing, ContractJsonRoundTrips) {
+  LandmarkFrame f = Frontal();
+  f.t_ms = 1733.5;
+  vision::JsonFrameParser parser;
+  LandmarkFrame got;
+  std::string error;
+  ASSERT_TRUE(parser.Parse(ContractJson(f), &got, &error)) << error;
+  EXPECT_EQ(got.points.size(), 478u);
+  EXPECT_DOUBLE_EQ(got.t_ms, 1733.5);
+  EXPECT_EQ(got.width, 640);
+  EXPECT_NEAR(got.points[33].x, f.points[33].x, 1e-6);
+  EXPECT_TRUE(got.has_blendshapes);
+  EXPECT_FLOAT_EQ(got.blendshapes[static_cast<size_t>(vision::BlendshapeIndex("mouthSmileLeft"))],
+                  0.7f);
+}
+
+TEST(LandmarkParsing, MediaPipeResultShapeIsAccepted) {
+  const LandmarkFrame f = Frontal(false);
+  std::ostringstream o;
+  o << R"({"t":5,"width":640,"height":480,"faceLandmarks":[[)";
+  for (size_t i = 0; i < f.points.size(); ++i)
+    o << (i ? "," : "") << R"({"x":)" << f.points[i].x << R"(,"y":)" << f.points[i].y
+      << R"(,"z":)" << f.points[i].z << R"(,"visibility":0})";
+  o << R"(]],"faceBlendshapes":[{"categories":[{"index":44,"score":0.8,"categoryName":"mouthSmileLeft","displayName":""}]}]})";
+  vision::JsonFrameParser parser;
+  LandmarkFrame got;
+  std::string error;
+  ASSERT_TRUE(parser.Parse(o.str(), &got, &error)) << error;
+  EXPECT_EQ(got.points.size(), 468u);
+  EXPECT_FLOAT_EQ(got.blendshapes[44], 0.8f);
+}
+
+TEST(LandmarkParsing, NoFaceIsAnEmptyOrMissingList) {
+  vision::JsonFrameParser parser;
+  LandmarkFrame got;
+  std::string error;
+  ASSERT_TRUE(parser.Parse(R"({"t":1,"width":640,"height":480,"landmarks":[]})", &got, &error));
+  EXPECT_FALSE(got.has_face());
+  ASSERT_TRUE(parser.Parse(R"({"t":2})", &got, &error)) << error;
+  EXPECT_FALSE(got.has_face());
+}
+
+TEST(LandmarkParsing, RejectionsNameTheProblem) {
+  vision::JsonFrameParser parser;
+  LandmarkFrame got;
+  const auto reject = [&](const std::string& text) {
+    std::string error;
+    EXPECT_FALSE(parser.Parse(text, &got, &error)) << text;
+    return error;
+  };
+  std::string pts;
+  for (int i = 0; i < 100; ++i) pts += std::string(i ? "," : "") + "[0.5,0.5,0]";
+  EXPECT_NE(reject(R"({"t":1,"width":640,"height":480,"landmarks":[)" + pts + "]}")
+                .find("100 points"),
+            std::string::npos);
+  EXPECT_NE(reject(R"({"width":640,"height":480,"landmarks":[]})").find("\"t\""),
+            std::string::npos);
+  EXPECT_NE(reject(R"({"t":1,"landmarks":[[0.5,NaN,0]]})").find("not valid"), std::string::npos);
+  EXPECT_NE(reject(R"({"t":1,"width":640,"height":480,"landmarks":[[0.5,"a",0]]})"),
+            std::string());
+  EXPECT_NE(reject("[1,2,3]"), std::string());
+  EXPECT_NE(reject(R"({"t":1,"width":0,"height":480,"landmarks":[)" + pts + "]}"),
+            std::string());
+  std::string far;
+  for (int i = 0; i < 68; ++i) far += std::string(i ? "," : "") + "[5,0.5,0]";
+  EXPECT_NE(reject(R"({"t":1,"width":640,"height":480,"landmarks":[)" + far + "]}")
+                .find("landmark 0"),
+            std::string::npos);
+  EXPECT_NE(reject(R"({"t":-5})").find("non-negative"), std::string::npos);
+}
+
+TEST(LandmarkParsing, BinaryFramesRoundTripInBothEncodings) {
+  LandmarkFrame f = Frontal();
+  f.t_ms = 12345.25;
+  f.has_blendshapes = true;
+  f.blendshapes[9] = 0.25f;
+  for (auto enc : {vision::BinaryEncoding::kFloat32, vision::BinaryEncoding::kInt16}) {
+    const std::string bytes = vision::EncodeBinaryFrame(f, enc);
+    LandmarkFrame got;
+    std::string error;
+    ASSERT_TRUE(vision::ParseBinaryFrame(bytes, &got, &error)) << error;
+    EXPECT_DOUBLE_EQ(got.t_ms, f.t_ms);
+    ASSERT_EQ(got.points.size(), 478u);
+    EXPECT_NEAR(got.points[200].y, f.points[200].y, 1e-4);
+    EXPECT_FLOAT_EQ(got.blendshapes[9], 0.25f);
+  }
+}
+
+TEST(LandmarkParsing, BinaryRejectionsNameTheProblem) {
+  LandmarkFrame f = Frontal();
+  std::string bytes = vision::EncodeBinaryFrame(f);
+  LandmarkFrame got;
+  std::string error;
+  EXPECT_FALSE(vision::ParseBinaryFrame(bytes.substr(0, bytes.size() - 3), &got, &error));
+  EXPECT_NE(error.find("header"), std::string::npos) << error;
+  EXPECT_FALSE(vision::ParseBinaryFrame("PLM", &got, &error));
+  std::string wrong = bytes;
+  wrong[0] = 'X';
+  EXPECT_FALSE(vision::ParseBinaryFrame(wrong, &got, &error));
+  EXPECT_NE(error.find("magic"), std::string::npos);
+  wrong = bytes;
+  wrong[3] = 9;
+  EXPECT_FALSE(vision::ParseBinaryFrame(wrong, &got, &error));
+  EXPECT_NE(error.find("version"), std::string::npos);
+  wrong = bytes;
+  const float nan = std::nanf("");
+  std::memcpy(wrong.data() + vision::kBinaryHeaderBytes + 12 * 7, &nan, 4);
+  EXPECT_FALSE(vision::ParseBinaryFrame(wrong, &got, &error));
+  EXPECT_NE(error.find("landmark 7"), std::string::npos) << error;
+}
+
+// ---- Pose ------------------------------------------------------------------------------------
+
+TEST(HeadPose, RecoversKnownPosesOfTheCanonicalFace) {
+  vision::FeatureExtractor fresh;
+  for (double yaw : {-35.0, -10.0, 0.0, 20.0, 40.0}) {
+    for (double pitch : {-25.0, 0.0, 15.0}) {
+      for (double roll : {-15.0, 0.0, 10.0}) {
+        FacePose p;
+        p.yaw = yaw, p.pitch = pitch, p.roll = roll;
+        vision::FeatureExtractor once;
+        const auto f = once.Compute(RenderFace(p, {}, 640, 640, 480, true));
+        ASSERT_TRUE(f.face);
+        EXPECT_NEAR(f.pose.yaw_deg, yaw, 0.3) << yaw << " " << pitch << " " << roll;
+        EXPECT_NEAR(f.pose.pitch_deg, pitch, 0.3) << yaw << " " << pitch << " " << roll;
+        EXPECT_NEAR(f.pose.roll_deg, roll, 0.3) << yaw << " " << pitch << " " << roll;
+        // Refining the previous pose (warm start) lands where solving afresh does.
+        const auto warm = fresh.Compute(RenderFace(p, {}, 640, 640, 480, true));
+        EXPECT_NEAR(warm.pose.yaw_deg, f.pose.yaw_deg, 0.05);
+        EXPECT_NEAR(warm.pose.pitch_deg, f.pose.pitch_deg, 0.05);
+      }
+    }
+  }
+}
+
+TEST(HeadPose, IrisGazeAddsTheEyesToTheHead) {
+  FacePose p;
+  p.yaw = 10;
+  p.eye_yaw = 15;
+  p.eye_pitch = -10;
+  vision::FeatureExtractor x;
+  const auto f = x.Compute(RenderFace(p, {}, 640, 640, 480, true));
+  EXPECT_NEAR(f.eye_yaw_deg, 15, 1.5);
+  EXPECT_NEAR(f.eye_pitch_deg, -10, 1.5);
+  EXPECT_NEAR(f.gaze_yaw_deg, 25, 1.5);
+}
+
+TEST(Features, EyeOpennessIsPoseInvariantAndFallsWhenTheEyesClose) {
+  vision::FeatureExtractor x;
+  const double open = x.Compute(Frontal()).ear_left;
+  FacePose turned;
+  turned.yaw = 30;
+  turned.pitch = -20;
+  EXPECT_NEAR(x.Compute(RenderFace(turned, {}, 640, 640, 480, true)).ear_left, open, 0.15 * open);
+  turned.closure = 1;
+  // The generator's lower lid stays (a closed eye keeps ~35% of its EAR).
+  EXPECT_LT(x.Compute(RenderFace(turned, {}, 640, 640, 480, true)).ear_left, 0.45 * open);
+}
+
+// ---- Accuracy over many synthetic people -------------------------------------------------------
+
+struct SessionResult {
+  Match blinks, gaze;
+  double on_screen_error = 0, face_error = 0, smile_error = 0;
+  double yaw_mae = 0, pitch_mae = 0, roll_mae = 0;
+};
+
+SessionResult RunSession(const GeneratorConfig& config) {
+  const Synthetic s = GenerateSession(config);
+  vision::FaceAnalyzer analyzer(vision::VisionConfig{});
+  std::vector<vision::Event> events;
+  std::vector<vision::Features> features;
+  // Features come back in frame order; the analyzer only holds frames while calibrating.
+  vision::FeatureExtractor extractor;
+  double yaw_err = 0, pitch_err = 0, roll_err = 0;
+  int posed = 0;
+  const double t0 = s.frames.front().t_ms;
+  for (size_t i = 0; i < s.frames.size(); ++i) {
+    analyzer.Process(s.frames[i], &events);
+    const auto& f = analyzer.last_features();
+    if (f.face) {
+      yaw_err += std::abs(f.pose.yaw_deg - s.truth.frames[i].yaw);
+      pitch_err += std::abs(f.pose.pitch_deg - s.truth.frames[i].pitch);
+      roll_err += std::abs(f.pose.roll_deg - s.truth.frames[i].roll);
+      ++posed;
+    }
+  }
+  analyzer.Finish(&events);
+  const auto m = analyzer.Metrics();
+  SessionResult r;
+  std::vector<double> blinks, truth_blinks;
+  std::vector<Span> away;
+  double away_start = -1;
+  for (const auto& e : events) {
+    const double t = e.t_ms + t0;
+    if (e.type == "blink") blinks.push_back(t);
+    if (e.type == "gaze_away") away_start = t;
+    if (e.type == "gaze_back" && away_start >= 0) {
+      away.push_back({away_start, t});
+      away_start = -1;
+    }
+  }
+  for (const auto& b : s.truth.blinks) truth_blinks.push_back(b.first);
+  r.blinks = MatchTimes(blinks, truth_blinks, 150);
+  r.gaze = MatchSpans(away, s.truth.gaze_away, 0.5);
+  r.on_screen_error = std::abs(m.gaze_on_screen_ratio - s.truth.gaze_on_screen_ratio);
+  r.face_error = std::abs(m.face_visible_ratio - s.truth.face_visible_ratio);
+  r.smile_error = std::abs(m.smile_ratio - s.truth.smile_ratio);
+  r.yaw_mae = yaw_err / posed;
+  r.pitch_mae = pitch_err / posed;
+  r.roll_mae = roll_err / posed;
+  return r;
+}
+
+TEST(VisionAccuracy, DetectorsMatchTheTruthOverManySyntheticPeople) {
+  Match blinks, gaze;
+  double yaw = 0, pitch = 0, roll = 0;
+  constexpr int kSeeds = 16;
+  for (uint32_t seed = 1; seed <= kSeeds; ++seed) {
+    GeneratorConfig config;
+    config.seed = seed;
+    config.duration_s = 150;
+    const SessionResult r = RunSession(config);
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    EXPECT_LE(r.on_screen_error, 0.03);
+    EXPECT_LE(r.face_error, 0.03);
+    EXPECT_LE(r.smile_error, 0.03);
+    blinks.true_positives += r.blinks.true_positives;
+    blinks.detected += r.blinks.detected;
+    blinks.truth += r.blinks.truth;
+    gaze.true_positives += r.gaze.true_positives;
+    gaze.detected += r.gaze.detected;
+    gaze.truth += r.gaze.truth;
+    yaw += r.yaw_mae / kSeeds;
+    pitch += r.pitch_mae / kSeeds;
+    roll += r.roll_mae / kSeeds;
+    std::printf("seed %2u blink P %.3f R %.3f | gaze P %.3f R %.3f | on %.3f face %.3f smile "
+                "%.3f | mae %.2f %.2f %.2f\n",
+                seed, r.blinks.precision(), r.blinks.recall(), r.gaze.precision(),
+                r.gaze.recall(), r.on_screen_error, r.face_error, r.smile_error, r.yaw_mae,
+                r.pitch_mae, r.roll_mae);
+  }
+  EXPECT_GE(blinks.f1(), 0.95) << blinks.true_positives << "/" << blinks.detected << "/"
+                               << blinks.truth;
+  EXPECT_GE(gaze.f1(), 0.90) << gaze.true_positives << "/" << gaze.detected << "/" << gaze.truth;
+  EXPECT_LE(yaw, 3.0);
+  EXPECT_LE(pitch, 3.0);
+  EXPECT_LE(roll, 3.0);
+}
+
+// ---- Real faces ----------------------------------------------------------------------------------
+
+LandmarkFrame ReadAstronaut() {
+  std::ifstream in(PARLEY_SOURCE_DIR "/tests/data/astronaut_mediapipe_478.txt");
+  std::string line;
+  LandmarkFrame f;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream l(line);
+    if (f.width == 0) {
+      l >> f.width >> f.height;
+      continue;
+    }
+    vision::Point3 p;
+    l >> p.x >> p.y >> p.z;
+    f.points.push_back(p);
+  }
+  return f;
+}
+
+TEST(RealFaces, MediaPipeAstronautReadsAsOpenEyedFrontalAndOnScreen) {
+  const LandmarkFrame astronaut = ReadAstronaut();
+  ASSERT_EQ(astronaut.points.size(), 478u);
+  vision::FeatureExtractor x;
+  const auto f = x.Compute(astronaut);
+  ASSERT_TRUE(f.face);
+  EXPECT_LT(std::abs(f.pose.yaw_deg), 15);
+  EXPECT_LT(std::abs(f.pose.pitch_deg), 15);
+  EXPECT_LT(std::abs(f.pose.roll_deg), 15);
+  // Open eyes: close to the canonical face's openness, far above a closed eye.
+  const double open = vision::FeatureExtractor().Compute(Frontal()).ear_left;
+  EXPECT_GT(f.ear_left, 0.6 * open);
+  EXPECT_GT(f.ear_right, 0.6 * open);
+  // On screen: gaze within the default limits of straight ahead.
+  const vision::VisionConfig defaults;
+  EXPECT_LT(std::abs(f.gaze_yaw_deg), defaults.gaze_yaw_limit_deg);
+  EXPECT_LT(std::abs(f.gaze_pitch_deg), defaults.gaze_pitch_limit_deg);
+}
+
+std::shared_ptr<const vision::LandmarkerModel> Dlib() {
+  std::string error;
+  // Photos with small faces: detect on an upscaled image, as dlib's own example does.
+  vision::LandmarkerConfig config;
+  config.detect_width = 1000;
+  auto model = vision::LoadLandmarkerModel(config, &error);
+  EXPECT_TRUE(model) << error;
+  return model;
+}
+
+TEST(RealFaces, DlibFindsSixtyEightPointsOnTheAstronautAndTheExampleFaces) {
+  const auto model = Dlib();
+  ASSERT_TRUE(model);
+  std::vector<std::string> files = {"/usr/lib/python3/dist-packages/skimage/data/astronaut.png"};
+  for (const auto& e :
+       std::filesystem::directory_iterator("/usr/share/doc/libdlib19.1/examples/faces"))
+    if (e.path().extension() == ".jpg") files.push_back(e.path());
+  ASSERT_GE(files.size(), 4u);
+  int found = 0;
+  for (const auto& file : files) {
+    const cv::Mat image = cv::imread(file, cv::IMREAD_COLOR);
+    ASSERT_FALSE(image.empty()) << file;
+    vision::Landmarker lm(model);
+    const LandmarkFrame f =
+        lm.Detect(0, image.cols, image.rows, static_cast<int>(image.step), image.data);
+    if (file.find("dogs") != std::string::npos) {  // dlib's own negative example
+      EXPECT_TRUE(f.points.empty()) << "a human face found among dogs";
+      continue;
+    }
+    EXPECT_EQ(f.points.size(), 68u) << file;
+    if (f.points.size() == 68) ++found;
+    if (file.find("astronaut") != std::string::npos) {
+      ASSERT_EQ(f.points.size(), 68u);
+      vision::FeatureExtractor x;
+      const auto feat = x.Compute(f);
+      EXPECT_TRUE(feat.face);
+      EXPECT_LT(std::abs(feat.pose.yaw_deg), 20);
+      EXPECT_FALSE(feat.has_iris);
+      EXPECT_GT(feat.ear_left, 0.15);
+    }
+  }
+  EXPECT_EQ(found, static_cast<int>(files.size()) - 1);
+}
+
+}  // namespace
+}  // namespace parley::testing
