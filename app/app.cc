@@ -11,6 +11,7 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
     : config(std::move(c)),
       log(l),
       pool(config.workers, metrics),
+      vision_pool(config.vision_workers, metrics),
       registry(config.sessions, pool, log, metrics),
       static_files(config.web_root) {
   registry.SetEmitter(
@@ -20,6 +21,14 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
         for (const auto id : conns) server->Send(id, signaling::OutMessage{false, text, droppable});
       });
   AttachMedia();
+  registry.AddCreateHook([this](const std::shared_ptr<Session>& s) { AttachVision(s); });
+  registry.AddEndHook([this](Session& s) { EndVision(s); });
+  // The dlib model (~100 MB, ~1 s) loads when the first video session starts, not at boot.
+  registry.AddStartHook([this](Session&, const StartParams& p, std::string*) {
+    if (p.media == "webm" && config.server_landmarks)
+      vision_pool.TrySubmit([this] { LandmarkerModel(); });
+    return true;
+  });
   registry.SetLiveCallback([this](Session& s) {
     // Runs on the service thread: the store write goes to a worker.
     auto session = registry.Find(s.id());
@@ -126,6 +135,7 @@ void App::Shutdown() {
   Impl& s = *impl_;
   if (s.shut_down.exchange(true)) return;
   if (!s.server) {
+    s.vision_pool.Shutdown();
     s.pool.Shutdown();
     if (s.store) s.store->Close();
     return;
@@ -142,6 +152,7 @@ void App::Shutdown() {
   s.server->CloseAll(signaling::kCloseGoingAway, "server shutting down",
                      std::min(left, std::chrono::milliseconds(2000)));
   s.server->Stop();
+  s.vision_pool.Shutdown();
   s.pool.Shutdown();
   // One last chance for spooled writes; what remains is replayed by the next process.
   const size_t spooled = s.store->ReplayNow();

@@ -20,6 +20,7 @@
 #include "app/session.h"
 #include "core/core.h"
 #include "media/media.h"
+#include "vision/vision.h"
 #include "signaling/signaling.h"
 #include "store/store.h"
 
@@ -31,6 +32,11 @@ struct AppConfig {
   core::WorkerPoolConfig workers;
   SessionConfig sessions;
   media::MediaConfig media;
+  vision::VisionConfig vision;
+  // Server-side landmarks (dlib) for sessions that send video but no landmarks.
+  bool server_landmarks = true;
+  vision::LandmarkerConfig landmarker;
+  core::WorkerPoolConfig vision_workers{.name = "vision", .threads = 2, .queue_capacity = 64};
   std::string log_level = "info";
   std::string data_dir = "./data";
   std::string web_root;      // default: the checkout's web/

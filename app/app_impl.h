@@ -86,6 +86,18 @@ struct App::Impl final : signaling::Handler {
   std::mutex media_mu;
   std::unordered_map<std::string, MediaState> media_states;
 
+  // vision_glue.cc: landmark frames (client JSON/binary, or dlib on decoded video) → the
+  // session's FaceAnalyzer on a worker, one frame at a time per session, in order.
+  struct VisionState;
+  void AttachVision(const std::shared_ptr<Session>& session);
+  void EndVision(Session& s);  // worker: drains, then adds the vision metrics to the report
+  std::shared_ptr<const vision::LandmarkerModel> LandmarkerModel();  // loads once
+  std::mutex vision_mu;
+  std::unordered_map<std::string, std::shared_ptr<VisionState>> vision_states;
+  std::mutex landmarker_mu;  // held while the model loads (~1 s): not vision_mu
+  std::shared_ptr<const vision::LandmarkerModel> landmarker_model;
+  std::string landmarker_error;  // why it could not load (then server landmarks are off)
+
   // Lifecycle glue (app.cc).
   bool PersistSession(const Session& s);
   // Builds and stores the report and the final session document; true when both are safe.
@@ -114,6 +126,7 @@ struct App::Impl final : signaling::Handler {
   core::Logger& log;
   core::Metrics metrics;
   core::WorkerPool pool;
+  core::WorkerPool vision_pool;  // server-side landmarks: slow, kept off the general pool
   std::optional<personas::Catalog> personas;
   std::unique_ptr<store::Store> store;
   SessionRegistry registry;

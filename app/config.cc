@@ -49,6 +49,9 @@ std::vector<std::string> AppConfig::Validate() const {
   check("workers", workers.Validate());
   check("sessions", sessions.Validate());
   check("media", media.Validate());
+  check("vision", vision.Validate());
+  check("vision workers", vision_workers.Validate());
+  if (server_landmarks) check("server landmarks", landmarker.Validate());
   if (!core::ParseLogLevel(log_level))
     problems.push_back("--log-level must be one of debug, info, warn, error (got '" + log_level +
                        "')");
@@ -214,6 +217,46 @@ std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
       ->envname("PARLEY_MEDIA_BACKLOG_KIB")
       ->capture_default_str()
       ->group("Media");
+
+  cli.add_option("--calibration-s", c.vision.calibration_s,
+                 "Seconds of face a person is calibrated on before vision events are trusted")
+      ->envname("PARLEY_CALIBRATION_S")
+      ->capture_default_str()
+      ->group("Vision");
+  cli.add_option("--gaze-yaw-limit", c.vision.gaze_yaw_limit_deg,
+                 "Degrees left/right of a person's usual gaze beyond which they look away")
+      ->envname("PARLEY_GAZE_YAW_LIMIT")
+      ->capture_default_str()
+      ->group("Vision");
+  cli.add_option("--gaze-pitch-limit", c.vision.gaze_pitch_limit_deg,
+                 "Degrees up/down of a person's usual gaze beyond which they look away")
+      ->envname("PARLEY_GAZE_PITCH_LIMIT")
+      ->capture_default_str()
+      ->group("Vision");
+  cli.add_option("--server-landmarks", c.server_landmarks,
+                 "Find landmarks with dlib in the video of sessions that send none")
+      ->envname("PARLEY_SERVER_LANDMARKS")
+      ->capture_default_str()
+      ->group("Vision");
+  cli.add_option("--dlib-model", c.landmarker.shape_model,
+                 "dlib 68-point shape predictor (Debian package libdlib-data)")
+      ->envname("PARLEY_DLIB_MODEL")
+      ->capture_default_str()
+      ->group("Vision");
+  cli.add_option("--landmark-detect-width", c.landmarker.detect_width,
+                 "Width video is scaled to for face detection")
+      ->envname("PARLEY_LANDMARK_DETECT_WIDTH")
+      ->capture_default_str()
+      ->group("Vision");
+  cli.add_option("--landmark-redetect-every", c.landmarker.redetect_every,
+                 "Frames between full face detections (tracked in between)")
+      ->envname("PARLEY_LANDMARK_REDETECT_EVERY")
+      ->capture_default_str()
+      ->group("Vision");
+  cli.add_option("--vision-threads", c.vision_workers.threads, "Threads for server-side landmarks")
+      ->envname("PARLEY_VISION_THREADS")
+      ->capture_default_str()
+      ->group("Vision");
 
   cli.add_option("--jwt-secret-key", c.auth.jwt_secret_key,
                  "HS256 secret for bearer tokens; unset = development mode (one local user)")

@@ -310,12 +310,23 @@ void SessionRegistry::SetEmitter(Session::Emitter emitter) {
   emitter_ = std::move(emitter);
 }
 
+void SessionRegistry::AddCreateHook(std::function<void(const std::shared_ptr<Session>&)> hook) {
+  const std::lock_guard lock(mu_);
+  create_hooks_.push_back(std::move(hook));
+}
+
 std::shared_ptr<Session> SessionRegistry::Create(const std::string& user_id,
                                                  const std::string& persona_id) {
-  const std::lock_guard lock(mu_);
-  if (sessions_.size() >= static_cast<size_t>(config_.max_sessions)) return nullptr;
-  auto s = std::make_shared<Session>(NewSessionId(), user_id, persona_id, emitter_);
-  sessions_[s->id()] = s;
+  std::shared_ptr<Session> s;
+  std::vector<std::function<void(const std::shared_ptr<Session>&)>> hooks;
+  {
+    const std::lock_guard lock(mu_);
+    if (sessions_.size() >= static_cast<size_t>(config_.max_sessions)) return nullptr;
+    s = std::make_shared<Session>(NewSessionId(), user_id, persona_id, emitter_);
+    sessions_[s->id()] = s;
+    hooks = create_hooks_;
+  }
+  for (const auto& hook : hooks) hook(s);
   metrics_.GetCounter("parley_sessions_created_total", "Sessions created").Add();
   log_.Info("session created",
             {{"session_id", s->id()}, {"user_id", user_id}, {"persona_id", persona_id}});

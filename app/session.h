@@ -185,6 +185,8 @@ class SessionRegistry {
                   core::Metrics& metrics);
   ~SessionRegistry();  // stops the expiry thread; does not end sessions (see EndAll)
 
+  // Runs right after a session is created (attach sinks and consumers), on the caller's thread.
+  void AddCreateHook(std::function<void(const std::shared_ptr<Session>&)> hook);
   void AddEndHook(EndHook hook);
   void AddStartHook(StartHook hook);
   void AddStopHook(StopHook hook);
@@ -231,6 +233,7 @@ class SessionRegistry {
   static constexpr size_t kMaxTombstones = 100'000;
   std::unordered_map<std::string, std::string> tombstones_;  // id -> user, for 410 answers
   std::deque<std::string> tombstone_order_;
+  std::vector<std::function<void(const std::shared_ptr<Session>&)>> create_hooks_;
   std::vector<EndHook> end_hooks_;
   std::vector<StartHook> start_hooks_;
   std::vector<StopHook> stop_hooks_;

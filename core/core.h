@@ -133,6 +133,7 @@ class Metrics {
 // I/O, ASR, TTS, LLM calls, file reads) so that the WebSocket service thread never does.
 
 struct WorkerPoolConfig {
+  std::string name = "general";  // the "pool" label of its metrics
   int threads = 4;
   size_t queue_capacity = 4096;
   // Empty when valid; otherwise says what is wrong.

@@ -12,9 +12,12 @@ std::string WorkerPoolConfig::Validate() const {
 WorkerPool::WorkerPool(const WorkerPoolConfig& config, Metrics& metrics)
     : capacity_(config.queue_capacity),
       rejected_(metrics.GetCounter("parley_worker_tasks_rejected_total",
-                                   "Tasks refused because the worker queue was full")),
-      executed_(metrics.GetCounter("parley_worker_tasks_total", "Tasks run by the worker pool")) {
-  metrics.AddGaugeCallback("parley_worker_queue_depth", "Tasks waiting for a worker thread", {},
+                                   "Tasks refused because the worker queue was full",
+                                   {{"pool", config.name}})),
+      executed_(metrics.GetCounter("parley_worker_tasks_total", "Tasks run by the worker pool",
+                                   {{"pool", config.name}})) {
+  metrics.AddGaugeCallback("parley_worker_queue_depth", "Tasks waiting for a worker thread",
+                           {{"pool", config.name}},
                            [this] { return static_cast<double>(QueueDepth()); });
   threads_.reserve(static_cast<size_t>(config.threads));
   for (int i = 0; i < config.threads; ++i) threads_.emplace_back([this] { Run(); });

@@ -9,11 +9,12 @@ PARLEY_RUN_PACKAGES=(
   libwebsockets-dev libjwt-dev libjsoncpp-dev libcli11-dev uuid-dev libmongoc-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good
+  libsimdjson-dev libopencv-dev libdlib-dev libdlib-data liblapack-dev libblas-dev
 )
 # Extra packages for the test suite and benchmarks.
 PARLEY_TEST_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libcurl4-openssl-dev libopus-dev
-  pocketsphinx-testdata
+  pocketsphinx-testdata python3-skimage libdlib19.1
 )
 
 as_root() {

@@ -34,7 +34,7 @@ TEST(Metrics, CounterReferencesStayValidAcrossNewSeries) {
 
 TEST(WorkerPool, RejectsWhenQueueIsFullAndRunsEverythingQueuedAtShutdown) {
   Metrics m;
-  WorkerPool pool({1, 2}, m);
+  WorkerPool pool({.threads = 1, .queue_capacity = 2}, m);
   std::promise<void> release;
   auto gate = release.get_future().share();
   std::atomic<int> ran{0};
@@ -47,7 +47,7 @@ TEST(WorkerPool, RejectsWhenQueueIsFullAndRunsEverythingQueuedAtShutdown) {
   EXPECT_TRUE(pool.TrySubmit([&ran] { ++ran; }));
   EXPECT_TRUE(pool.TrySubmit([&ran] { ++ran; }));
   EXPECT_FALSE(pool.TrySubmit([&ran] { ++ran; }));  // capacity 2
-  EXPECT_EQ(m.Read("parley_worker_tasks_rejected_total"), 1.0);
+  EXPECT_EQ(m.Read("parley_worker_tasks_rejected_total", {{"pool", "general"}}), 1.0);
   release.set_value();
   pool.Shutdown();
   EXPECT_EQ(ran.load(), 3);

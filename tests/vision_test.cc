@@ -3,12 +3,14 @@
 #include "vision/vision.h"
 
 #include <gtest/gtest.h>
-#include <opencv2/imgcodecs.hpp>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
+#include <opencv2/imgcodecs.hpp>
 #include <sstream>
+#include <thread>
 
 #include "tests/support/face_generator.h"
 
@@ -29,9 +31,7 @@ std::string ContractJson(const LandmarkFrame& f) {
   return o.str();
 }
 
-LandmarkFrame Frontal(bool irises = true) {
-  return RenderFace({}, {}, 640, 640, 480, irises);
-}
+LandmarkFrame Frontal(bool irises = true) { return RenderFace({}, {}, 640, 640, 480, irises); }
 
 TEST(LandmarkParsing, ContractJsonRoundTrips) {
   LandmarkFrame f = Frontal();
@@ -54,8 +54,8 @@ TEST(LandmarkParsing, MediaPipeResultShapeIsAccepted) {
   std::ostringstream o;
   o << R"({"t":5,"width":640,"height":480,"faceLandmarks":[[)";
   for (size_t i = 0; i < f.points.size(); ++i)
-    o << (i ? "," : "") << R"({"x":)" << f.points[i].x << R"(,"y":)" << f.points[i].y
-      << R"(,"z":)" << f.points[i].z << R"(,"visibility":0})";
+    o << (i ? "," : "") << R"({"x":)" << f.points[i].x << R"(,"y":)" << f.points[i].y << R"(,"z":)"
+      << f.points[i].z << R"(,"visibility":0})";
   o << R"(]],"faceBlendshapes":[{"categories":[{"index":44,"score":0.8,"categoryName":"mouthSmileLeft","displayName":""}]}]})";
   vision::JsonFrameParser parser;
   LandmarkFrame got;
@@ -85,22 +85,20 @@ TEST(LandmarkParsing, RejectionsNameTheProblem) {
   };
   std::string pts;
   for (int i = 0; i < 100; ++i) pts += std::string(i ? "," : "") + "[0.5,0.5,0]";
-  EXPECT_NE(reject(R"({"t":1,"width":640,"height":480,"landmarks":[)" + pts + "]}")
-                .find("100 points"),
-            std::string::npos);
+  EXPECT_NE(
+      reject(R"({"t":1,"width":640,"height":480,"landmarks":[)" + pts + "]}").find("100 points"),
+      std::string::npos);
   EXPECT_NE(reject(R"({"width":640,"height":480,"landmarks":[]})").find("\"t\""),
             std::string::npos);
   EXPECT_NE(reject(R"({"t":1,"landmarks":[[0.5,NaN,0]]})").find("not valid"), std::string::npos);
-  EXPECT_NE(reject(R"({"t":1,"width":640,"height":480,"landmarks":[[0.5,"a",0]]})"),
-            std::string());
+  EXPECT_NE(reject(R"({"t":1,"width":640,"height":480,"landmarks":[[0.5,"a",0]]})"), std::string());
   EXPECT_NE(reject("[1,2,3]"), std::string());
-  EXPECT_NE(reject(R"({"t":1,"width":0,"height":480,"landmarks":[)" + pts + "]}"),
-            std::string());
+  EXPECT_NE(reject(R"({"t":1,"width":0,"height":480,"landmarks":[)" + pts + "]}"), std::string());
   std::string far;
   for (int i = 0; i < 68; ++i) far += std::string(i ? "," : "") + "[5,0.5,0]";
-  EXPECT_NE(reject(R"({"t":1,"width":640,"height":480,"landmarks":[)" + far + "]}")
-                .find("landmark 0"),
-            std::string::npos);
+  EXPECT_NE(
+      reject(R"({"t":1,"width":640,"height":480,"landmarks":[)" + far + "]}").find("landmark 0"),
+      std::string::npos);
   EXPECT_NE(reject(R"({"t":-5})").find("non-negative"), std::string::npos);
 }
 
@@ -269,11 +267,11 @@ TEST(VisionAccuracy, DetectorsMatchTheTruthOverManySyntheticPeople) {
     yaw += r.yaw_mae / kSeeds;
     pitch += r.pitch_mae / kSeeds;
     roll += r.roll_mae / kSeeds;
-    std::printf("seed %2u blink P %.3f R %.3f | gaze P %.3f R %.3f | on %.3f face %.3f smile "
-                "%.3f | mae %.2f %.2f %.2f\n",
-                seed, r.blinks.precision(), r.blinks.recall(), r.gaze.precision(),
-                r.gaze.recall(), r.on_screen_error, r.face_error, r.smile_error, r.yaw_mae,
-                r.pitch_mae, r.roll_mae);
+    std::printf(
+        "seed %2u blink P %.3f R %.3f | gaze P %.3f R %.3f | on %.3f face %.3f smile "
+        "%.3f | mae %.2f %.2f %.2f\n",
+        seed, r.blinks.precision(), r.blinks.recall(), r.gaze.precision(), r.gaze.recall(),
+        r.on_screen_error, r.face_error, r.smile_error, r.yaw_mae, r.pitch_mae, r.roll_mae);
   }
   EXPECT_GE(blinks.f1(), 0.95) << blinks.true_positives << "/" << blinks.detected << "/"
                                << blinks.truth;
@@ -283,7 +281,8 @@ TEST(VisionAccuracy, DetectorsMatchTheTruthOverManySyntheticPeople) {
   EXPECT_LE(roll, 3.0);
 }
 
-// ---- Real faces ----------------------------------------------------------------------------------
+// ---- Real faces
+// ----------------------------------------------------------------------------------
 
 LandmarkFrame ReadAstronaut() {
   std::ifstream in(PARLEY_SOURCE_DIR "/tests/data/astronaut_mediapipe_478.txt");
@@ -364,6 +363,194 @@ TEST(RealFaces, DlibFindsSixtyEightPointsOnTheAstronautAndTheExampleFaces) {
     }
   }
   EXPECT_EQ(found, static_cast<int>(files.size()) - 1);
+}
+
+}  // namespace
+}  // namespace parley::testing
+
+// ---- Through the real server
+// ----------------------------------------------------------------------
+
+#include "tests/support/test_server.h"
+
+namespace parley::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Contract JSON for a synthetic frame (no blendshapes: geometry decides smiles).
+std::string FrameJson(const LandmarkFrame& f) {
+  std::ostringstream o;
+  o.precision(7);
+  o << R"({"t":)" << std::fixed << std::setprecision(3) << f.t_ms << std::defaultfloat
+    << std::setprecision(6) << R"(,"width":)" << f.width << R"(,"height":)" << f.height
+    << R"(,"landmarks":[)";
+  for (size_t i = 0; i < f.points.size(); ++i)
+    o << (i ? "," : "") << "[" << f.points[i].x << "," << f.points[i].y << "," << f.points[i].z
+      << "]";
+  o << "]}";
+  return o.str();
+}
+
+// Collects every JSON message until `done` says stop or nothing arrives for `quiet`.
+std::vector<Json::Value> Drain(WsClient& ws, std::chrono::milliseconds quiet = 1500ms) {
+  std::vector<Json::Value> out;
+  while (auto m = ws.ReceiveJson(quiet)) out.push_back(*m);
+  return out;
+}
+
+int Count(const std::vector<Json::Value>& msgs, const std::string& type) {
+  return static_cast<int>(std::count_if(msgs.begin(), msgs.end(),
+                                        [&](const Json::Value& m) { return m["type"] == type; }));
+}
+
+TEST(VisionOverWebSocket, LandmarkStreamGivesEventsScoresAndReportMetrics) {
+  GeneratorConfig config;
+  config.seed = 42;
+  config.duration_s = 40;
+  config.no_face = false;
+  const Synthetic synth = GenerateSession(config);
+  TestServer s([](app::AppConfig& c) {
+    c.server.max_messages_per_s = 2000;
+    c.server.message_burst = 4000;
+  });
+  WsHub hub;
+  const std::string id = s.CreateSession("alice");
+  auto ws = s.Join(hub, "landmarks", id, "alice");
+  ASSERT_EQ(ws->state(), WsClient::State::kOpen);
+  // Six times faster than real time: the session clock follows the frames' t.
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < synth.frames.size(); ++i) {
+    std::this_thread::sleep_until(
+        t0 + std::chrono::microseconds(static_cast<int64_t>(synth.frames[i].t_ms * 1000 / 6)));
+    ws->SendText(FrameJson(synth.frames[i]));
+  }
+  const auto msgs = Drain(*ws);
+  EXPECT_EQ(Count(msgs, "error"), 0);
+  EXPECT_GE(Count(msgs, "scores"), 25);  // about one per second of frame time
+  EXPECT_NEAR(Count(msgs, "blink"), static_cast<int>(synth.truth.blinks.size()),
+              std::max<size_t>(2, synth.truth.blinks.size() / 10));
+  EXPECT_EQ(Count(msgs, "gaze_away"), static_cast<int>(synth.truth.gaze_away.size()));
+  for (const auto& m : msgs) {
+    if (m["type"] == "scores") {
+      EXPECT_TRUE(m["scores"]["gaze"].isNumeric());
+      EXPECT_TRUE(m["head_pose_deg"]["yaw"].isNumeric());
+    }
+    if (m["type"] == "blink") {
+      EXPECT_TRUE(m["t"].isInt64());
+      EXPECT_GT(m["duration_ms"].asDouble(), 50);
+    }
+  }
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  const Json::Value r =
+      Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
+  const Json::Value& m = r["metrics"];
+  EXPECT_NEAR(m["gaze_on_screen_ratio"].asDouble(), synth.truth.gaze_on_screen_ratio, 0.03);
+  EXPECT_NEAR(m["face_visible_ratio"].asDouble(), 1.0, 0.01);
+  EXPECT_NEAR(m["smile_ratio"].asDouble(), synth.truth.smile_ratio, 0.03);
+  EXPECT_TRUE(m["head_pose_deg"]["yaw"]["std"].isDouble());
+  EXPECT_TRUE(m["posture"]["tilt_deg"].isDouble());
+  EXPECT_EQ(m["vision"]["client_frames"].asUInt64(), synth.frames.size());
+  EXPECT_FALSE(m["vision"]["gaze_from_head_only"].asBool());
+  EXPECT_TRUE(r["feedback"]["gaze_stability"].isNumeric());
+  EXPECT_TRUE(r["feedback"]["blinking"].isNumeric());
+  // Per-second samples on the timeline, and the events with session-clock times.
+  EXPECT_GE(r["timeline"].size(), 25u);
+  EXPECT_TRUE(r["timeline"][10]["gaze_on_screen_ratio"].isNumeric());
+  int blinks = 0;
+  for (const auto& e : r["events"]) blinks += e["type"] == "blink";
+  EXPECT_EQ(blinks, m["blinks"].asInt());
+}
+
+TEST(VisionOverWebSocket, BinaryFramesOnThePracticeEndpointAreAnalysed) {
+  GeneratorConfig config;
+  config.seed = 3;
+  config.duration_s = 8;
+  const Synthetic synth = GenerateSession(config);
+  TestServer s([](app::AppConfig& c) {
+    c.server.max_messages_per_s = 2000;
+    c.server.message_burst = 4000;
+  });
+  WsHub hub;
+  const std::string id = s.CreateSession("alice");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  // Ten times real time (a client far faster than the analysis would see frames dropped).
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const auto& f : synth.frames) {
+    std::this_thread::sleep_until(t0 +
+                                  std::chrono::microseconds(static_cast<int64_t>(f.t_ms * 100)));
+    ws->SendBinary("\x03" + vision::EncodeBinaryFrame(f, vision::BinaryEncoding::kInt16));
+  }
+  const auto msgs = Drain(*ws);
+  EXPECT_EQ(Count(msgs, "error"), 0);
+  EXPECT_GE(Count(msgs, "scores"), 5);
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  const Json::Value r =
+      Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
+  EXPECT_EQ(r["metrics"]["vision"]["client_frames"].asUInt64(), synth.frames.size());
+  EXPECT_TRUE(r["metrics"]["blinks"].isInt());
+}
+
+TEST(VisionOverWebSocket, BadAndLateFramesAreErrorsThatNameTheProblem) {
+  TestServer s;
+  WsHub hub;
+  const std::string id = s.CreateSession("alice");
+  auto ws = s.Join(hub, "landmarks", id, "alice");
+  const LandmarkFrame f = Frontal();
+  LandmarkFrame a = f, b = f;
+  a.t_ms = 1000;
+  b.t_ms = 900;  // goes back in time
+  ws->SendText(FrameJson(a));
+  ws->SendText(FrameJson(b));
+  auto late = ws->ReceiveType("error");
+  ASSERT_TRUE(late);
+  EXPECT_EQ((*late)["error"]["code"], "late_frame");
+  ws->SendText(R"({"t":2000,"width":640,"height":480,"landmarks":[[0.5,0.5,0]]})");
+  auto bad = ws->ReceiveType("error");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ((*bad)["error"]["code"], "bad_landmarks");
+  EXPECT_NE((*bad)["error"]["message"].asString().find("1 points"), std::string::npos);
+  ws->SendBinary(std::string("\x03PLM\x01", 5));
+  auto short_bin = ws->ReceiveType("error", 3s);
+  // Same code within a second is throttled; either way the connection lives on.
+  ws->SendText(R"({"type":"ping"})");
+  EXPECT_TRUE(ws->ReceiveType("pong"));
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  const Json::Value r =
+      Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
+  EXPECT_EQ(r["metrics"]["vision"]["late_frames"].asInt(), 1);
+  EXPECT_EQ(r["metrics"]["vision"]["rejected_frames"].asInt(), 2);
+  (void)short_bin;
+}
+
+TEST(VisionOverWebSocket, VideoWithoutLandmarksIsAnalysedOnTheServer) {
+  // Chromium's MediaRecorder filming the astronaut photo: dlib finds the face server-side.
+  std::ifstream in(PARLEY_SOURCE_DIR "/tests/data/chromium_mediarecorder_vp8_opus.webm",
+                   std::ios::binary);
+  const std::string webm((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  TestServer s;
+  WsHub hub;
+  const std::string id = s.CreateSession("alice");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  ws->SendText(R"({"type":"start","media":"webm"})");
+  ASSERT_TRUE(ws->ReceiveType("started"));
+  // Twice real time (the recording is 396 KB over 5.7 s).
+  const auto t0 = std::chrono::steady_clock::now();
+  const size_t chunk = 16000;
+  for (size_t off = 0, i = 0; off < webm.size(); off += chunk, ++i) {
+    std::this_thread::sleep_until(t0 + i * 115ms);
+    ws->SendBinary("\x01" + webm.substr(off, chunk));
+  }
+  std::this_thread::sleep_for(1500ms);
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  const Json::Value r =
+      Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
+  const Json::Value& v = r["metrics"]["vision"];
+  EXPECT_GT(v["server_frames"].asInt(), 10) << r["metrics"].toStyledString();
+  EXPECT_EQ(v["client_frames"].asInt(), 0);
+  EXPECT_TRUE(v["gaze_from_head_only"].asBool());
+  EXPECT_GT(r["metrics"]["face_visible_ratio"].asDouble(), 0.8);
+  EXPECT_LT(std::abs(r["metrics"]["head_pose_deg"]["yaw"]["mean"].asDouble()), 20);
 }
 
 }  // namespace

@@ -67,8 +67,7 @@ struct Bucket {  // one second of frame time, for live scores
 }  // namespace
 
 std::string VisionConfig::Validate() const {
-  if (!(calibration_s >= 0.5 && calibration_s <= 60))
-    return "vision calibration must be 0.5..60 s";
+  if (!(calibration_s >= 0.5 && calibration_s <= 60)) return "vision calibration must be 0.5..60 s";
   if (!(gaze_yaw_limit_deg > 2 && gaze_yaw_limit_deg < 60 && gaze_pitch_limit_deg > 2 &&
         gaze_pitch_limit_deg < 60))
     return "gaze limits must be 2..60 degrees";
@@ -88,8 +87,8 @@ struct FaceAnalyzer::State {
 
   // Clock.
   bool started = false;
-  double t0 = 0;        // client t of the first frame
-  double prev_t = 0;    // analysis clock of the previous frame
+  double t0 = 0;      // client t of the first frame
+  double prev_t = 0;  // analysis clock of the previous frame
   bool prev_face = false;
   bool have_prev = false;
 
@@ -245,7 +244,8 @@ struct FaceAnalyzer::State {
     const double dy = std::abs(f.gaze_yaw_deg - gaze_c_yaw);
     const double dp = std::abs(f.gaze_pitch_deg - gaze_c_pitch);
     const bool off = dy > config.gaze_yaw_limit_deg || dp > config.gaze_pitch_limit_deg;
-    const bool back = dy < 0.8 * config.gaze_yaw_limit_deg && dp < 0.8 * config.gaze_pitch_limit_deg;
+    const bool back =
+        dy < 0.8 * config.gaze_yaw_limit_deg && dp < 0.8 * config.gaze_pitch_limit_deg;
     if (gaze == Gaze::kOn && off) {
       gaze = Gaze::kMaybeOff;
       gaze_off_since = t;
@@ -351,8 +351,7 @@ void FaceAnalyzer::Process(const LandmarkFrame& frame, std::vector<Event>* event
   if (s.last.face && !s.pending.empty() && s.pending.back().second.face)
     s.calib_face_ms += std::min(t - s.pending.back().first, kMaxIntervalMs);
   s.pending.emplace_back(t, s.last);
-  if (s.calib_face_ms >= s.config.calibration_s * 1000 ||
-      s.pending.size() >= kMaxCalibrationFrames)
+  if (s.calib_face_ms >= s.config.calibration_s * 1000 || s.pending.size() >= kMaxCalibrationFrames)
     s.Calibrate(events);
 }
 
@@ -407,7 +406,9 @@ SessionMetrics FaceAnalyzer::Metrics() const {
   const double on = s.on_ms + (s.gaze == State::Gaze::kMaybeOff ? s.gaze_pending_ms : 0);
   m.gaze_on_screen_ratio = s.face_ms > 0 ? on / s.face_ms : 0;
   m.smile_ratio = s.face_ms > 0 ? s.smile_ms / s.face_ms : 0;
-  m.face_visible_ratio = s.total_ms > 0 ? s.face_ms / s.total_ms : 0;
+  m.face_visible_ratio = s.total_ms > 0 ? s.face_ms / s.total_ms
+                         : s.frames > 0 ? static_cast<double>(s.face_frames) / s.frames
+                                        : 0;
   const double n = static_cast<double>(s.posture_frames);
   AxisStats* axes[3] = {&m.yaw, &m.pitch, &m.roll};
   for (int i = 0; i < 3; ++i) {

@@ -7,10 +7,9 @@
 // solvers; bench/vision_bench), more than the whole per-frame budget of a 150,000 frames/s
 // binary path; a warm-started 6-parameter refinement on 20 points costs ~1–2 µs and lands on the
 // same minimum (tests compare it with cv::solvePnP).
+#include <cmath>
 #include <opencv2/calib3d.hpp>
 #include <opencv2/core.hpp>
-
-#include <cmath>
 #include <sstream>
 
 #include "vision/vision.h"
@@ -33,9 +32,9 @@ constexpr double kCanonicalEyeWidthCm = 2.59;
 
 // Indices of one landmark layout (MediaPipe 468/478 or dlib 68).
 struct Layout {
-  std::vector<int> pose_points;  // into the frame
-  std::vector<int> pose_model;   // the same points in the canonical face
-  int right_outer, right_inner, left_outer, left_inner;  // eye corners (person's right/left)
+  std::vector<int> pose_points;                            // into the frame
+  std::vector<int> pose_model;                             // the same points in the canonical face
+  int right_outer, right_inner, left_outer, left_inner;    // eye corners (person's right/left)
   std::vector<std::pair<int, int>> right_lids, left_lids;  // (upper, lower) pairs
   int mouth_right, mouth_left, lip_upper, lip_lower;
   int iris_right = -1, iris_left = -1;
@@ -45,8 +44,8 @@ const Layout& MediaPipeLayout() {
   static const Layout layout = [] {
     Layout l;
     // Points that do not move with expressions: eye corners, nose, forehead, face sides.
-    l.pose_points = {33, 133, 362, 263, 168, 6, 197, 195, 5, 4, 1, 98, 327, 10, 151, 9, 234, 454,
-                     127, 356};
+    l.pose_points = {33, 133, 362, 263, 168, 6, 197, 195, 5,   4,
+                     1,  98,  327, 10,  151, 9, 234, 454, 127, 356};
     l.pose_model = l.pose_points;
     l.right_outer = 33, l.right_inner = 133, l.left_outer = 263, l.left_inner = 362;
     l.right_lids = {{161, 163}, {160, 144}, {159, 145}, {158, 153}, {157, 154}};
@@ -278,8 +277,7 @@ Features FeatureExtractor::Compute(const LandmarkFrame& frame) {
   Features out;
   State& s = *state_;
   const Layout* layout = LayoutFor(frame.points.size());
-  if (layout == nullptr || frame.width <= 0 || frame.height <= 0 ||
-      CanonicalFace().size() != 468) {
+  if (layout == nullptr || frame.width <= 0 || frame.height <= 0 || CanonicalFace().size() != 468) {
     s.has_pose = false;
     return out;
   }
@@ -353,7 +351,8 @@ Features FeatureExtractor::Compute(const LandmarkFrame& frame) {
     e.width = cv::norm(a - b);
     e.centre = 0.5 * (a + b);
     double open = 0;
-    for (const auto& [up, low] : lids) open += cv::norm(on_plane(anchor, up) - on_plane(anchor, low));
+    for (const auto& [up, low] : lids)
+      open += cv::norm(on_plane(anchor, up) - on_plane(anchor, low));
     e.ear = e.width > 1e-9 ? open / static_cast<double>(lids.size()) / e.width : 0;
     return e;
   };
@@ -365,8 +364,8 @@ Features FeatureExtractor::Compute(const LandmarkFrame& frame) {
   if (layout->iris_right >= 0) {
     out.has_iris = true;
     double yaw = 0, pitch = 0;
-    for (const auto& [anchor, eye_result, iris] :
-         {std::tuple{right_eye, re, layout->iris_right}, std::tuple{left_eye, le, layout->iris_left}}) {
+    for (const auto& [anchor, eye_result, iris] : {std::tuple{right_eye, re, layout->iris_right},
+                                                   std::tuple{left_eye, le, layout->iris_left}}) {
       const cv::Vec2d d = on_plane(anchor, iris) - eye_result.centre;
       const double radius = kEyeRadiusCm * eye_result.width / kCanonicalEyeWidthCm;
       yaw += std::asin(std::clamp(d[0] / radius, -1.0, 1.0)) * kDeg;
@@ -378,10 +377,11 @@ Features FeatureExtractor::Compute(const LandmarkFrame& frame) {
   out.gaze_yaw_deg = out.pose.yaw_deg + out.eye_yaw_deg;
   out.gaze_pitch_deg = out.pose.pitch_deg + out.eye_pitch_deg;
 
-  const cv::Vec2d mr = on_plane(mouth, layout->mouth_right), ml = on_plane(mouth, layout->mouth_left);
+  const cv::Vec2d mr = on_plane(mouth, layout->mouth_right),
+                  ml = on_plane(mouth, layout->mouth_left);
   const double mouth_width = cv::norm(mr - ml);
-  const double eye_span = cv::norm(on_plane(right_eye, layout->right_outer) -
-                                   on_plane(left_eye, layout->left_outer));
+  const double eye_span =
+      cv::norm(on_plane(right_eye, layout->right_outer) - on_plane(left_eye, layout->left_outer));
   out.mouth_width_ratio = eye_span > 1e-9 ? mouth_width / eye_span : 0;
   out.mouth_open_ratio =
       mouth_width > 1e-9

@@ -15,7 +15,8 @@ namespace parley::vision {
 
 std::string LandmarkerConfig::Validate() const {
   if (detect_width < 80 || detect_width > 4096) return "landmark detection width must be 80..4096";
-  if (redetect_every < 1 || redetect_every > 300) return "landmark redetection must be 1..300 frames";
+  if (redetect_every < 1 || redetect_every > 300)
+    return "landmark redetection must be 1..300 frames";
   std::error_code ec;
   if (!std::filesystem::is_regular_file(shape_model, ec))
     return "dlib's 68-point model is not at " + shape_model +
@@ -74,13 +75,15 @@ LandmarkFrame Landmarker::Detect(double t_ms, int width, int height, int stride,
   out.height = height;
   State& s = *state_;
   if (width <= 0 || height <= 0 || bgr == nullptr) return out;
-  const cv::Mat image(height, width, CV_8UC3, const_cast<uint8_t*>(bgr), static_cast<size_t>(stride));
+  const cv::Mat image(height, width, CV_8UC3, const_cast<uint8_t*>(bgr),
+                      static_cast<size_t>(stride));
   const LandmarkerConfig& config = s.model->config;
 
   if (!s.face || ++s.frames_since_detect >= config.redetect_every) {
     s.frames_since_detect = 0;
     const double scale = static_cast<double>(config.detect_width) / width;  // < 1 usually
-    cv::resize(image, s.small, cv::Size(), scale, scale, scale < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
+    cv::resize(image, s.small, cv::Size(), scale, scale,
+               scale < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
     cv::cvtColor(s.small, s.gray_small, cv::COLOR_BGR2GRAY);
     const dlib::cv_image<unsigned char> gray(s.gray_small);
     const std::vector<dlib::rectangle> faces = s.detector(gray);
@@ -89,13 +92,11 @@ LandmarkFrame Landmarker::Detect(double t_ms, int width, int height, int stride,
       return out;
     }
     // The largest face is the person practising.
-    const auto biggest = *std::max_element(faces.begin(), faces.end(), [](auto& a, auto& b) {
-      return a.area() < b.area();
-    });
-    s.face = dlib::rectangle(static_cast<long>(biggest.left() / scale),
-                             static_cast<long>(biggest.top() / scale),
-                             static_cast<long>(biggest.right() / scale),
-                             static_cast<long>(biggest.bottom() / scale));
+    const auto biggest = *std::max_element(faces.begin(), faces.end(),
+                                           [](auto& a, auto& b) { return a.area() < b.area(); });
+    s.face = dlib::rectangle(
+        static_cast<long>(biggest.left() / scale), static_cast<long>(biggest.top() / scale),
+        static_cast<long>(biggest.right() / scale), static_cast<long>(biggest.bottom() / scale));
   }
   const dlib::cv_image<dlib::bgr_pixel> view(image);
   const dlib::full_object_detection shape = s.model->predictor(view, *s.face);

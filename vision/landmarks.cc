@@ -13,19 +13,19 @@ namespace parley::vision {
 namespace {
 
 constexpr std::array<std::string_view, kBlendshapeCount> kBlendshapeNames = {
-    "_neutral",         "browDownLeft",        "browDownRight",       "browInnerUp",
-    "browOuterUpLeft",  "browOuterUpRight",    "cheekPuff",           "cheekSquintLeft",
-    "cheekSquintRight", "eyeBlinkLeft",        "eyeBlinkRight",       "eyeLookDownLeft",
-    "eyeLookDownRight", "eyeLookInLeft",       "eyeLookInRight",      "eyeLookOutLeft",
-    "eyeLookOutRight",  "eyeLookUpLeft",       "eyeLookUpRight",      "eyeSquintLeft",
-    "eyeSquintRight",   "eyeWideLeft",         "eyeWideRight",        "jawForward",
-    "jawLeft",          "jawOpen",             "jawRight",            "mouthClose",
-    "mouthDimpleLeft",  "mouthDimpleRight",    "mouthFrownLeft",      "mouthFrownRight",
-    "mouthFunnel",      "mouthLeft",           "mouthLowerDownLeft",  "mouthLowerDownRight",
-    "mouthPressLeft",   "mouthPressRight",     "mouthPucker",         "mouthRight",
-    "mouthRollLower",   "mouthRollUpper",      "mouthShrugLower",     "mouthShrugUpper",
-    "mouthSmileLeft",   "mouthSmileRight",     "mouthStretchLeft",    "mouthStretchRight",
-    "mouthUpperUpLeft", "mouthUpperUpRight",   "noseSneerLeft",       "noseSneerRight"};
+    "_neutral",         "browDownLeft",      "browDownRight",      "browInnerUp",
+    "browOuterUpLeft",  "browOuterUpRight",  "cheekPuff",          "cheekSquintLeft",
+    "cheekSquintRight", "eyeBlinkLeft",      "eyeBlinkRight",      "eyeLookDownLeft",
+    "eyeLookDownRight", "eyeLookInLeft",     "eyeLookInRight",     "eyeLookOutLeft",
+    "eyeLookOutRight",  "eyeLookUpLeft",     "eyeLookUpRight",     "eyeSquintLeft",
+    "eyeSquintRight",   "eyeWideLeft",       "eyeWideRight",       "jawForward",
+    "jawLeft",          "jawOpen",           "jawRight",           "mouthClose",
+    "mouthDimpleLeft",  "mouthDimpleRight",  "mouthFrownLeft",     "mouthFrownRight",
+    "mouthFunnel",      "mouthLeft",         "mouthLowerDownLeft", "mouthLowerDownRight",
+    "mouthPressLeft",   "mouthPressRight",   "mouthPucker",        "mouthRight",
+    "mouthRollLower",   "mouthRollUpper",    "mouthShrugLower",    "mouthShrugUpper",
+    "mouthSmileLeft",   "mouthSmileRight",   "mouthStretchLeft",   "mouthStretchRight",
+    "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft",      "noseSneerRight"};
 
 // Normalised coordinates a little outside the image happen (a face at the edge); far outside
 // is a broken client.
@@ -129,9 +129,7 @@ int ReadDimension(value v, const char* name) {
 
 }  // namespace
 
-const std::array<std::string_view, kBlendshapeCount>& BlendshapeNames() {
-  return kBlendshapeNames;
-}
+const std::array<std::string_view, kBlendshapeCount>& BlendshapeNames() { return kBlendshapeNames; }
 
 int BlendshapeIndex(std::string_view name) {
   for (size_t i = 0; i < kBlendshapeNames.size(); ++i)
@@ -272,8 +270,8 @@ bool ParseBinaryFrame(std::string_view bytes, LandmarkFrame* frame, std::string*
   const auto encoding = static_cast<uint8_t>(p[18]);
   const size_t blend = static_cast<uint8_t>(p[19]);
   if (encoding > 1) {
-    *error = "binary landmark encoding " + std::to_string(encoding) +
-             " is unknown (0 float32, 1 int16)";
+    *error =
+        "binary landmark encoding " + std::to_string(encoding) + " is unknown (0 float32, 1 int16)";
     return false;
   }
   if (!ValidCount(n)) {
@@ -336,8 +334,8 @@ std::string EncodeBinaryFrame(const LandmarkFrame& frame, BinaryEncoding encodin
       Store<float>(out, p.z);
     } else {
       for (float v : {p.x, p.y, p.z})
-        Store<int16_t>(out, static_cast<int16_t>(std::lround(
-                                std::clamp(v * kInt16Scale, -32768.0f, 32767.0f))));
+        Store<int16_t>(out, static_cast<int16_t>(
+                                std::lround(std::clamp(v * kInt16Scale, -32768.0f, 32767.0f))));
     }
   }
   if (blend > 0) {

@@ -82,9 +82,9 @@ struct Camera {
 };
 
 struct HeadPose {
-  double yaw_deg = 0;    // + turned to the image's right (the person's left)
-  double pitch_deg = 0;  // + looking up
-  double roll_deg = 0;   // + head tilted clockwise in the image
+  double yaw_deg = 0;                   // + turned to the image's right (the person's left)
+  double pitch_deg = 0;                 // + looking up
+  double roll_deg = 0;                  // + head tilted clockwise in the image
   std::array<double, 9> rotation{};     // model → camera, row-major
   std::array<double, 3> translation{};  // cm, camera frame
   double reprojection_px = 0;           // RMS over the pose points
@@ -124,15 +124,15 @@ class FeatureExtractor {
 // ---- Session analysis ------------------------------------------------------------------------
 
 struct VisionConfig {
-  double calibration_s = 3.0;       // seconds of face before events are trusted
-  double gaze_yaw_limit_deg = 15;   // off-centre gaze beyond which the person looks away
+  double calibration_s = 3.0;      // seconds of face before events are trusted
+  double gaze_yaw_limit_deg = 15;  // off-centre gaze beyond which the person looks away
   double gaze_pitch_limit_deg = 12;
-  double min_gaze_away_ms = 300;     // shorter excursions are glances, not episodes
-  double face_lost_after_ms = 500;   // no face this long: face_lost
-  double blink_close_ratio = 0.60;   // EAR below this fraction of the open baseline: closed
-  double blink_open_ratio = 0.75;    // and above this: open again
-  double max_blink_ms = 500;         // closed longer: eyes shut, not a blink
-  double smile_widening = 0.10;      // mouth 10% wider than the person's neutral: smiling
+  double min_gaze_away_ms = 300;    // shorter excursions are glances, not episodes
+  double face_lost_after_ms = 500;  // no face this long: face_lost
+  double blink_close_ratio = 0.60;  // EAR below this fraction of the open baseline: closed
+  double blink_open_ratio = 0.75;   // and above this: open again
+  double max_blink_ms = 500;        // closed longer: eyes shut, not a blink
+  double smile_widening = 0.10;     // mouth 10% wider than the person's neutral: smiling
   double min_smile_ms = 400;
   double scores_interval_ms = 1000;  // a scores message about once a second (frame clock)
   std::string Validate() const;
@@ -171,11 +171,11 @@ struct SessionMetrics {
   AxisStats yaw, pitch, roll;
   double smile_ratio = 0;
   double face_visible_ratio = 0;
-  double tilt_deg = 0;           // mean |roll|
-  double slouch_deg = 0;         // how far the head pitched down from the person's calibration
-  double lean_ratio = 0;         // face size change vs calibration (+ closer)
-  double vertical_drift = 0;     // face centre moved down (+) by this fraction of the image
-  double fidget_per_s = 0;       // mean head motion, face widths per second
+  double tilt_deg = 0;               // mean |roll|
+  double slouch_deg = 0;             // how far the head pitched down from the person's calibration
+  double lean_ratio = 0;             // face size change vs calibration (+ closer)
+  double vertical_drift = 0;         // face centre moved down (+) by this fraction of the image
+  double fidget_per_s = 0;           // mean head motion, face widths per second
   bool gaze_from_head_only = false;  // no irises were sent (68 points or 468)
   double gaze_score = 0, blink_score = 0, expression_score = 0, posture_score = 0;
 };
@@ -207,8 +207,8 @@ class FaceAnalyzer {
 
 struct LandmarkerConfig {
   std::string shape_model = "/usr/share/dlib/shape_predictor_68_face_landmarks.dat";
-  int detect_width = 320;   // faces are detected on the frame scaled to this width
-  int redetect_every = 5;   // frames between full detections; tracked in between
+  int detect_width = 320;  // faces are detected on the frame scaled to this width
+  int redetect_every = 5;  // frames between full detections; tracked in between
   std::string Validate() const;
 };
 

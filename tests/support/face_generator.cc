@@ -18,10 +18,10 @@ V3 operator-(V3 a, V3 b) { return {a.x - b.x, a.y - b.y, a.z - b.z}; }
 V3 operator*(double s, V3 a) { return {s * a.x, s * a.y, s * a.z}; }
 
 // MediaPipe eye contours (16 points each) and their corners.
-constexpr int kRightEye[] = {33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158,
-                             157, 173};
-constexpr int kLeftEye[] = {263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385,
-                            384, 398};
+constexpr int kRightEye[] = {33,  7,   163, 144, 145, 153, 154, 155,
+                             133, 246, 161, 160, 159, 158, 157, 173};
+constexpr int kLeftEye[] = {263, 249, 390, 373, 374, 380, 381, 382,
+                            362, 466, 388, 387, 386, 385, 384, 398};
 
 bool InMouth(const vision::Point3& p) {
   return std::abs(p.x) < 3.2 && p.y > -6.0 && p.y < -2.8 && p.z > 3.0;
@@ -56,7 +56,8 @@ vision::LandmarkFrame RenderFace(const FacePose& pose, const Person& person, dou
   }
   // Eyes: lids open by the person's opening, the upper lid closes for blinks.
   const auto shape_eye = [&](const int* idx, int outer, int inner) {
-    const double yc = 0.5 * (model[static_cast<size_t>(outer)].y + model[static_cast<size_t>(inner)].y);
+    const double yc =
+        0.5 * (model[static_cast<size_t>(outer)].y + model[static_cast<size_t>(inner)].y);
     for (int k = 0; k < 16; ++k) {
       V3& v = model[static_cast<size_t>(idx[k])];
       const double off = (v.y - yc) * person.eye_opening;
@@ -79,8 +80,8 @@ vision::LandmarkFrame RenderFace(const FacePose& pose, const Person& person, dou
     for (const V3& mid : {right_mid, left_mid}) {
       const V3 centre = mid + V3{0, 0, 0.5 - r} + r * dir;
       const double ir = 0.55 * person.width;
-      for (const V3& v : {centre, centre + ir * ux, centre + ir * uy, centre - ir * ux,
-                          centre - ir * uy})
+      for (const V3& v :
+           {centre, centre + ir * ux, centre + ir * uy, centre - ir * ux, centre - ir * uy})
         model.push_back(v);
     }
   }
@@ -286,8 +287,7 @@ Match MatchSpans(const std::vector<Span>& detected, const std::vector<Span>& tru
   for (const Span& d : detected) {
     for (size_t i = 0; i < truth.size(); ++i) {
       if (used[i]) continue;
-      const double inter =
-          std::min(d.second, truth[i].second) - std::max(d.first, truth[i].first);
+      const double inter = std::min(d.second, truth[i].second) - std::max(d.first, truth[i].first);
       const double uni = std::max(d.second, truth[i].second) - std::min(d.first, truth[i].first);
       if (inter > 0 && inter / uni >= min_iou) {
         used[i] = true;

@@ -17,18 +17,18 @@ struct GeneratorConfig {
   double duration_s = 120;
   double fps = 30;
   int width = 640, height = 480;
-  bool irises = true;               // 478 points; false: 468
-  double blink_rate_per_min = -1;   // < 0: drawn from 5..30
-  double noise_px = -1;             // < 0: drawn from 0.5..1.5
-  double jitter_ms = 4;             // uniform ± on each timestamp
+  bool irises = true;              // 478 points; false: 468
+  double blink_rate_per_min = -1;  // < 0: drawn from 5..30
+  double noise_px = -1;            // < 0: drawn from 0.5..1.5
+  double jitter_ms = 4;            // uniform ± on each timestamp
   bool gaze_away = true, smiles = true, no_face = true;
 };
 
 using Span = std::pair<double, double>;  // [start, end) ms on the frame clock (t of frame 0 = 0)
 
 struct Truth {
-  std::vector<Span> blinks;      // start, end
-  std::vector<Span> gaze_away;   // while the person looks away
+  std::vector<Span> blinks;     // start, end
+  std::vector<Span> gaze_away;  // while the person looks away
   std::vector<Span> smiles;
   std::vector<Span> no_face;
   struct PerFrame {
@@ -75,7 +75,6 @@ struct Match {
 Match MatchTimes(const std::vector<double>& detected, const std::vector<double>& truth,
                  double tolerance_ms);
 // Episodes match when their intersection over union is at least `min_iou`.
-Match MatchSpans(const std::vector<Span>& detected, const std::vector<Span>& truth,
-                 double min_iou);
+Match MatchSpans(const std::vector<Span>& detected, const std::vector<Span>& truth, double min_iou);
 
 }  // namespace parley::testing
