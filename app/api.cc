@@ -165,6 +165,9 @@ HttpResponse App::Impl::Health() {
   h["connections"]["websocket"] = static_cast<Json::UInt64>(server ? server->websocket_count() : 0);
   h["workers"]["queue_depth"] = static_cast<Json::UInt64>(pool.QueueDepth());
   h["dependencies"]["store"] = store->Health();
+  // dlib's model loads when the first video session starts.
+  h["dependencies"]["server_landmarks"]["status"] =
+      config.server_landmarks ? landmarker_state.load() : "off";
   if (h["dependencies"]["store"]["status"].asString() != "ok") h["status"] = "degraded";
   return HttpResponse::Json(200, h);
 }

@@ -20,9 +20,9 @@
 #include "app/session.h"
 #include "core/core.h"
 #include "media/media.h"
-#include "vision/vision.h"
 #include "signaling/signaling.h"
 #include "store/store.h"
+#include "vision/vision.h"
 
 namespace parley::app {
 

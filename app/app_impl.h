@@ -97,6 +97,8 @@ struct App::Impl final : signaling::Handler {
   std::mutex landmarker_mu;  // held while the model loads (~1 s): not vision_mu
   std::shared_ptr<const vision::LandmarkerModel> landmarker_model;
   std::string landmarker_error;  // why it could not load (then server landmarks are off)
+  // For /health without taking landmarker_mu: "off", "not_loaded", "loading", "ready", "failed".
+  std::atomic<const char*> landmarker_state{"not_loaded"};
 
   // Lifecycle glue (app.cc).
   bool PersistSession(const Session& s);

@@ -32,6 +32,7 @@ Json::Value Axis(const vision::AxisStats& a) {
 }
 
 double Round(double v, double unit) { return std::round(v / unit) * unit; }
+Json::Value Score(double v) { return Json::Int(std::lround(std::clamp(v, 0.0, 100.0))); }
 
 }  // namespace
 
@@ -116,6 +117,7 @@ void App::Impl::AttachVision(const std::shared_ptr<Session>& session) {
     // Client clock → session clock: anchored at the first frame, re-anchored when the client's
     // clock restarts (a reconnect); the session clock then follows the frames' own pace.
     double t = frame.t_ms;
+    const double client_t = frame.t_ms;
     if (in.kind != Input::Kind::kServer) {
       if (!v.have_clock || frame.t_ms < v.last_client_t - kClockResetMs) {
         v.have_clock = true;
@@ -166,6 +168,9 @@ void App::Impl::AttachVision(const std::shared_ptr<Session>& session) {
       msg["type"] = "scores";
       msg["t"] = Json::Int64(at);
       msg["calibrated"] = sc->calibrated;
+      // The client's own t of the frame that completed this second (lets a client line the
+      // scores up with its video, and measure latency).
+      if (in.kind != Input::Kind::kServer) msg["frame_t"] = client_t;
       msg["gaze_on_screen_ratio"] = Round(sc->gaze_on_screen_ratio, 0.001);
       msg["blink_rate_per_min"] = Round(sc->blink_rate_per_min, 0.1);
       msg["smile_ratio"] = Round(sc->smile_ratio, 0.001);
@@ -173,10 +178,10 @@ void App::Impl::AttachVision(const std::shared_ptr<Session>& session) {
       msg["head_pose_deg"]["yaw"] = Round(sc->head_yaw_deg, 0.1);
       msg["head_pose_deg"]["pitch"] = Round(sc->head_pitch_deg, 0.1);
       msg["head_pose_deg"]["roll"] = Round(sc->head_roll_deg, 0.1);
-      msg["scores"]["gaze"] = Round(sc->gaze_score, 1);
-      msg["scores"]["blinking"] = Round(sc->blink_score, 1);
-      msg["scores"]["expression"] = Round(sc->expression_score, 1);
-      msg["scores"]["posture"] = Round(sc->posture_score, 1);
+      msg["scores"]["gaze"] = Score(sc->gaze_score);
+      msg["scores"]["blinking"] = Score(sc->blink_score);
+      msg["scores"]["expression"] = Score(sc->expression_score);
+      msg["scores"]["posture"] = Score(sc->posture_score);
       s.Emit(msg, /*droppable=*/true);
       Json::Value sample(Json::objectValue);
       for (const char* k :
@@ -301,10 +306,12 @@ void App::Impl::AttachVision(const std::shared_ptr<Session>& session) {
 std::shared_ptr<const vision::LandmarkerModel> App::Impl::LandmarkerModel() {
   const std::lock_guard lock(landmarker_mu);
   if (!landmarker_model && landmarker_error.empty()) {
+    landmarker_state = "loading";
     const auto t0 = std::chrono::steady_clock::now();
     landmarker_model = vision::LoadLandmarkerModel(config.landmarker, &landmarker_error);
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    landmarker_state = landmarker_model ? "ready" : "failed";
     if (landmarker_model)
       log.Info("dlib landmark model loaded",
                {{"path", config.landmarker.shape_model}, {"load_ms", std::round(ms)}});
@@ -365,12 +372,12 @@ void App::Impl::EndVision(Session& s) {
     mx["posture"]["lean_ratio"] = Round(m.lean_ratio, 0.0001);
     mx["posture"]["vertical_drift"] = Round(m.vertical_drift, 0.0001);
     mx["posture"]["fidget_per_s"] = Round(m.fidget_per_s, 0.0001);
-    fb["gaze_stability"] = Round(m.gaze_score, 1);
-    fb["blinking"] = Round(m.blink_score, 1);
-    fb["posture"] = Round(m.posture_score, 1);
-    fb["expression"] = Round(m.expression_score, 1);
-    fb["expression_score"] = Round(m.expression_score, 1);
-    fb["concentration"] = Round(100 * m.face_visible_ratio * m.gaze_on_screen_ratio, 1);
+    fb["gaze_stability"] = Score(m.gaze_score);
+    fb["blinking"] = Score(m.blink_score);
+    fb["posture"] = Score(m.posture_score);
+    fb["expression"] = Score(m.expression_score);
+    fb["expression_score"] = Score(m.expression_score);
+    fb["concentration"] = Score(100 * m.face_visible_ratio * m.gaze_on_screen_ratio);
   }
   s.MergeReport(patch);
 }

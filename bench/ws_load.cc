@@ -5,8 +5,8 @@
 //
 //   ws_load --spawn build/default/app/parley --connections 100 --rate 30 --duration 60
 //   ws_load --port 8080 --pid $(pidof parley) --token $JWT ...
-#include <signal.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -23,6 +23,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/support/face_generator.h"
 #include "tests/support/test_server.h"
 
 namespace {
@@ -157,8 +158,8 @@ int RunMedia(std::vector<std::shared_ptr<WsClient>>& clients, const std::string&
   for (uint64_t tick = 0; Clock::now() < stop_at; ++tick) {
     std::this_thread::sleep_until(start + period * tick);
     if (!measuring && Clock::now() >= start + std::chrono::seconds(warmup_s)) {
-      audio_before = MetricValue(Http("GET", base + "/metrics").body,
-                                 "parley_media_audio_seconds_total");
+      audio_before =
+          MetricValue(Http("GET", base + "/metrics").body, "parley_media_audio_seconds_total");
       cpu_before = pid > 0 ? CpuSeconds(pid) : 0;
       measure_start = Clock::now();
       measuring = true;
@@ -169,9 +170,9 @@ int RunMedia(std::vector<std::shared_ptr<WsClient>>& clients, const std::string&
     for (auto& c : clients) c->SendBinary(piece);
   }
   const double elapsed = std::chrono::duration<double>(Clock::now() - measure_start).count();
-  const double audio = MetricValue(Http("GET", base + "/metrics").body,
-                                   "parley_media_audio_seconds_total") -
-                       audio_before;
+  const double audio =
+      MetricValue(Http("GET", base + "/metrics").body, "parley_media_audio_seconds_total") -
+      audio_before;
   const double cpu = pid > 0 ? CpuSeconds(pid) - cpu_before : 0;
   const double rss = pid > 0 ? RssKib(pid) / 1024.0 : 0;
   const auto n = static_cast<double>(clients.size());
@@ -208,6 +209,7 @@ int main(int argc, char** argv) {
   std::string media_file;
   double media_seconds = 0;
   int chunk_ms = 250;
+  bool faces = false;
 
   CLI::App cli{"Parley WebSocket load client"};
   cli.add_option("--spawn", spawn, "Path of a parley binary to start on a free port");
@@ -226,6 +228,9 @@ int main(int argc, char** argv) {
   cli.add_option("--media-seconds", media_seconds, "Duration of the --media file in seconds");
   cli.add_option("--chunk-ms", chunk_ms, "MediaRecorder timeslice: one message per this many ms")
       ->capture_default_str();
+  cli.add_flag("--faces", faces,
+               "Send synthetic faces (one session per connection, t = send time) and measure "
+               "the latency of the server's scores messages");
   CLI11_PARSE(cli, argc, argv);
 
   rlimit lim{};
@@ -254,7 +259,7 @@ int main(int argc, char** argv) {
 
   // One session per 50 landmark connections (several trackers per practice session); one
   // session per connection when streaming media.
-  const int per_session = media_file.empty() ? 50 : 1;
+  const int per_session = media_file.empty() && !faces ? 50 : 1;
   if (!media_file.empty()) endpoint = "practice";
   std::vector<std::string> sessions;
   for (int i = 0; i < (connections + per_session - 1) / per_session; ++i) {
@@ -270,6 +275,8 @@ int main(int argc, char** argv) {
   for (int i = 0; i < std::max(1, hubs); ++i) hub_list.push_back(std::make_unique<WsHub>());
   std::mutex rtt_mu;
   std::vector<double> rtts_ms;
+  std::vector<double> scores_ms;  // scores latency: arrival - send time of the frame it covers
+  const auto start = Clock::now();
   std::atomic<bool> measuring{false};
   std::atomic<uint64_t> received{0};
   std::vector<std::shared_ptr<WsClient>> clients;
@@ -279,6 +286,16 @@ int main(int argc, char** argv) {
         auth);
     c->SetOnMessage([&](const parley::testing::WsMessage& m) {
       ++received;
+      if (faces && !m.binary && measuring && m.data.find("\"scores\"") != std::string::npos) {
+        const auto v = parley::core::ParseJson(m.data);
+        if (v && (*v)["frame_t"].isNumeric()) {
+          const double now_ms =
+              std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+          const std::lock_guard lock(rtt_mu);
+          scores_ms.push_back(now_ms - (*v)["frame_t"].asDouble());
+        }
+        return;
+      }
       if (m.binary || m.data.find("\"pong\"") == std::string::npos) return;
       const auto v = parley::core::ParseJson(m.data);
       if (!v || !(*v)["id"].isInt64()) return;
@@ -307,15 +324,35 @@ int main(int argc, char** argv) {
 
   std::mt19937 rng(42);
   std::vector<std::string> frames;
-  for (int i = 0; i < 16; ++i) frames.push_back(LandmarkFrame(rng, i * 33.3));
+  if (faces) {
+    // Everything after "t": a 20 s synthetic person, cycled; t is added at send time.
+    parley::testing::GeneratorConfig g;
+    g.seed = 11;
+    g.duration_s = 20;
+    g.no_face = false;
+    for (const auto& f : parley::testing::GenerateSession(g).frames) {
+      std::string body = ",\"width\":640,\"height\":480,\"landmarks\":[";
+      char buf[64];
+      for (size_t i = 0; i < f.points.size(); ++i) {
+        std::snprintf(buf, sizeof buf, "%s[%.5f,%.5f,%.5f]", i ? "," : "", f.points[i].x,
+                      f.points[i].y, f.points[i].z);
+        body += buf;
+      }
+      frames.push_back(body + "]}");
+    }
+  } else {
+    for (int i = 0; i < 16; ++i) frames.push_back(LandmarkFrame(rng, i * 33.3));
+  }
   const size_t frame_bytes = frames[0].size();
+  const std::string series_analysed = "parley_landmark_frames_total{outcome=\"analysed\"}";
+  const std::string series_dropped = "parley_landmark_frames_total{outcome=\"dropped_busy\"}";
+  double analysed_before = 0, dropped_before = 0;
 
   const std::string series_in =
       "parley_ws_messages_total{endpoint=\"" + endpoint + "\",direction=\"in\"}";
   double msgs_before = 0, cpu_before = 0;
   Clock::time_point measure_start;
   const auto period = std::chrono::duration<double>(1.0 / rate);
-  const auto start = Clock::now();
   const auto stop_at = start + std::chrono::seconds(warmup_s + duration_s);
   uint64_t tick = 0;
   uint64_t sent = 0;
@@ -324,15 +361,23 @@ int main(int argc, char** argv) {
         start + std::chrono::duration_cast<Clock::duration>(period * static_cast<double>(tick));
     std::this_thread::sleep_until(next);
     if (!measuring && Clock::now() >= start + std::chrono::seconds(warmup_s)) {
-      msgs_before = MetricValue(Http("GET", base + "/metrics").body, series_in);
+      const std::string m = Http("GET", base + "/metrics").body;
+      msgs_before = MetricValue(m, series_in);
+      analysed_before = MetricValue(m, series_analysed);
+      dropped_before = MetricValue(m, series_dropped);
       cpu_before = pid_arg > 0 ? CpuSeconds(pid_arg) : 0;
       measure_start = Clock::now();
       measuring = true;
     }
-    const std::string& frame = frames[tick % frames.size()];
     const bool ping_tick = tick % static_cast<uint64_t>(std::max(1.0, rate)) == 0;
+    char t_field[48];
+    std::snprintf(t_field, sizeof t_field, "{\"t\":%.1f",
+                  std::chrono::duration<double, std::milli>(Clock::now() - start).count());
     for (size_t i = 0; i < clients.size(); ++i) {
-      clients[i]->SendText(frame);
+      if (faces)
+        clients[i]->SendText(t_field + frames[(tick + i * 37) % frames.size()]);
+      else
+        clients[i]->SendText(frames[tick % frames.size()]);
       ++sent;
       if (ping_tick) {
         const auto us =
@@ -344,16 +389,21 @@ int main(int argc, char** argv) {
     ++tick;
   }
   const double elapsed = std::chrono::duration<double>(Clock::now() - measure_start).count();
-  const double msgs_after = MetricValue(Http("GET", base + "/metrics").body, series_in);
+  const std::string metrics_after = Http("GET", base + "/metrics").body;
+  const double msgs_after = MetricValue(metrics_after, series_in);
+  const double analysed = MetricValue(metrics_after, series_analysed) - analysed_before;
+  const double dropped = MetricValue(metrics_after, series_dropped) - dropped_before;
   const double cpu_after = pid_arg > 0 ? CpuSeconds(pid_arg) : 0;
   const long rss = pid_arg > 0 ? RssKib(pid_arg) : 0;
   measuring = false;
 
-  std::vector<double> r;
+  std::vector<double> r, sc;
   {
     const std::lock_guard lock(rtt_mu);
     r = rtts_ms;
+    sc = scores_ms;
   }
+  std::sort(sc.begin(), sc.end());
   std::sort(r.begin(), r.end());
   auto pct = [&](double p) {
     return r.empty()
@@ -376,6 +426,20 @@ int main(int argc, char** argv) {
   out["rtt_p50_ms"] = pct(0.50);
   out["rtt_p99_ms"] = pct(0.99);
   out["rtt_max_ms"] = r.empty() ? 0.0 : r.back();
+  if (faces) {
+    const auto spct = [&](double p) {
+      return sc.empty() ? 0.0
+                        : sc[std::min(sc.size() - 1,
+                                      static_cast<size_t>(p * static_cast<double>(sc.size())))];
+    };
+    out["frames_analysed_per_s"] = analysed / elapsed;
+    out["frames_dropped_busy_per_s"] = dropped / elapsed;
+    out["server_cpu_s_per_10k_frames"] = analysed > 0 ? cpu / analysed * 10000.0 : 0.0;
+    out["scores_samples"] = static_cast<Json::UInt64>(sc.size());
+    out["scores_p50_ms"] = spct(0.50);
+    out["scores_p99_ms"] = spct(0.99);
+    out["scores_max_ms"] = sc.empty() ? 0.0 : sc.back();
+  }
   std::cout << parley::core::ToJson(out) << std::endl;
 
   for (auto& c : clients) c->Close();

@@ -273,6 +273,11 @@ TEST(VisionAccuracy, DetectorsMatchTheTruthOverManySyntheticPeople) {
         seed, r.blinks.precision(), r.blinks.recall(), r.gaze.precision(), r.gaze.recall(),
         r.on_screen_error, r.face_error, r.smile_error, r.yaw_mae, r.pitch_mae, r.roll_mae);
   }
+  std::printf(
+      "pooled: blink F1 %.3f (%d/%d/%d) | gaze F1 %.3f (%d/%d/%d) | MAE yaw %.2f pitch "
+      "%.2f roll %.2f\n",
+      blinks.f1(), blinks.true_positives, blinks.detected, blinks.truth, gaze.f1(),
+      gaze.true_positives, gaze.detected, gaze.truth, yaw, pitch, roll);
   EXPECT_GE(blinks.f1(), 0.95) << blinks.true_positives << "/" << blinks.detected << "/"
                                << blinks.truth;
   EXPECT_GE(gaze.f1(), 0.90) << gaze.true_positives << "/" << gaze.detected << "/" << gaze.truth;
@@ -534,11 +539,21 @@ TEST(VisionOverWebSocket, VideoWithoutLandmarksIsAnalysedOnTheServer) {
   auto ws = s.Join(hub, "practice", id, "alice");
   ws->SendText(R"({"type":"start","media":"webm"})");
   ASSERT_TRUE(ws->ReceiveType("started"));
-  // Twice real time (the recording is 396 KB over 5.7 s).
+  // The first video session loads dlib's model (~1 s; much longer under ASan): /health says
+  // when it is ready.
+  std::string landmarks_state;
+  for (int i = 0; i < 600 && landmarks_state != "ready"; ++i) {
+    landmarks_state = Http("GET", s.Url("/health"))
+                          .JsonBody()["dependencies"]["server_landmarks"]["status"]
+                          .asString();
+    if (landmarks_state != "ready") std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(landmarks_state, "ready");
+  // Real time (the recording is 396 KB over 5.7 s).
   const auto t0 = std::chrono::steady_clock::now();
   const size_t chunk = 16000;
   for (size_t off = 0, i = 0; off < webm.size(); off += chunk, ++i) {
-    std::this_thread::sleep_until(t0 + i * 115ms);
+    std::this_thread::sleep_until(t0 + i * 230ms);
     ws->SendBinary("\x01" + webm.substr(off, chunk));
   }
   std::this_thread::sleep_for(1500ms);
@@ -546,7 +561,9 @@ TEST(VisionOverWebSocket, VideoWithoutLandmarksIsAnalysedOnTheServer) {
   const Json::Value r =
       Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
   const Json::Value& v = r["metrics"]["vision"];
-  EXPECT_GT(v["server_frames"].asInt(), 10) << r["metrics"].toStyledString();
+  // dlib takes ~20 ms a frame here (far longer under ASan): frames decoded while one is being
+  // analysed are skipped, so only a lower bound holds everywhere.
+  EXPECT_GE(v["server_frames"].asInt(), 3) << r["metrics"].toStyledString();
   EXPECT_EQ(v["client_frames"].asInt(), 0);
   EXPECT_TRUE(v["gaze_from_head_only"].asBool());
   EXPECT_GT(r["metrics"]["face_visible_ratio"].asDouble(), 0.8);
