@@ -4,7 +4,11 @@
 #include <benchmark/benchmark.h>
 
 #include <iomanip>
+#include <map>
+#include <mutex>
 #include <opencv2/calib3d.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include <sstream>
 
 #include "tests/support/face_generator.h"
@@ -151,6 +155,59 @@ void BM_CvSolvePnP(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_CvSolvePnP)->Arg(cv::SOLVEPNP_SQPNP)->Arg(cv::SOLVEPNP_ITERATIVE)->ArgName("method");
+
+// Server-side landmarks: dlib on 640x480 camera-like frames (the astronaut photo, moving a few
+// pixels per frame), detection every 5th frame on a 320-wide copy, tracking in between.
+// Threads(2) is the aggregate on this 2-core machine.
+void BM_DlibLandmarks(benchmark::State& state) {
+  static std::map<int, std::shared_ptr<const vision::LandmarkerModel>> models;
+  static std::mutex mu;
+  std::shared_ptr<const vision::LandmarkerModel> model;
+  {
+    const std::lock_guard lock(mu);
+    auto& m = models[static_cast<int>(state.range(0))];
+    if (!m) {
+      vision::LandmarkerConfig config;
+      config.detect_width = static_cast<int>(state.range(0));
+      std::string error;
+      m = vision::LoadLandmarkerModel(config, &error);
+      if (!m) std::fprintf(stderr, "dlib model: %s\n", error.c_str());
+    }
+    model = m;
+  }
+  static const cv::Mat photo =
+      cv::imread("/usr/lib/python3/dist-packages/skimage/data/astronaut.png", cv::IMREAD_COLOR);
+  if (!model || photo.empty()) {
+    state.SkipWithError("needs libdlib-data and python3-skimage");
+    return;
+  }
+  std::vector<cv::Mat> frames;
+  for (int k = 0; k < 30; ++k) {  // a small sway: up to 8 px each way
+    cv::Mat f;
+    const cv::Matx23d shift(1, 0, 8 * std::sin(k * 0.2), 0, 1, 4 * std::cos(k * 0.3));
+    cv::Mat scaled;
+    cv::resize(photo, scaled, cv::Size(640, 480));
+    cv::warpAffine(scaled, f, shift, scaled.size(), cv::INTER_LINEAR, cv::BORDER_REPLICATE);
+    frames.push_back(f);
+  }
+  vision::Landmarker lm(model);
+  size_t i = 0, found = 0;
+  for (auto _ : state) {
+    const cv::Mat& f = frames[i++ % frames.size()];
+    const auto out =
+        lm.Detect(static_cast<double>(i) * 100, f.cols, f.rows, static_cast<int>(f.step), f.data);
+    found += out.points.size() == 68;
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.counters["found_ratio"] = static_cast<double>(found) / std::max<size_t>(1, i);
+}
+BENCHMARK(BM_DlibLandmarks)
+    ->ArgName("detect_width")
+    ->Arg(320)
+    ->Arg(480)
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace parley

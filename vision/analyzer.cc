@@ -12,6 +12,7 @@ namespace {
 
 constexpr double kMaxIntervalMs = 1000;  // a longer gap between frames counts as this much
 constexpr double kBaselineWindowMs = 60'000;
+constexpr double kBaselineSampleMs = 100;
 constexpr double kScoreWindowMs = 30'000;
 constexpr size_t kMaxCalibrationFrames = 20'000;
 
@@ -102,6 +103,7 @@ struct FaceAnalyzer::State {
   RecentPercentile ear, mouth, gaze_yaw, gaze_pitch;
   double ear_open = 0.3, mouth_neutral = 0.8, gaze_c_yaw = 0, gaze_c_pitch = 0;
   double next_baseline_t = 0;
+  double next_baseline_sample_t = 0;
 
   // Detector state.
   bool face_present = false;  // after face_lost hysteresis
@@ -218,11 +220,15 @@ struct FaceAnalyzer::State {
     else
       any_face_without_iris = true;
 
-    // Baselines keep adapting to the person.
-    ear.Add(t, 0.5 * (f.ear_left + f.ear_right));
-    mouth.Add(t, f.mouth_width_ratio);
-    gaze_yaw.Add(t, f.gaze_yaw_deg);
-    gaze_pitch.Add(t, f.gaze_pitch_deg);
+    // Baselines keep adapting to the person (sampled at most every 100 ms: the percentiles
+    // need a minute of history, not every frame of it).
+    if (t >= next_baseline_sample_t) {
+      ear.Add(t, 0.5 * (f.ear_left + f.ear_right));
+      mouth.Add(t, f.mouth_width_ratio);
+      gaze_yaw.Add(t, f.gaze_yaw_deg);
+      gaze_pitch.Add(t, f.gaze_pitch_deg);
+      next_baseline_sample_t = t + kBaselineSampleMs;
+    }
     if (t >= next_baseline_t) Baselines(t);
 
     // Blink.

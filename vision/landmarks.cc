@@ -2,7 +2,11 @@
 // on-demand parser: a 478-point frame is ~11 KB of numbers, parsed in microseconds) and the
 // compact binary frame. Every rejection says what was wrong.
 #include <simdjson.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -35,6 +39,51 @@ bool ValidCount(size_t n) { return n == 0 || n == 68 || n == 468 || n == 478; }
 
 std::string CountError(size_t n) {
   return "landmarks has " + std::to_string(n) + " points; expected 0, 68, 468 or 478";
+}
+
+// One branch-free pass over all coordinates against per-coordinate bounds (NaN fails its
+// self-comparison, infinities the bounds), four at a time with SSE2 (x86-64's baseline; the
+// compiler does not vectorise this at -O2); the slow per-point check runs only to name the
+// culprit.
+bool AllPointsInRange(const std::vector<Point3>& points) {
+  static const auto bounds = [] {
+    std::array<std::array<float, 478 * 3 + 4>, 2> b{};
+    for (size_t i = 0; i < b[0].size(); ++i) {
+      const bool z = i % 3 == 2;
+      b[0][i] = z ? -kMaxDepth : kMinCoord;
+      b[1][i] = z ? kMaxDepth : kMaxCoord;
+    }
+    return b;
+  }();
+  const size_t n = points.size() * 3;
+  if (n > 478 * 3) return false;
+  const float* v = &points.data()->x;  // Point3 is three packed floats
+  size_t i = 0;
+  int bad = 0;
+#if defined(__SSE2__)
+  __m128 acc = _mm_setzero_ps();
+  for (; i + 4 <= n; i += 4) {
+    const __m128 x = _mm_loadu_ps(v + i);
+    acc = _mm_or_ps(acc, _mm_cmplt_ps(x, _mm_loadu_ps(bounds[0].data() + i)));
+    acc = _mm_or_ps(acc, _mm_cmpgt_ps(x, _mm_loadu_ps(bounds[1].data() + i)));
+    acc = _mm_or_ps(acc, _mm_cmpunord_ps(x, x));
+  }
+  bad = _mm_movemask_ps(acc);
+#endif
+  for (; i < n; ++i)
+    bad |= static_cast<int>(v[i] < bounds[0][i]) | static_cast<int>(v[i] > bounds[1][i]) |
+           static_cast<int>(v[i] != v[i]);
+  return bad == 0;
+}
+
+// Parsers reuse the caller's frame: its point storage is kept between frames.
+void ResetKeepingCapacity(LandmarkFrame* f) {
+  f->t_ms = 0;
+  f->width = f->height = 0;
+  f->points.clear();
+  f->points.reserve(478);
+  f->blendshapes.fill(0.0f);
+  f->has_blendshapes = false;
 }
 
 bool CheckPoint(const Point3& p, size_t i, std::string* error) {
@@ -147,8 +196,7 @@ JsonFrameParser::~JsonFrameParser() = default;
 
 bool JsonFrameParser::Parse(std::string_view text, LandmarkFrame* frame, std::string* error,
                             const ParseLimits& limits) {
-  *frame = LandmarkFrame{};
-  frame->points.reserve(478);
+  ResetKeepingCapacity(frame);
   std::string& buf = state_->buffer;
   buf.assign(text);
   buf.resize(text.size() + simdjson::SIMDJSON_PADDING);
@@ -218,8 +266,10 @@ bool JsonFrameParser::Parse(std::string_view text, LandmarkFrame* frame, std::st
     *error = CountError(frame->points.size());
     return false;
   }
-  for (size_t i = 0; i < frame->points.size(); ++i)
-    if (!CheckPoint(frame->points[i], i, error)) return false;
+  if (!AllPointsInRange(frame->points)) {
+    for (size_t i = 0; i < frame->points.size(); ++i)
+      if (!CheckPoint(frame->points[i], i, error)) return false;
+  }
   return CheckHeader(*frame, limits, error);
 }
 
@@ -248,7 +298,7 @@ constexpr float kInt16Scale = 16384.0f;
 
 bool ParseBinaryFrame(std::string_view bytes, LandmarkFrame* frame, std::string* error,
                       const ParseLimits& limits) {
-  *frame = LandmarkFrame{};
+  ResetKeepingCapacity(frame);
   if (bytes.size() < kBinaryHeaderBytes) {
     *error = "binary landmark frame is shorter than its 20-byte header";
     return false;
@@ -309,8 +359,10 @@ bool ParseBinaryFrame(std::string_view bytes, LandmarkFrame* frame, std::string*
     frame->blendshapes[idx] = score;
     frame->has_blendshapes = true;
   }
-  for (size_t i = 0; i < n; ++i)
-    if (!CheckPoint(frame->points[i], i, error)) return false;
+  if (!AllPointsInRange(frame->points)) {
+    for (size_t i = 0; i < n; ++i)
+      if (!CheckPoint(frame->points[i], i, error)) return false;
+  }
   return CheckHeader(*frame, limits, error);
 }
 
