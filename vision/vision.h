@@ -207,7 +207,7 @@ class FaceAnalyzer {
 
 struct LandmarkerConfig {
   std::string shape_model = "/usr/share/dlib/shape_predictor_68_face_landmarks.dat";
-  int detect_width = 320;  // faces are detected on the frame scaled to this width
+  int detect_width = 480;  // faces are detected on the frame scaled to this width
   int redetect_every = 5;  // frames between full detections; tracked in between
   std::string Validate() const;
 };
