@@ -1,8 +1,14 @@
 // Wiring between sessions and vision/: landmark frames from clients (JSON on /ws/landmarks,
 // binary 0x03 on either endpoint) and, for sessions that send video but no landmarks, dlib's
-// landmarks on decoded frames, all analysed per session on a worker, in order, one frame at a
-// time. The service thread only copies bytes into a bounded queue. Events and scores go back
-// to the session's connections; the session's timeline and report get the rest.
+// landmarks on decoded frames. Events and scores go back to the session's connections; the
+// session's timeline and report get the rest.
+//
+// Client frames are parsed and analysed right on the service thread: that is bounded CPU work
+// (~25 µs for a 478-point JSON frame, ~7 µs binary: bench/vision_bench), cheaper than handing
+// each frame to a worker (the hand-off's wake-ups and copies cost more than the analysis:
+// bench/ws_load --faces, see the vision issue's note), and a client faster than the analysis
+// is slowed by TCP instead of having frames dropped. dlib (~5-10 ms a frame) runs on the
+// vision pool, one frame in flight per session.
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
@@ -14,13 +20,12 @@
 namespace parley::app {
 namespace {
 
-constexpr size_t kMaxQueuedFrames = 64;  // ~2 s at 30 fps: beyond it the client is too fast
 constexpr auto kClientLandmarksWin = std::chrono::seconds(2);
 constexpr double kClockResetMs = 5000;  // t going back this far: the client restarted its clock
 
 struct Input {
   enum class Kind { kJson, kBinary, kServer } kind;
-  std::string bytes;
+  std::string_view bytes;       // borrowed for the call
   vision::LandmarkFrame frame;  // kServer: already landmarks, t on the session clock
 };
 
@@ -39,16 +44,14 @@ Json::Value Score(double v) { return Json::Int(std::lround(std::clamp(v, 0.0, 10
 struct App::Impl::VisionState {
   explicit VisionState(const vision::VisionConfig& config) : analyzer(config) {}
 
-  // Queue side (any thread).
-  std::mutex queue_mu;
+  // Shared by the service thread and the vision pool.
+  std::mutex mu;
   std::condition_variable idle;
-  std::deque<Input> queue;
-  bool draining = false;
   bool ended = false;
   bool landmarker_busy = false;
   std::chrono::steady_clock::time_point last_client_frame{};
 
-  // Analysis side (the one draining worker, then EndVision).
+  // Analysis: the service thread (client frames), a vision worker (server frames), EndVision.
   std::mutex analysis_mu;
   vision::FaceAnalyzer analyzer;
   vision::JsonFrameParser parser;
@@ -57,7 +60,7 @@ struct App::Impl::VisionState {
   double client_t0 = 0, session_t0 = 0, last_client_t = 0;
   double origin = -1;  // session-clock time of the analyzer's first frame
   double last_t = -1;  // session-clock time of the last analysed frame
-  uint64_t frames = 0, rejected = 0, late = 0, dropped = 0, client_frames = 0, server_frames = 0;
+  uint64_t frames = 0, rejected = 0, late = 0, skipped = 0, client_frames = 0, server_frames = 0;
   std::unordered_map<std::string, std::pair<std::chrono::steady_clock::time_point, int>> throttle;
   bool told_no_server_landmarks = false;
 };
@@ -194,113 +197,80 @@ void App::Impl::AttachVision(const std::shared_ptr<Session>& session) {
     }
   };
 
-  // Drains the session's queue on the calling worker until it is empty.
-  auto drain = [weak_session, weak_state, analyse] {
+  // Analyses a frame now, on the calling thread.
+  auto submit = [weak_session, weak_state, analyse](Input in) {
+    const auto v = weak_state.lock();
     const auto s = weak_session.lock();
-    const auto v = weak_state.lock();
-    if (!s || !v) return;
-    for (;;) {
-      std::deque<Input> batch;
-      {
-        const std::lock_guard lock(v->queue_mu);
-        if (v->queue.empty()) {
-          v->draining = false;
-          v->idle.notify_all();
-          return;
-        }
-        batch.swap(v->queue);
-      }
-      const std::lock_guard lock(v->analysis_mu);
-      for (Input& in : batch) analyse(*s, *v, in);
-    }
-  };
-
-  // Queues a frame and makes sure a worker drains the queue. Any thread; never blocks for long.
-  auto enqueue = [this, weak_state, drain](Input in) {
-    const auto v = weak_state.lock();
-    if (!v) return;
-    bool schedule = false;
+    if (!v || !s) return;
     {
-      const std::lock_guard lock(v->queue_mu);
+      const std::lock_guard lock(v->mu);
       if (v->ended) return;
       if (in.kind != Input::Kind::kServer) v->last_client_frame = std::chrono::steady_clock::now();
-      if (v->queue.size() >= kMaxQueuedFrames) {
-        ++v->dropped;
-        metrics
-            .GetCounter("parley_landmark_frames_total", "Landmark frames by outcome",
-                        {{"outcome", "dropped_busy"}})
-            .Add();
-        return;
-      }
-      v->queue.push_back(std::move(in));
-      if (!v->draining) schedule = v->draining = true;
     }
-    if (schedule && !pool.TrySubmit(drain)) {
-      const std::lock_guard lock(v->queue_mu);
-      v->dropped += v->queue.size();
-      v->queue.clear();
-      v->draining = false;
-      v->idle.notify_all();
-    }
+    const std::lock_guard lock(v->analysis_mu);
+    analyse(*s, *v, in);
   };
 
-  session->SetLandmarkTextSink([enqueue](std::string_view text) {
-    enqueue(Input{Input::Kind::kJson, std::string(text), {}});
+  session->SetLandmarkTextSink([submit](std::string_view text) {
+    submit(Input{Input::Kind::kJson, text, {}});
   });
   session->SetBinarySink(static_cast<uint8_t>(FrameKind::kLandmarks),
-                         [enqueue](std::string_view bytes) {
-                           enqueue(Input{Input::Kind::kBinary, std::string(bytes), {}});
+                         [submit](std::string_view bytes) {
+                           submit(Input{Input::Kind::kBinary, bytes, {}});
                          });
 
   if (!config.server_landmarks) return;
   // Server-side landmarks: only while the client sends none, one frame in flight per session
   // (frames arriving meanwhile are skipped: analysis runs at the rate dlib keeps up with).
-  session->AddVideoConsumer(
-      [this, weak_session, weak_state, enqueue, report_error](int64_t t_ms, int width, int height,
-                                                              int stride, const uint8_t* bgr) {
-        const auto v = weak_state.lock();
-        if (!v || width <= 0 || height <= 0) return;
-        auto pixels = std::make_shared<std::vector<uint8_t>>();
-        {
-          const std::lock_guard lock(v->queue_mu);
-          if (v->ended || v->landmarker_busy ||
-              std::chrono::steady_clock::now() - v->last_client_frame < kClientLandmarksWin)
-            return;
-          v->landmarker_busy = true;
-        }
-        // The frame is only valid during this call: copy it (packed BGR).
-        pixels->resize(static_cast<size_t>(width) * height * 3);
-        for (int y = 0; y < height; ++y)
-          std::memcpy(pixels->data() + static_cast<size_t>(y) * width * 3,
-                      bgr + static_cast<size_t>(y) * stride, static_cast<size_t>(width) * 3);
-        const bool queued = vision_pool.TrySubmit(
-            [this, weak_session, v, pixels, t_ms, width, height, enqueue, report_error] {
-              const auto model = LandmarkerModel();
-              if (!model) {
-                const auto s = weak_session.lock();
-                const std::lock_guard lock(v->analysis_mu);
-                if (s && !v->told_no_server_landmarks) {
-                  v->told_no_server_landmarks = true;
-                  report_error(*s, *v, "server_landmarks_unavailable",
-                               "video cannot be analysed on the server: " + landmarker_error);
-                }
-              } else {
-                if (!v->landmarker) v->landmarker = std::make_unique<vision::Landmarker>(model);
-                Input in{Input::Kind::kServer, {}, {}};
-                in.frame = v->landmarker->Detect(static_cast<double>(t_ms), width, height,
-                                                 width * 3, pixels->data());
-                enqueue(std::move(in));
-              }
-              const std::lock_guard lock(v->queue_mu);
-              v->landmarker_busy = false;
-              v->idle.notify_all();
-            });
-        if (!queued) {
-          const std::lock_guard lock(v->queue_mu);
+  session->AddVideoConsumer([this, weak_session, weak_state, submit, report_error](
+                                int64_t t_ms, int width, int height, int stride,
+                                const uint8_t* bgr) {
+    const auto v = weak_state.lock();
+    if (!v || width <= 0 || height <= 0) return;
+    auto pixels = std::make_shared<std::vector<uint8_t>>();
+    {
+      const std::lock_guard lock(v->mu);
+      if (v->ended || std::chrono::steady_clock::now() - v->last_client_frame < kClientLandmarksWin)
+        return;
+      if (v->landmarker_busy) {  // dlib is still on the previous frame
+        ++v->skipped;
+        return;
+      }
+      v->landmarker_busy = true;
+    }
+    // The frame is only valid during this call: copy it (packed BGR).
+    pixels->resize(static_cast<size_t>(width) * height * 3);
+    for (int y = 0; y < height; ++y)
+      std::memcpy(pixels->data() + static_cast<size_t>(y) * width * 3,
+                  bgr + static_cast<size_t>(y) * stride, static_cast<size_t>(width) * 3);
+    const bool queued = vision_pool.TrySubmit(
+        [this, weak_session, v, pixels, t_ms, width, height, submit, report_error] {
+          const auto model = LandmarkerModel();
+          if (!model) {
+            const auto s = weak_session.lock();
+            const std::lock_guard lock(v->analysis_mu);
+            if (s && !v->told_no_server_landmarks) {
+              v->told_no_server_landmarks = true;
+              report_error(*s, *v, "server_landmarks_unavailable",
+                           "video cannot be analysed on the server: " + landmarker_error);
+            }
+          } else {
+            if (!v->landmarker) v->landmarker = std::make_unique<vision::Landmarker>(model);
+            Input in{Input::Kind::kServer, {}, {}};
+            in.frame = v->landmarker->Detect(static_cast<double>(t_ms), width, height, width * 3,
+                                             pixels->data());
+            submit(std::move(in));
+          }
+          const std::lock_guard lock(v->mu);
           v->landmarker_busy = false;
-          ++v->dropped;
-        }
-      });
+          v->idle.notify_all();
+        });
+    if (!queued) {
+      const std::lock_guard lock(v->mu);
+      v->landmarker_busy = false;
+      ++v->skipped;
+    }
+  });
 }
 
 std::shared_ptr<const vision::LandmarkerModel> App::Impl::LandmarkerModel() {
@@ -331,11 +301,10 @@ void App::Impl::EndVision(Session& s) {
     vision_states.erase(it);
   }
   {
-    std::unique_lock lock(v->queue_mu);
+    std::unique_lock lock(v->mu);
     v->ended = true;
-    // Frames already queued are still analysed (bounded: at most kMaxQueuedFrames).
-    v->idle.wait_for(lock, std::chrono::seconds(10),
-                     [&] { return !v->draining && !v->landmarker_busy; });
+    // A frame dlib is working on still counts.
+    v->idle.wait_for(lock, std::chrono::seconds(10), [&] { return !v->landmarker_busy; });
   }
   const std::lock_guard lock(v->analysis_mu);
   if (v->frames == 0 && v->rejected == 0 && v->late == 0) return;  // no landmarks: not measured
@@ -355,7 +324,7 @@ void App::Impl::EndVision(Session& s) {
   info["server_frames"] = static_cast<Json::UInt64>(v->server_frames);
   info["rejected_frames"] = static_cast<Json::UInt64>(v->rejected);
   info["late_frames"] = static_cast<Json::UInt64>(v->late);
-  info["dropped_frames"] = static_cast<Json::UInt64>(v->dropped);
+  info["skipped_video_frames"] = static_cast<Json::UInt64>(v->skipped);
   info["gaze_from_head_only"] = m.gaze_from_head_only;
   info["gaze_away_episodes"] = m.gaze_away_episodes;
   if (m.frames > 0) mx["face_visible_ratio"] = Round(m.face_visible_ratio, 0.0001);

@@ -554,3 +554,26 @@ TEST_F(ServerTest, ShutdownEndsLiveSessionsAndClosesSocketsWithGoingAway) {
 
 }  // namespace
 }  // namespace parley::testing
+
+namespace parley::testing {
+namespace {
+
+TEST(ServerUtf8, TextThatIsNotUtf8ClosesWith1007AndValidTextPasses) {
+  TestServer s;
+  WsHub hub;
+  auto ok = s.Join(hub, "practice", s.CreateSession("alice"), "alice");
+  // Multi-byte UTF-8 is fine (a persona name, an emoji in an id).
+  ok->SendText("{\"type\":\"ping\",\"id\":\"caf\xc3\xa9 \xf0\x9f\x98\x80\"}");
+  auto pong = ok->ReceiveType("pong");
+  ASSERT_TRUE(pong);
+  EXPECT_EQ((*pong)["id"].asString(), "caf\xc3\xa9 \xf0\x9f\x98\x80");
+  auto bad = s.Join(hub, "practice", s.CreateSession("bob"), "bob");
+  bad->SendText("{\"type\":\"ping\",\"id\":\"\xc3\x28\"}");  // invalid continuation byte
+  EXPECT_EQ(bad->WaitClosed(), 1007);
+  // The other connection is untouched.
+  ok->SendText(R"({"type":"ping"})");
+  EXPECT_TRUE(ok->ReceiveType("pong"));
+}
+
+}  // namespace
+}  // namespace parley::testing
