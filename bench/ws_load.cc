@@ -16,7 +16,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <random>
@@ -211,6 +213,7 @@ int main(int argc, char** argv) {
   int chunk_ms = 250;
   bool faces = false;
   bool no_sessions = false;
+  bool binary_frames = false;
 
   CLI::App cli{"Parley WebSocket load client"};
   cli.add_option("--spawn", spawn, "Path of a parley binary to start on a free port");
@@ -232,6 +235,8 @@ int main(int argc, char** argv) {
   cli.add_flag("--faces", faces,
                "Send synthetic faces (one session per connection, t = send time) and measure "
                "the latency of the server's scores messages");
+  cli.add_flag("--binary", binary_frames,
+               "With --faces: send binary landmark frames (kind 0x03, float32) instead of JSON");
   cli.add_flag("--no-sessions", no_sessions,
                "Connect straight to /ws/<endpoint> without creating sessions (another server, "
                "e.g. bench/python_seed); frames per CPU second then count frames sent");
@@ -338,6 +343,10 @@ int main(int argc, char** argv) {
     g.duration_s = 20;
     g.no_face = false;
     for (const auto& f : parley::testing::GenerateSession(g).frames) {
+      if (binary_frames) {
+        frames.push_back("\x03" + parley::vision::EncodeBinaryFrame(f));
+        continue;
+      }
       std::string body = ",\"width\":640,\"height\":480,\"landmarks\":[";
       char buf[64];
       for (size_t i = 0; i < f.points.size(); ++i) {
@@ -379,13 +388,19 @@ int main(int argc, char** argv) {
     }
     const bool ping_tick = tick % static_cast<uint64_t>(std::max(1.0, rate)) == 0;
     char t_field[48];
-    std::snprintf(t_field, sizeof t_field, "{\"t\":%.1f",
-                  std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+    const double now_t =
+        std::round(std::chrono::duration<double, std::milli>(Clock::now() - start).count() * 10) /
+        10;
+    std::snprintf(t_field, sizeof t_field, "{\"t\":%.1f", now_t);
     for (size_t i = 0; i < clients.size(); ++i) {
       if (measuring) ++sent_measured;
-      if (faces)
+      if (faces && binary_frames) {
+        std::string frame = frames[(tick + i * 37) % frames.size()];
+        std::memcpy(frame.data() + 1 + 4, &now_t, sizeof now_t);  // f64 t after "PLM" + version
+        clients[i]->SendBinary(std::move(frame));
+      } else if (faces) {
         clients[i]->SendText(t_field + frames[(tick + i * 37) % frames.size()]);
-      else
+      } else
         clients[i]->SendText(frames[tick % frames.size()]);
       ++sent;
       if (ping_tick) {

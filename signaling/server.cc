@@ -897,6 +897,9 @@ bool Server::Start() {
   info.retry_and_idle_policy = &s.retry;
   info.max_http_header_data = 8192;
   info.max_http_header_pool = 256;
+  // lws reads the socket into this per-thread buffer (default 4 KiB): a 12 KB landmark frame
+  // then took four reads and callbacks; one read takes it whole.
+  info.pt_serv_buf_size = 64 * 1024;
   info.vhost_name = "parley";
   info.server_string = "parley";
   info.keepalive_timeout = 30;
