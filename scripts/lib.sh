@@ -10,11 +10,13 @@ PARLEY_RUN_PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good
   libsimdjson-dev libopencv-dev libdlib-dev libdlib-data liblapack-dev libblas-dev
+  libpocketsphinx-dev libsphinxbase-dev pocketsphinx-en-us libwebrtc-audio-processing-dev
 )
 # Extra packages for the test suite and benchmarks.
 PARLEY_TEST_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libcurl4-openssl-dev libopus-dev
   pocketsphinx-testdata python3-skimage libdlib19.1
+  asterisk-core-sounds-en-wav asterisk-core-sounds-en
 )
 
 as_root() {
