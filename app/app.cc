@@ -12,6 +12,10 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
       log(l),
       pool(config.workers, metrics),
       vision_pool(config.vision_workers, metrics),
+      asr_pool(core::WorkerPoolConfig{.name = "asr",
+                                      .threads = config.asr.pool_size,
+                                      .queue_capacity = static_cast<size_t>(config.asr_queue)},
+               metrics),
       registry(config.sessions, pool, log, metrics),
       static_files(config.web_root) {
   registry.SetEmitter(
@@ -21,12 +25,20 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
         for (const auto id : conns) server->Send(id, signaling::OutMessage{false, text, droppable});
       });
   AttachMedia();
-  registry.AddCreateHook([this](const std::shared_ptr<Session>& s) { AttachVision(s); });
-  registry.AddEndHook([this](Session& s) { EndVision(s); });
+  registry.AddCreateHook([this](const std::shared_ptr<Session>& s) {
+    AttachVision(s);
+    AttachHearing(s);
+  });
+  registry.AddEndHook([this](Session& s) {
+    EndVision(s);
+    EndHearing(s);
+  });
   // The dlib model (~100 MB, ~1 s) loads when the first video session starts, not at boot.
+  // Likewise the speech decoders (~100 MB and ~1 s each) load with the first media session.
   registry.AddStartHook([this](Session&, const StartParams& p, std::string*) {
     if (p.media == "webm" && config.server_landmarks)
       vision_pool.TrySubmit([this] { LandmarkerModel(); });
+    if (config.asr_enabled) asr_pool.TrySubmit([this] { Decoders(); });
     return true;
   });
   registry.SetLiveCallback([this](Session& s) {
@@ -135,6 +147,7 @@ void App::Shutdown() {
   Impl& s = *impl_;
   if (s.shut_down.exchange(true)) return;
   if (!s.server) {
+    s.asr_pool.Shutdown();
     s.vision_pool.Shutdown();
     s.pool.Shutdown();
     if (s.store) s.store->Close();
@@ -152,6 +165,7 @@ void App::Shutdown() {
   s.server->CloseAll(signaling::kCloseGoingAway, "server shutting down",
                      std::min(left, std::chrono::milliseconds(2000)));
   s.server->Stop();
+  s.asr_pool.Shutdown();
   s.vision_pool.Shutdown();
   s.pool.Shutdown();
   // One last chance for spooled writes; what remains is replayed by the next process.

@@ -21,6 +21,7 @@
 #include "core/core.h"
 #include "media/media.h"
 #include "signaling/signaling.h"
+#include "speech/speech.h"
 #include "store/store.h"
 #include "vision/vision.h"
 
@@ -37,6 +38,11 @@ struct AppConfig {
   bool server_landmarks = true;
   vision::LandmarkerConfig landmarker;
   core::WorkerPoolConfig vision_workers{.name = "vision", .threads = 2, .queue_capacity = 64};
+  // Listening: voice activity / end of turn, and offline recognition.
+  bool asr_enabled = true;
+  speech::EndpointConfig endpoint;
+  speech::PocketSphinxConfig asr;
+  int asr_queue = 256;  // utterances that may wait for a decoder
   std::string log_level = "info";
   std::string data_dir = "./data";
   std::string web_root;      // default: the checkout's web/

@@ -13,6 +13,7 @@
 #include "app/app.h"
 #include "media/media.h"
 #include "personas/personas.h"
+#include "speech/speech.h"
 
 namespace parley::app {
 
@@ -100,6 +101,22 @@ struct App::Impl final : signaling::Handler {
   // For /health without taking landmarker_mu: "off", "not_loaded", "loading", "ready", "failed".
   std::atomic<const char*> landmarker_state{"not_loaded"};
 
+  // hearing_glue.cc: the session's audio → endpointer → ASR pool → transcript.
+  struct HearingState;
+  void AttachHearing(const std::shared_ptr<Session>& session);
+  void HandleEndpointEvents(Session& s, const std::shared_ptr<HearingState>& v,
+                            std::vector<speech::EndpointEvent> events);
+  void Recognise(const std::weak_ptr<Session>& session, const std::shared_ptr<HearingState>& v,
+                 const speech::Utterance& utterance);
+  void StopHearing(Session& s);  // flushes the endpointer: a turn in progress ends
+  void EndHearing(Session& s);   // worker: waits (bounded) for the session's transcripts
+  std::shared_ptr<speech::DecoderPool> Decoders();  // loads once, on an ASR thread
+  std::mutex hearing_mu;
+  std::unordered_map<std::string, std::shared_ptr<HearingState>> hearing_states;
+  std::mutex decoders_mu;  // held while the decoders load (~1 s each)
+  std::shared_ptr<speech::DecoderPool> decoders;
+  std::string decoders_error;
+
   // Lifecycle glue (app.cc).
   bool PersistSession(const Session& s);
   // Builds and stores the report and the final session document; true when both are safe.
@@ -129,6 +146,7 @@ struct App::Impl final : signaling::Handler {
   core::Metrics metrics;
   core::WorkerPool pool;
   core::WorkerPool vision_pool;  // server-side landmarks: slow, kept off the general pool
+  core::WorkerPool asr_pool;     // one thread per speech decoder; its queue is the ASR queue
   std::optional<personas::Catalog> personas;
   std::unique_ptr<store::Store> store;
   SessionRegistry registry;

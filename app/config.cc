@@ -52,6 +52,9 @@ std::vector<std::string> AppConfig::Validate() const {
   check("vision", vision.Validate());
   check("vision workers", vision_workers.Validate());
   if (server_landmarks) check("server landmarks", landmarker.Validate());
+  check("end of turn", endpoint.Validate());
+  if (asr_enabled) check("speech recognition", asr.Validate());
+  if (asr_queue < 1 || asr_queue > 100000) problems.push_back("--asr-queue must be 1..100000");
   if (!core::ParseLogLevel(log_level))
     problems.push_back("--log-level must be one of debug, info, warn, error (got '" + log_level +
                        "')");
@@ -257,6 +260,47 @@ std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
       ->envname("PARLEY_VISION_THREADS")
       ->capture_default_str()
       ->group("Vision");
+
+  cli.add_option("--asr", c.asr_enabled, "Transcribe what the person says (PocketSphinx)")
+      ->envname("PARLEY_ASR")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--asr-decoders", c.asr.pool_size,
+                 "PocketSphinx decoders loaded and shared by all sessions (~100 MB each)")
+      ->envname("PARLEY_ASR_DECODERS")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--asr-queue", c.asr_queue, "Utterances that may wait for a free decoder")
+      ->envname("PARLEY_ASR_QUEUE")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--asr-model-dir", c.asr.model_dir, "PocketSphinx acoustic model directory")
+      ->envname("PARLEY_ASR_MODEL_DIR")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--asr-dictionary", c.asr.dictionary, "PocketSphinx pronunciation dictionary")
+      ->envname("PARLEY_ASR_DICTIONARY")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--asr-language-model", c.asr.language_model, "PocketSphinx language model")
+      ->envname("PARLEY_ASR_LANGUAGE_MODEL")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--vad-aggressiveness", c.endpoint.aggressiveness,
+                 "WebRTC VAD mode 0..3 (3 rejects the most non-speech)")
+      ->envname("PARLEY_VAD_AGGRESSIVENESS")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--end-of-turn-ms", c.endpoint.end_silence_ms,
+                 "Trailing silence that ends the person's turn")
+      ->envname("PARLEY_END_OF_TURN_MS")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--min-utterance-ms", c.endpoint.min_utterance_ms,
+                 "Shorter voiced bursts are not transcribed")
+      ->envname("PARLEY_MIN_UTTERANCE_MS")
+      ->capture_default_str()
+      ->group("Hearing");
 
   cli.add_option("--jwt-secret-key", c.auth.jwt_secret_key,
                  "HS256 secret for bearer tokens; unset = development mode (one local user)")

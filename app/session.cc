@@ -100,8 +100,20 @@ Timeline::Snapshot Timeline::Take() const {
     row["t"] = Json::Int64(second);
     s.samples.append(std::move(row));
   }
-  for (const auto& e : events_) s.events.append(e);
-  for (const auto& t : turns_) s.transcript.append(t);
+  // Analysers finish out of order (two utterances decoded in parallel, calibration replays):
+  // the report lists events and turns in time order.
+  std::vector<const Json::Value*> events, turns;
+  for (const auto& e : events_) events.push_back(&e);
+  for (const auto& t : turns_) turns.push_back(&t);
+  const auto by = [](const char* key) {
+    return [key](const Json::Value* a, const Json::Value* b) {
+      return (*a)[key].asInt64() < (*b)[key].asInt64();
+    };
+  };
+  std::stable_sort(events.begin(), events.end(), by("t"));
+  std::stable_sort(turns.begin(), turns.end(), by("t_start"));
+  for (const auto* e : events) s.events.append(*e);
+  for (const auto* t : turns) s.transcript.append(*t);
   s.dropped = dropped_;
   return s;
 }

@@ -35,7 +35,18 @@ class EndpointerImpl final : public Endpointer {
 
   void Feed(int64_t t_ms, std::span<const int16_t> pcm,
             std::vector<EndpointEvent>* events) override {
+    if (!pending_.empty() &&
+        t_ms - pending_t_ - static_cast<int64_t>(pending_.size()) * 1000 / kSampleRate >
+            config_.end_silence_ms) {
+      pending_.clear();  // the rest of a step before the gap
+      if (in_speech_) End(events);
+    } else if (pending_.empty() && have_fed_ && in_speech_ &&
+               t_ms - next_t_ > config_.end_silence_ms) {
+      End(events);
+    }
+    have_fed_ = true;
     if (pending_.empty()) pending_t_ = t_ms;
+    next_t_ = t_ms + static_cast<int64_t>(pcm.size()) * 1000 / kSampleRate;
     pending_.insert(pending_.end(), pcm.begin(), pcm.end());
     size_t used = 0;
     while (pending_.size() - used >= kStepSamples) {
@@ -97,9 +108,13 @@ class EndpointerImpl final : public Endpointer {
     utterance_.t_start_ms = t_start;
     last_voiced_end_ = t_start;
     // Pre-roll: the kept steps from t_start - pre_roll on (the window's voiced frames too).
-    for (const auto& h : history_)
-      if (h.t >= t_start - config_.pre_roll_ms)
-        utterance_.audio.insert(utterance_.audio.end(), h.audio.begin(), h.audio.end());
+    utterance_.audio_start_ms = -1;
+    for (const auto& h : history_) {
+      if (h.t < t_start - config_.pre_roll_ms) continue;
+      if (utterance_.audio_start_ms < 0) utterance_.audio_start_ms = h.t;
+      utterance_.audio.insert(utterance_.audio.end(), h.audio.begin(), h.audio.end());
+    }
+    if (utterance_.audio_start_ms < 0) utterance_.audio_start_ms = t_start;
     for (const auto& h : history_)
       if (h.voiced) last_voiced_end_ = std::max(last_voiced_end_, h.t + kStepMs);
     audio_at_last_voiced_ = utterance_.audio.size();
@@ -109,8 +124,9 @@ class EndpointerImpl final : public Endpointer {
   void End(std::vector<EndpointEvent>* events) {
     in_speech_ = false;
     utterance_.t_end_ms = last_voiced_end_;
-    // Keep the audio up to the last voiced step plus the hangover (words trail off quietly).
-    const size_t tail = static_cast<size_t>(config_.hangover_ms / kStepMs) * kStepSamples;
+    // Keep the audio up to the last voiced step plus a tail (words trail off quietly, and the
+    // recogniser decodes better with some silence around them).
+    const size_t tail = static_cast<size_t>(config_.tail_ms / kStepMs) * kStepSamples;
     utterance_.audio.resize(std::min(utterance_.audio.size(), audio_at_last_voiced_ + tail));
     EndpointEvent e{EndpointEvent::Kind::kSpeechEnd, utterance_.t_end_ms, std::nullopt};
     if (utterance_.t_end_ms - utterance_.t_start_ms >= config_.min_utterance_ms)
@@ -129,6 +145,8 @@ class EndpointerImpl final : public Endpointer {
   std::unique_ptr<WebRtcVadInst, VadDeleter> vad_;
   std::vector<int16_t> pending_;
   int64_t pending_t_ = 0;
+  int64_t next_t_ = 0;  // where the next fed frame should start
+  bool have_fed_ = false;
   std::deque<Step_> history_;
   bool in_speech_ = false;
   Utterance utterance_;
@@ -149,6 +167,8 @@ std::string EndpointConfig::Validate() const {
     return "hangover must be 0..end-of-turn silence";
   if (min_utterance_ms < 0 || max_utterance_ms < 1000) return "utterance limits are out of range";
   if (pre_roll_ms < 0 || pre_roll_ms > 1000) return "pre-roll must be 0..1000 ms";
+  if (tail_ms < 0 || tail_ms > end_silence_ms)
+    return "the kept tail must be 0..end-of-turn silence";
   return {};
 }
 

@@ -140,11 +140,14 @@ std::unique_ptr<DecoderPool> DecoderPool::Create(const PocketSphinxConfig& confi
   }
   std::vector<Decoder> decoders;
   for (int i = 0; i < config.pool_size; ++i) {
-    // ps_init keeps its own reference to the configuration.
+    // ps_init keeps its own reference to the configuration. Cepstral mean normalisation is
+    // per utterance ("batch": we always decode whole utterances): with the default "live" CMN
+    // a decoder carries the last speaker's channel estimate into the next utterance, which in
+    // a shared pool is another session's.
     std::unique_ptr<cmd_ln_t, ConfigDeleter> cfg(
         cmd_ln_init(nullptr, ps_args(), TRUE, "-hmm", config.model_dir.c_str(), "-lm",
-                    config.language_model.c_str(), "-dict", config.dictionary.c_str(), "-logfn",
-                    "/dev/null", nullptr));
+                    config.language_model.c_str(), "-dict", config.dictionary.c_str(), "-cmn",
+                    "batch", "-logfn", "/dev/null", nullptr));
     if (!cfg) {
       *error = "PocketSphinx rejected its configuration";
       return nullptr;

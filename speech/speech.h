@@ -27,13 +27,16 @@ struct EndpointConfig {
   int end_silence_ms = 500;       // trailing silence that ends a turn
   int min_utterance_ms = 200;     // shorter bursts (a cough, a click) are not utterances
   int max_utterance_ms = 30'000;  // a turn this long is cut (and a new one starts)
-  int pre_roll_ms = 200;          // audio kept from before the detected start, for the ASR
+  int pre_roll_ms = 500;          // audio kept from before the detected start, for the ASR
+  int tail_ms = 500;  // and after the last voiced step (the recogniser wants some silence
+                      // around the words)
   std::string Validate() const;
 };
 
 struct Utterance {
   int64_t t_start_ms = 0;      // on the clock of the fed frames
   int64_t t_end_ms = 0;        // end of the last voiced frame (the trailing silence excluded)
+  int64_t audio_start_ms = 0;  // time of audio[0] (before t_start by the pre-roll)
   std::vector<int16_t> audio;  // pre-roll + speech (+ up to hangover), 16 kHz mono
 };
 
@@ -48,7 +51,9 @@ class Endpointer {
   // nullptr with `error` when the VAD cannot be created.
   static std::unique_ptr<Endpointer> Create(const EndpointConfig& config, std::string* error);
   virtual ~Endpointer() = default;
-  // Any frame length; analysed in 10 ms steps. `t_ms` is the time of the first sample.
+  // Any frame length; analysed in 10 ms steps. `t_ms` is the time of the first sample; a jump
+  // forward of more than the end-of-turn silence (the stream stopped and restarted) ends a
+  // turn in progress.
   virtual void Feed(int64_t t_ms, std::span<const int16_t> pcm,
                     std::vector<EndpointEvent>* events) = 0;
   // Ends an utterance in progress (the stream stopped).

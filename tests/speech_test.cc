@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <pocketsphinx.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -125,6 +127,37 @@ std::map<std::string, std::string> LibrivoxTranscripts() {
   return out;
 }
 
+// Asterisk's prompts with their transcripts (asterisk-core-sounds-en): one-sentence prompts of
+// three words or more, no digits or sound effects; lower case, punctuation removed.
+std::vector<std::pair<std::string, std::string>> AsteriskPrompts(size_t count) {
+  std::vector<std::pair<std::string, std::string>> out;
+  FILE* f = popen("zcat /usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz", "r");
+  if (f == nullptr) return out;
+  char line[4096];
+  while (out.size() < count && std::fgets(line, sizeof line, f) != nullptr) {
+    std::string l(line);
+    const auto colon = l.find(": ");
+    if (l.empty() || l[0] == ';' || colon == std::string::npos) continue;
+    const std::string name = l.substr(0, colon);
+    std::string text;
+    bool ok = true;
+    int sentences = 0;
+    for (char c : l.substr(colon + 2)) {
+      if (std::isdigit(static_cast<unsigned char>(c)) || c == '[' || c == '/') ok = false;
+      if (c == '.' || c == '?' || c == '!') ++sentences;
+      if (std::isalpha(static_cast<unsigned char>(c)) || c == '\'' || c == ' ')
+        text.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    }
+    const std::string wav = "/usr/share/asterisk/sounds/en/" + name + ".wav";
+    if (!ok || sentences != 1 || std::count(text.begin(), text.end(), ' ') < 2 ||
+        !std::ifstream(wav).good())
+      continue;
+    out.emplace_back(wav, text);
+  }
+  pclose(f);
+  return out;
+}
+
 std::vector<std::string> Words(const std::string& s) {
   std::istringstream in(s);
   std::vector<std::string> w;
@@ -145,12 +178,12 @@ double Wer(const std::string& reference, const std::string& hypothesis) {
   return r.empty() ? 0 : static_cast<double>(d[r.size()][h.size()]) / r.size();
 }
 
-// The bare decoder, as PocketSphinx's own examples use it.
+// The bare decoder, as PocketSphinx's own examples use it (same model and CMN setting).
 std::string DecodeDirectly(const std::vector<int16_t>& pcm) {
   const speech::PocketSphinxConfig c;
   cmd_ln_t* config = cmd_ln_init(nullptr, ps_args(), TRUE, "-hmm", c.model_dir.c_str(), "-lm",
-                                 c.language_model.c_str(), "-dict", c.dictionary.c_str(), "-logfn",
-                                 "/dev/null", nullptr);
+                                 c.language_model.c_str(), "-dict", c.dictionary.c_str(), "-cmn",
+                                 "batch", "-logfn", "/dev/null", nullptr);
   ps_decoder_t* ps = ps_init(config);
   ps_start_utt(ps);
   ps_process_raw(ps, pcm.data(), pcm.size(), FALSE, TRUE);
@@ -218,6 +251,141 @@ TEST(DecoderPool, CallersQueueForABusyDecoderAndGiveUpAfterTheirWait) {
   ASSERT_TRUE(a) << ea;
   ASSERT_TRUE(b) << eb;
   EXPECT_EQ(a->text, b->text);
+}
+
+}  // namespace
+}  // namespace parley::testing
+
+// ---- Through the real server
+// ----------------------------------------------------------------------
+
+#include "tests/support/test_server.h"
+
+namespace parley::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(HearingOverWebSocket, PcmSpeechIsSegmentedAndTranscribedAsWellAsByTheBareDecoder) {
+  const auto transcripts = LibrivoxTranscripts();
+  ASSERT_GE(transcripts.size(), 3u) << "pocketsphinx-testdata is not installed";
+  // The recordings one after the other with 1.2 s of quiet room between them.
+  std::vector<int16_t> audio;
+  std::mt19937 rng(9);
+  std::normal_distribution<double> hiss(0, 3);
+  const auto silence = [&](int ms) {
+    for (int i = 0; i < ms * kRate / 1000; ++i)
+      audio.push_back(static_cast<int16_t>(std::lround(hiss(rng))));
+  };
+  // Audiobook speech (librivox) and telephone prompts (asterisk), each file decoded directly
+  // by the bare decoder too; WER is over the whole corpus (total edits / total words), so a
+  // prompt the endpointer splits in two is compared fairly.
+  std::vector<std::pair<std::string, std::string>> corpus;
+  for (const auto& [id, reference] : transcripts)
+    corpus.emplace_back("/usr/share/pocketsphinx/test/data/librivox/" + id + ".wav", reference);
+  const auto prompts = AsteriskPrompts(20);
+  ASSERT_GE(prompts.size(), 10u) << "asterisk-core-sounds-en(-wav) is not installed";
+  corpus.insert(corpus.end(), prompts.begin(), prompts.end());
+  struct File {
+    int64_t start_ms, end_ms;
+    std::string reference, direct, server;
+    bool librivox;
+  };
+  std::vector<File> files;
+  for (const auto& [wav, reference] : corpus) {
+    const auto pcm = DecodeTo16k(wav);
+    ASSERT_GT(pcm.size(), 1600u) << wav;
+    silence(1200);
+    const int64_t start = static_cast<int64_t>(audio.size()) * 1000 / kRate;
+    audio.insert(audio.end(), pcm.begin(), pcm.end());
+    files.push_back({start, static_cast<int64_t>(audio.size()) * 1000 / kRate, reference,
+                     DecodeDirectly(pcm), "", wav.find("librivox") != std::string::npos});
+  }
+  silence(1200);
+
+  TestServer s;
+  WsHub hub;
+  const std::string id = s.CreateSession("alice");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+  ASSERT_TRUE(ws->ReceiveType("started"));
+  // 100 ms messages, paced at 8x real time (the endpointer runs on stream time).
+  const auto t0 = std::chrono::steady_clock::now();
+  const size_t chunk = kRate / 10;
+  for (size_t off = 0, i = 0; off < audio.size(); off += chunk, ++i) {
+    std::this_thread::sleep_until(t0 + i * 12500us);
+    const size_t n = std::min(chunk, audio.size() - off);
+    ws->SendBinary("\x02" + std::string(reinterpret_cast<const char*>(audio.data() + off), n * 2));
+  }
+  // Ending the session drains the media pipeline, ends a turn still open and waits for the
+  // last transcripts before `session_ended`.
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  std::vector<Json::Value> finals;
+  int starts = 0, ends = 0, too_short = 0;
+  while (auto m = ws->ReceiveJson(30s)) {
+    if ((*m)["type"] == "speech_start") ++starts;
+    if ((*m)["type"] == "speech_end") {
+      ++ends;
+      too_short += (*m)["too_short"].asBool() ? 1 : 0;
+    }
+    if ((*m)["type"] == "transcript.final") finals.push_back(*m);
+    if ((*m)["type"] == "session_ended") break;
+  }
+  // At least one turn per file (a prompt with a long pause may become two); every turn ended,
+  // and every one long enough was transcribed.
+  std::printf("turns %d, too short %d, transcripts %zu, files %zu\n", starts, too_short,
+              finals.size(), files.size());
+  EXPECT_GE(starts, static_cast<int>(files.size()));
+  EXPECT_EQ(ends, starts);
+  ASSERT_EQ(finals.size(), static_cast<size_t>(ends - too_short));
+  // Two decoders work in parallel: transcripts may arrive out of order.
+  std::sort(finals.begin(), finals.end(), [](const Json::Value& a, const Json::Value& b) {
+    return a["t_start"].asInt64() < b["t_start"].asInt64();
+  });
+  int64_t previous_end = -1;
+  for (const auto& f : finals) {
+    EXPECT_GT(f["t_start"].asInt64(), previous_end);
+    EXPECT_GT(f["t_end"].asInt64(), f["t_start"].asInt64());
+    if (f["words"].size() > 0) {
+      EXPECT_GE(f["words"][0]["t_start"].asInt64(), f["t_start"].asInt64() - 500);  // pre-roll
+    }
+    previous_end = f["t_end"].asInt64();
+    // The file this turn belongs to (turns start inside a file's speech).
+    for (auto& file : files)
+      if (f["t_start"].asInt64() >= file.start_ms - 600 && f["t_start"].asInt64() < file.end_ms)
+        file.server += " " + f["text"].asString();
+  }
+  // Corpus WER (total edits / total words) per set of recordings.
+  const auto corpus_wer = [&](bool librivox, bool server) {
+    double edits = 0, words = 0;
+    for (const auto& file : files) {
+      if (file.librivox != librivox) continue;
+      const double n = static_cast<double>(Words(file.reference).size());
+      edits += Wer(file.reference, server ? file.server : file.direct) * n;
+      words += n;
+    }
+    return edits / words;
+  };
+  std::printf(
+      "transcript WER, librivox (16 kHz audiobook): server %.3f, bare decoder %.3f; "
+      "asterisk prompts (8 kHz telephone, resampled): server %.3f, bare decoder %.3f\n",
+      corpus_wer(true, true), corpus_wer(true, false), corpus_wer(false, true),
+      corpus_wer(false, false));
+  // The recogniser's own material (16 kHz speech): the server path must match the bare decoder.
+  EXPECT_LE(std::abs(corpus_wer(true, true) - corpus_wer(true, false)), 0.02);
+  // Telephone prompts are far from the model (WER ~55%) and short, so cutting them into turns
+  // costs more; bound the gap loosely.
+  EXPECT_LE(corpus_wer(false, true) - corpus_wer(false, false), 0.08);
+
+  const Json::Value r =
+      Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
+  ASSERT_EQ(r["transcript"].size(),
+            finals.size() - static_cast<size_t>(std::count_if(finals.begin(), finals.end(),
+                                                              [](const Json::Value& f) {
+                                                                return f["text"].asString().empty();
+                                                              })));
+  EXPECT_EQ(r["transcript"][0]["role"], "user");
+  EXPECT_EQ(r["transcript"][0]["text"], finals[0]["text"]);
 }
 
 }  // namespace

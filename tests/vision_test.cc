@@ -561,9 +561,15 @@ TEST(VisionOverWebSocket, VideoWithoutLandmarksIsAnalysedOnTheServer) {
   const Json::Value r =
       Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
   const Json::Value& v = r["metrics"]["vision"];
-  // dlib takes ~20 ms a frame here (far longer under ASan): frames decoded while one is being
-  // analysed are skipped, so only a lower bound holds everywhere.
-  EXPECT_GE(v["server_frames"].asInt(), 3) << r["metrics"].toStyledString();
+  // dlib takes ~10 ms a frame in an optimised build but seconds under ASan; frames decoded
+  // while one is being analysed are skipped, so the bound depends on the build.
+#if defined(__SANITIZE_ADDRESS__)
+  constexpr int kMinFrames = 1;
+#else
+  constexpr int kMinFrames = 8;
+#endif
+  std::printf("server-side landmark frames: %d\n", v["server_frames"].asInt());
+  EXPECT_GE(v["server_frames"].asInt(), kMinFrames) << r["metrics"].toStyledString();
   EXPECT_EQ(v["client_frames"].asInt(), 0);
   EXPECT_TRUE(v["gaze_from_head_only"].asBool());
   EXPECT_GT(r["metrics"]["face_visible_ratio"].asDouble(), 0.8);
