@@ -167,7 +167,8 @@ HttpResponse App::Impl::Health() {
   h["dependencies"]["store"] = store->Health();
   // dlib's model loads when the first video session starts.
   h["dependencies"]["server_landmarks"]["status"] =
-      config.server_landmarks ? landmarker_state.load() : "off";
+      config.server_landmarks ? landmarker.state() : "off";
+  h["dependencies"]["speech_recognition"]["status"] = config.asr_enabled ? decoders.state() : "off";
   if (h["dependencies"]["store"]["status"].asString() != "ok") h["status"] = "degraded";
   return HttpResponse::Json(200, h);
 }

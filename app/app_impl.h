@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -21,6 +22,44 @@ inline constexpr int kProtocolVersion = 1;
 // A text message on /ws/landmarks up to this size is checked for a control "type"; larger
 // ones are always landmark frames (docs/protocol.md).
 inline constexpr size_t kMaxControlMessageBytes = 4096;
+
+// A model that is slow to load (~100 MB, ~1 s: dlib's landmarks, PocketSphinx's decoders),
+// loaded once on first use from a worker and shared afterwards. state() is for /health and
+// never waits for the load.
+template <typename T>
+class LazyModel {
+ public:
+  // `load` returns the model, or null with the reason in its argument; the outcome is logged.
+  std::shared_ptr<T> Get(const std::function<std::shared_ptr<T>(std::string*)>& load,
+                         core::Logger& log, const std::string& what) {
+    const std::lock_guard lock(mu_);
+    if (!model_ && error_.empty()) {
+      state_ = "loading";
+      const auto t0 = std::chrono::steady_clock::now();
+      model_ = load(&error_);
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      state_ = model_ ? "ready" : "failed";
+      if (model_)
+        log.Info(what + " loaded", {{"load_ms", static_cast<Json::Int64>(ms)}});
+      else
+        log.Error(what + " could not load: off", {{"error", error_}});
+    }
+    return model_;
+  }
+  // "not_loaded", "loading", "ready" or "failed".
+  const char* state() const { return state_.load(); }
+  std::string error() const {
+    const std::lock_guard lock(mu_);
+    return error_;
+  }
+
+ private:
+  mutable std::mutex mu_;  // held while loading
+  std::shared_ptr<T> model_;
+  std::string error_;
+  std::atomic<const char*> state_{"not_loaded"};
+};
 
 struct App::Impl final : signaling::Handler {
   Impl(AppConfig c, core::Logger& l);
@@ -87,19 +126,15 @@ struct App::Impl final : signaling::Handler {
   std::mutex media_mu;
   std::unordered_map<std::string, MediaState> media_states;
 
-  // vision_glue.cc: landmark frames (client JSON/binary, or dlib on decoded video) → the
-  // session's FaceAnalyzer on a worker, one frame at a time per session, in order.
+  // vision_glue.cc: landmark frames (client JSON/binary on the service thread, or dlib on
+  // decoded video on the vision pool) → the session's FaceAnalyzer, in order.
   struct VisionState;
   void AttachVision(const std::shared_ptr<Session>& session);
-  void EndVision(Session& s);  // worker: drains, then adds the vision metrics to the report
+  void EndVision(Session& s);  // worker: waits for dlib's frame, adds vision metrics to the report
   std::shared_ptr<const vision::LandmarkerModel> LandmarkerModel();  // loads once
   std::mutex vision_mu;
   std::unordered_map<std::string, std::shared_ptr<VisionState>> vision_states;
-  std::mutex landmarker_mu;  // held while the model loads (~1 s): not vision_mu
-  std::shared_ptr<const vision::LandmarkerModel> landmarker_model;
-  std::string landmarker_error;  // why it could not load (then server landmarks are off)
-  // For /health without taking landmarker_mu: "off", "not_loaded", "loading", "ready", "failed".
-  std::atomic<const char*> landmarker_state{"not_loaded"};
+  LazyModel<const vision::LandmarkerModel> landmarker;
 
   // hearing_glue.cc: the session's audio → endpointer → ASR pool → transcript.
   struct HearingState;
@@ -113,9 +148,7 @@ struct App::Impl final : signaling::Handler {
   std::shared_ptr<speech::DecoderPool> Decoders();  // loads once, on an ASR thread
   std::mutex hearing_mu;
   std::unordered_map<std::string, std::shared_ptr<HearingState>> hearing_states;
-  std::mutex decoders_mu;  // held while the decoders load (~1 s each)
-  std::shared_ptr<speech::DecoderPool> decoders;
-  std::string decoders_error;
+  LazyModel<speech::DecoderPool> decoders;
 
   // Lifecycle glue (app.cc).
   bool PersistSession(const Session& s);

@@ -114,19 +114,11 @@ void App::Impl::HandleEndpointEvents(Session& s, const std::shared_ptr<HearingSt
 }
 
 std::shared_ptr<speech::DecoderPool> App::Impl::Decoders() {
-  const std::lock_guard lock(decoders_mu);
-  if (!decoders && decoders_error.empty()) {
-    const auto t0 = std::chrono::steady_clock::now();
-    decoders = speech::DecoderPool::Create(config.asr, &decoders_error);
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (decoders)
-      log.Info("speech decoders loaded",
-               {{"decoders", config.asr.pool_size}, {"load_ms", std::round(ms)}});
-    else
-      log.Error("speech recognition is off", {{"error", decoders_error}});
-  }
-  return decoders;
+  return decoders.Get(
+      [this](std::string* error) {
+        return std::shared_ptr<speech::DecoderPool>(speech::DecoderPool::Create(config.asr, error));
+      },
+      log, std::to_string(config.asr.pool_size) + " speech decoders");
 }
 
 void App::Impl::Recognise(const std::weak_ptr<Session>& weak_session,

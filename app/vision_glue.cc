@@ -252,7 +252,7 @@ void App::Impl::AttachVision(const std::shared_ptr<Session>& session) {
             if (s && !v->told_no_server_landmarks) {
               v->told_no_server_landmarks = true;
               report_error(*s, *v, "server_landmarks_unavailable",
-                           "video cannot be analysed on the server: " + landmarker_error);
+                           "video cannot be analysed on the server: " + landmarker.error());
             }
           } else {
             if (!v->landmarker) v->landmarker = std::make_unique<vision::Landmarker>(model);
@@ -274,21 +274,9 @@ void App::Impl::AttachVision(const std::shared_ptr<Session>& session) {
 }
 
 std::shared_ptr<const vision::LandmarkerModel> App::Impl::LandmarkerModel() {
-  const std::lock_guard lock(landmarker_mu);
-  if (!landmarker_model && landmarker_error.empty()) {
-    landmarker_state = "loading";
-    const auto t0 = std::chrono::steady_clock::now();
-    landmarker_model = vision::LoadLandmarkerModel(config.landmarker, &landmarker_error);
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    landmarker_state = landmarker_model ? "ready" : "failed";
-    if (landmarker_model)
-      log.Info("dlib landmark model loaded",
-               {{"path", config.landmarker.shape_model}, {"load_ms", std::round(ms)}});
-    else
-      log.Error("server-side landmarks are off", {{"error", landmarker_error}});
-  }
-  return landmarker_model;
+  return landmarker.Get(
+      [this](std::string* error) { return vision::LoadLandmarkerModel(config.landmarker, error); },
+      log, "dlib landmark model " + config.landmarker.shape_model);
 }
 
 void App::Impl::EndVision(Session& s) {

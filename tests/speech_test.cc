@@ -377,6 +377,10 @@ TEST(HearingOverWebSocket, PcmSpeechIsSegmentedAndTranscribedAsWellAsByTheBareDe
   // costs more; bound the gap loosely.
   EXPECT_LE(corpus_wer(false, true) - corpus_wer(false, false), 0.08);
 
+  EXPECT_EQ(Http("GET", s.Url("/health"))
+                .JsonBody()["dependencies"]["speech_recognition"]["status"]
+                .asString(),
+            "ready");
   const Json::Value r =
       Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
   ASSERT_EQ(r["transcript"].size(),

@@ -397,7 +397,13 @@ std::string FrameJson(const LandmarkFrame& f) {
   return o.str();
 }
 
-// Collects every JSON message until `done` says stop or nothing arrives for `quiet`.
+// Replays run faster than real time: more messages per second than a live client sends.
+void AllowFastReplay(app::AppConfig& c) {
+  c.server.max_messages_per_s = 2000;
+  c.server.message_burst = 4000;
+}
+
+// Collects every JSON message until nothing arrives for `quiet`.
 std::vector<Json::Value> Drain(WsClient& ws, std::chrono::milliseconds quiet = 1500ms) {
   std::vector<Json::Value> out;
   while (auto m = ws.ReceiveJson(quiet)) out.push_back(*m);
@@ -415,10 +421,7 @@ TEST(VisionOverWebSocket, LandmarkStreamGivesEventsScoresAndReportMetrics) {
   config.duration_s = 40;
   config.no_face = false;
   const Synthetic synth = GenerateSession(config);
-  TestServer s([](app::AppConfig& c) {
-    c.server.max_messages_per_s = 2000;
-    c.server.message_burst = 4000;
-  });
+  TestServer s(AllowFastReplay);
   WsHub hub;
   const std::string id = s.CreateSession("alice");
   auto ws = s.Join(hub, "landmarks", id, "alice");
@@ -472,14 +475,11 @@ TEST(VisionOverWebSocket, BinaryFramesOnThePracticeEndpointAreAnalysed) {
   config.seed = 3;
   config.duration_s = 8;
   const Synthetic synth = GenerateSession(config);
-  TestServer s([](app::AppConfig& c) {
-    c.server.max_messages_per_s = 2000;
-    c.server.message_burst = 4000;
-  });
+  TestServer s(AllowFastReplay);
   WsHub hub;
   const std::string id = s.CreateSession("alice");
   auto ws = s.Join(hub, "practice", id, "alice");
-  // Ten times real time (a client far faster than the analysis would see frames dropped).
+  // Ten times real time.
   const auto t0 = std::chrono::steady_clock::now();
   for (const auto& f : synth.frames) {
     std::this_thread::sleep_until(t0 +
