@@ -12,10 +12,18 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
       log(l),
       pool(config.workers, metrics),
       vision_pool(config.vision_workers, metrics),
+      // At most one task per session waits in the ASR queue (hearing_glue.cc).
       asr_pool(core::WorkerPoolConfig{.name = "asr",
-                                      .threads = config.asr.pool_size,
-                                      .queue_capacity = static_cast<size_t>(config.asr_queue)},
+                                      .threads = config.asr_threads,
+                                      .queue_capacity = static_cast<size_t>(
+                                          std::max(config.sessions.max_sessions, 64) + 16)},
                metrics),
+      remote_pool(
+          core::WorkerPoolConfig{
+              .name = "asr_remote",
+              .threads = config.remote_asr.base_url.empty() ? 1 : config.remote_asr_concurrency,
+              .queue_capacity = 4096},
+          metrics),
       registry(config.sessions, pool, log, metrics),
       static_files(config.web_root) {
   registry.SetEmitter(
@@ -24,6 +32,11 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
         const std::string text = core::ToJson(event);
         for (const auto id : conns) server->Send(id, signaling::OutMessage{false, text, droppable});
       });
+  if (!config.remote_asr.base_url.empty()) {
+    std::string error;
+    remote_asr = speech::RemoteRecognizer::Create(config.remote_asr, &error);
+    if (!remote_asr) log.Error("remote speech recognition is unavailable", {{"error", error}});
+  }
   AttachMedia();
   registry.AddCreateHook([this](const std::shared_ptr<Session>& s) {
     AttachVision(s);
@@ -148,6 +161,7 @@ void App::Shutdown() {
   if (s.shut_down.exchange(true)) return;
   if (!s.server) {
     s.asr_pool.Shutdown();
+    s.remote_pool.Shutdown();
     s.vision_pool.Shutdown();
     s.pool.Shutdown();
     if (s.store) s.store->Close();
@@ -166,6 +180,7 @@ void App::Shutdown() {
                      std::min(left, std::chrono::milliseconds(2000)));
   s.server->Stop();
   s.asr_pool.Shutdown();
+  s.remote_pool.Shutdown();
   s.vision_pool.Shutdown();
   s.pool.Shutdown();
   // One last chance for spooled writes; what remains is replayed by the next process.

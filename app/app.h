@@ -42,7 +42,11 @@ struct AppConfig {
   bool asr_enabled = true;
   speech::EndpointConfig endpoint;
   speech::PocketSphinxConfig asr;
-  int asr_queue = 256;  // utterances that may wait for a decoder
+  int asr_threads = 2;                 // decoding threads (CPU-bound: about the number of cores)
+  int asr_queue = 256;                 // utterances that may wait for a decoder, over all sessions
+  int partial_interval_ms = 300;       // transcript.partial at most this often per utterance
+  speech::RemoteAsrConfig remote_asr;  // base_url set: the remote engine, offline fallback
+  int remote_asr_concurrency = 4;      // requests in flight to the remote service
   std::string log_level = "info";
   std::string data_dir = "./data";
   std::string web_root;      // default: the checkout's web/

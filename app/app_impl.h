@@ -136,13 +136,24 @@ struct App::Impl final : signaling::Handler {
   std::unordered_map<std::string, std::shared_ptr<VisionState>> vision_states;
   LazyModel<const vision::LandmarkerModel> landmarker;
 
-  // hearing_glue.cc: the session's audio → endpointer → ASR pool → transcript.
+  // hearing_glue.cc: the session's audio → endpointer → streaming recognition (ASR pool, or
+  // the remote engine on its own pool) → transcript, prosody and talk metrics.
   struct HearingState;
+  struct HearingJob;
   void AttachHearing(const std::shared_ptr<Session>& session);
-  void HandleEndpointEvents(Session& s, const std::shared_ptr<HearingState>& v,
-                            std::vector<speech::EndpointEvent> events);
-  void Recognise(const std::weak_ptr<Session>& session, const std::shared_ptr<HearingState>& v,
-                 const speech::Utterance& utterance);
+  void TrackUtterances(HearingState& v, std::vector<speech::EndpointEvent>& events,
+                       bool stream_to_decoder);
+  void EmitEndpointEvents(Session& s, const std::vector<speech::EndpointEvent>& events);
+  bool HasWork(const HearingJob& job) const;
+  void Kick(const std::shared_ptr<HearingState>& v);
+  void Retire(HearingState& v, const std::shared_ptr<HearingJob>& job);
+  void Pump(const std::shared_ptr<HearingState>& v, const std::shared_ptr<HearingJob>& job);
+  void RequestDecoder(Session& s, const std::shared_ptr<HearingState>& v,
+                      const std::shared_ptr<HearingJob>& job);
+  void MaybeEmitPartial(Session& s, HearingJob& job);
+  void TranscribeRemotely(const std::shared_ptr<HearingState>& v,
+                          const std::shared_ptr<HearingJob>& job);
+  void Deliver(Session& s, HearingState& v, const HearingJob& job, const speech::Recognition& r);
   void StopHearing(Session& s);  // flushes the endpointer: a turn in progress ends
   void EndHearing(Session& s);   // worker: waits (bounded) for the session's transcripts
   std::shared_ptr<speech::DecoderPool> Decoders();  // loads once, on an ASR thread
@@ -179,7 +190,9 @@ struct App::Impl final : signaling::Handler {
   core::Metrics metrics;
   core::WorkerPool pool;
   core::WorkerPool vision_pool;  // server-side landmarks: slow, kept off the general pool
-  core::WorkerPool asr_pool;     // one thread per speech decoder; its queue is the ASR queue
+  core::WorkerPool asr_pool;     // decoding; at most one task per session queued
+  core::WorkerPool remote_pool;  // requests to the remote transcription service (network waits)
+  std::unique_ptr<speech::RemoteRecognizer> remote_asr;  // when one is configured
   std::optional<personas::Catalog> personas;
   std::unique_ptr<store::Store> store;
   SessionRegistry registry;

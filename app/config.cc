@@ -55,6 +55,12 @@ std::vector<std::string> AppConfig::Validate() const {
   check("end of turn", endpoint.Validate());
   if (asr_enabled) check("speech recognition", asr.Validate());
   if (asr_queue < 1 || asr_queue > 100000) problems.push_back("--asr-queue must be 1..100000");
+  if (asr_threads < 1 || asr_threads > 64) problems.push_back("--asr-threads must be 1..64");
+  if (partial_interval_ms < 50 || partial_interval_ms > 10000)
+    problems.push_back("--partial-interval-ms must be 50..10000");
+  if (remote_asr_concurrency < 1 || remote_asr_concurrency > 64)
+    problems.push_back("--asr-remote-concurrency must be 1..64");
+  check("remote speech recognition", remote_asr.Validate());
   if (!core::ParseLogLevel(log_level))
     problems.push_back("--log-level must be one of debug, info, warn, error (got '" + log_level +
                        "')");
@@ -268,6 +274,48 @@ std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
   cli.add_option("--asr-decoders", c.asr.pool_size,
                  "PocketSphinx decoders loaded and shared by all sessions (~100 MB each)")
       ->envname("PARLEY_ASR_DECODERS")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--asr-threads", c.asr_threads,
+                 "Threads decoding speech (CPU-bound: about the number of cores)")
+      ->envname("PARLEY_ASR_THREADS")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--partial-interval-ms", c.partial_interval_ms,
+                 "transcript.partial at most this often per utterance")
+      ->envname("PARLEY_PARTIAL_INTERVAL_MS")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--asr-remote-url", c.remote_asr.base_url,
+                 "OpenAI-compatible API base URL (e.g. https://api.openai.com/v1); set: "
+                 "transcribe there, PocketSphinx as the fallback")
+      ->envname("OPENAI_BASE_URL")
+      ->group("Hearing");
+  cli.add_option("--asr-remote-key", c.remote_asr.api_key, "Bearer token for the remote service")
+      ->envname("OPENAI_API_KEY")
+      ->group("Hearing");
+  cli.add_option("--asr-remote-model", c.remote_asr.model, "Remote transcription model")
+      ->envname("PARLEY_ASR_REMOTE_MODEL")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--asr-language", c.remote_asr.language,
+                 "Language hint for the remote service (ISO-639-1; empty: detect)")
+      ->envname("PARLEY_ASR_LANGUAGE")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--asr-remote-timeout-ms", c.remote_asr.timeout_ms,
+                 "Remote request timeout, per attempt")
+      ->envname("PARLEY_ASR_REMOTE_TIMEOUT_MS")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--asr-remote-retries", c.remote_asr.retries,
+                 "Further attempts after a failed remote request (network, 5xx, 429)")
+      ->envname("PARLEY_ASR_REMOTE_RETRIES")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--asr-remote-concurrency", c.remote_asr_concurrency,
+                 "Remote requests in flight at once")
+      ->envname("PARLEY_ASR_REMOTE_CONCURRENCY")
       ->capture_default_str()
       ->group("Hearing");
   cli.add_option("--asr-queue", c.asr_queue, "Utterances that may wait for a free decoder")

@@ -64,6 +64,10 @@ class EndpointerImpl final : public Endpointer {
 
   bool in_speech() const override { return in_speech_; }
   uint64_t voiced_ms() const override { return voiced_total_ms_; }
+  std::span<const int16_t> current_audio() const override {
+    if (!in_speech_) return {};
+    return utterance_.audio;
+  }
 
  private:
   void Step(int64_t t, std::span<const int16_t> frame, std::vector<EndpointEvent>* events) {

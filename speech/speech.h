@@ -1,12 +1,14 @@
 // Parley speech (listening half): voice activity and end of turn on the 16 kHz PCM from the
-// media pipeline, and offline speech recognition with a shared pool of PocketSphinx decoders.
+// media pipeline; streaming speech recognition with a shared pool of PocketSphinx decoders, and
+// a remote OpenAI-compatible engine; prosody (pitch, loudness) and talk metrics.
 //
-// Threads: an Endpointer belongs to one session and is fed by one thread at a time. The
-// DecoderPool is shared by all sessions; Recognize() blocks (it decodes) and runs on workers.
+// Threads: an Endpointer, a RecognitionStream and a TalkStats belong to one session and are
+// used by one thread at a time. The DecoderPool is shared by all sessions. Calls that decode or
+// go to the network block: run them on workers.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -59,6 +61,9 @@ class Endpointer {
   // Ends an utterance in progress (the stream stopped).
   virtual void Flush(std::vector<EndpointEvent>* events) = 0;
   virtual bool in_speech() const = 0;
+  // The audio of the utterance in progress so far (pre-roll first); empty outside speech. For
+  // streaming it to a recogniser while the person speaks.
+  virtual std::span<const int16_t> current_audio() const = 0;
   virtual uint64_t voiced_ms() const = 0;  // total voiced time seen
 };
 
@@ -82,24 +87,149 @@ struct PocketSphinxConfig {
   std::string model_dir = "/usr/share/pocketsphinx/model/en-us/en-us";
   std::string dictionary = "/usr/share/pocketsphinx/model/en-us/cmudict-en-us.dict";
   std::string language_model = "/usr/share/pocketsphinx/model/en-us/en-us.lm.bin";
-  int pool_size = 2;  // decoders loaded (~100 MB and ~1 s each); utterances queue beyond
+  int pool_size = 4;  // decoders loaded (~100 MB and ~1 s each); utterances queue beyond
+  // Decode while the person speaks for transcript.partial (a second, live pass: about twice
+  // the CPU). The final result always decodes the whole utterance at once.
+  bool partials = true;
   std::string Validate() const;
 };
 
+// One utterance recognised while it is spoken: feed audio as it arrives, read the partial
+// hypothesis (from a live pass), finish for the final result (the whole utterance decoded at
+// once, as accurate as the bare decoder). Holds a pooled decoder until destroyed (a stream
+// destroyed unfinished abandons its utterance). Feed/Partial/Finish decode: call them on a
+// worker, one thread at a time.
+class RecognitionStream {
+ public:
+  virtual ~RecognitionStream() = default;
+  virtual bool Feed(std::span<const int16_t> pcm16k, std::string* error) = 0;
+  // The best hypothesis so far (empty before the first words).
+  virtual std::string Partial() = 0;
+  // Ends the utterance: the final words, their times (relative to the first sample) and
+  // confidences, from a pass over `whole` (the utterance as finally cut) or, when empty, over
+  // everything fed.
+  virtual std::optional<Recognition> Finish(std::span<const int16_t> whole, std::string* error) = 0;
+};
+
 // Loaded PocketSphinx decoders shared by every session: memory grows with the pool, not with
-// the number of sessions. Recognize() checks one out for one utterance.
+// the number of sessions. A decoder is checked out for one utterance.
 class DecoderPool {
  public:
-  static std::unique_ptr<DecoderPool> Create(const PocketSphinxConfig& config, std::string* error);
+  using Ready = std::function<void(std::unique_ptr<RecognitionStream>)>;
+  static std::shared_ptr<DecoderPool> Create(const PocketSphinxConfig& config, std::string* error);
   virtual ~DecoderPool() = default;
-  // Decodes one utterance (blocks: call it on a worker). Waits up to `wait` for a free
-  // decoder; nullopt with `error` when none came free or decoding failed.
-  virtual std::optional<Recognition> Recognize(std::span<const int16_t> pcm16k,
-                                               std::chrono::milliseconds wait,
-                                               std::string* error) = 0;
+  // Calls `ready` with a stream on a free decoder: at once on this thread when one is free,
+  // otherwise on the thread that returns one, in the order asked. Never blocks. Each stream
+  // starts clean: nothing carries from one utterance (or session) to the next.
+  virtual void Acquire(Ready ready) = 0;
   virtual int size() const = 0;
   virtual int busy() const = 0;     // decoders checked out now
-  virtual int waiting() const = 0;  // callers waiting for one
+  virtual int waiting() const = 0;  // Acquire calls not served yet
+};
+
+// Decodes one whole utterance on the calling thread (for tests and tools): waits for a decoder.
+std::optional<Recognition> RecognizeUtterance(DecoderPool& pool, std::span<const int16_t> pcm16k,
+                                              std::string* error);
+
+// ---- Remote recognition: any OpenAI-compatible POST /v1/audio/transcriptions ------------------
+
+struct RemoteAsrConfig {
+  std::string base_url;  // e.g. https://api.openai.com/v1 (OPENAI_BASE_URL); empty: off
+  std::string api_key;   // OPENAI_API_KEY; sent as a bearer token when set
+  std::string model = "whisper-1";
+  std::string language = "en";  // ISO-639-1 hint; empty: the service detects it
+  int connect_timeout_ms = 2000;
+  int timeout_ms = 15000;  // whole request, per attempt
+  int retries = 1;         // further attempts after a failed one (network, 5xx, 429)
+  int retry_backoff_ms = 250;
+  std::string Validate() const;
+};
+
+// One utterance per request: a 16-bit WAV in multipart/form-data with `response_format`
+// verbose_json and word timestamps. Thread-safe; Transcribe blocks (network): run it on a worker.
+class RemoteRecognizer {
+ public:
+  static std::unique_ptr<RemoteRecognizer> Create(const RemoteAsrConfig& config,
+                                                  std::string* error);
+  virtual ~RemoteRecognizer() = default;
+  // nullopt with `error` after the retries failed or when the answer is not a transcription.
+  virtual std::optional<Recognition> Transcribe(std::span<const int16_t> pcm16k,
+                                                std::string* error) = 0;
+};
+
+// A 16 kHz mono 16-bit WAV file's bytes (libsndfile).
+std::string EncodeWav(std::span<const int16_t> pcm16k);
+
+// ---- Prosody -------------------------------------------------------------------------------
+
+// Fundamental frequency by YIN (de Cheveigné & Kawahara 2002) with parabolic refinement, on
+// one frame of 16 kHz audio; nullopt when the frame is unvoiced or aperiodic.
+class PitchTracker {
+ public:
+  explicit PitchTracker(double min_hz = 60, double max_hz = 500, double threshold = 0.12);
+  std::optional<double> Estimate(std::span<const int16_t> frame);
+  size_t frame_samples() const { return frame_; }  // 2 periods of min_hz, rounded
+ private:
+  double min_hz_, max_hz_, threshold_;
+  size_t frame_;
+  std::vector<double> diff_;
+};
+
+struct Prosody {
+  int voiced_frames = 0;  // 10 ms steps with a pitch
+  double f0_mean_hz = 0, f0_median_hz = 0, f0_std_semitones = 0;
+  double f0_range_semitones = 0;                     // 5th to 95th percentile
+  double f0_end_slope_semitones = 0;                 // last 300 ms with pitch vs the turn's median
+  double volume_dbfs_mean = 0, volume_dbfs_std = 0;  // 50 ms RMS over the active frames
+  std::optional<double> loudness_lufs;  // EBU R128 integrated (libebur128); needs 400 ms
+  std::vector<double> f0_hz;            // one per pitched step, in order (for session statistics)
+  std::vector<double> volume_db;        // one per active 50 ms block
+};
+
+// Pitch every 10 ms (YIN over 30 ms windows), volume and loudness of one utterance.
+Prosody AnalyzeProsody(std::span<const int16_t> pcm16k);
+
+// ---- Talk metrics -------------------------------------------------------------------------------
+
+struct TalkSummary {
+  int turns = 0;
+  int words = 0;                 // recognised words, fillers included
+  double speech_s = 0;           // sum of turn durations (speech start to end)
+  double speaking_rate_wpm = 0;  // words (fillers excluded) per minute of speech
+  int filler_words = 0;
+  std::vector<std::pair<std::string, int>> fillers;  // each filler and its count
+  int questions_asked = 0;
+  double longest_pause_s = 0;  // longest silence between or inside the person's turns
+  int pauses_over_1s = 0;
+  double talk_ratio = 0;  // the person's speech time / session time
+  // Session-wide prosody over every turn's frames.
+  double f0_mean_hz = 0, f0_std_hz = 0, f0_std_semitones = 0, f0_range_semitones = 0;
+  double volume_dbfs_mean = 0, volume_dbfs_std = 0;
+  std::optional<double> loudness_lufs;  // mean over turns, in the energy domain
+  bool has_pitch = false, has_volume = false;
+};
+
+// Per-session accumulation of turns into the report's talk metrics (docs/scoring.md).
+class TalkStats {
+ public:
+  // A finished user turn: its recognition, bounds on the session clock, and its prosody.
+  void AddTurn(const Recognition& r, int64_t t_start_ms, int64_t t_end_ms, const Prosody& prosody);
+  TalkSummary Summarize(double session_s) const;
+  // Whether a recognised turn reads as a question (a "?" from a punctuating engine, an opening
+  // interrogative or auxiliary, or a rising end).
+  static bool IsQuestion(const std::string& text, const Prosody& prosody);
+
+ private:
+  struct Turn {
+    int64_t t_start_ms, t_end_ms;
+    int words_total, words_content;
+    double longest_gap_s;
+  };
+  std::vector<Turn> turns_;
+  std::vector<std::pair<std::string, int>> fillers_;
+  int questions_ = 0;
+  std::vector<double> f0_, volume_;
+  std::vector<double> lufs_;
 };
 
 }  // namespace parley::speech

@@ -1,0 +1,262 @@
+// Remote speech recognition through any OpenAI-compatible POST /v1/audio/transcriptions
+// (OpenAI, whisper.cpp's server, faster-whisper servers...): one utterance per request as a WAV
+// in multipart/form-data, libcurl for HTTP, jsoncpp for the verbose_json answer.
+#include <curl/curl.h>
+#include <json/json.h>
+#include <sndfile.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "speech/speech.h"
+
+namespace parley::speech {
+namespace {
+
+struct EasyDeleter {
+  void operator()(CURL* c) const { curl_easy_cleanup(c); }
+};
+struct MimeDeleter {
+  void operator()(curl_mime* m) const { curl_mime_free(m); }
+};
+struct SlistDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+
+// libsndfile writes through these callbacks into a string.
+struct MemoryFile {
+  std::string bytes;
+  sf_count_t pos = 0;
+};
+sf_count_t MemLength(void* user) {
+  return static_cast<sf_count_t>(static_cast<MemoryFile*>(user)->bytes.size());
+}
+sf_count_t MemSeek(sf_count_t offset, int whence, void* user) {
+  auto* f = static_cast<MemoryFile*>(user);
+  const auto size = static_cast<sf_count_t>(f->bytes.size());
+  sf_count_t to = offset;
+  if (whence == SEEK_CUR) to += f->pos;
+  if (whence == SEEK_END) to += size;
+  f->pos = std::clamp<sf_count_t>(to, 0, size);
+  return f->pos;
+}
+sf_count_t MemRead(void* out, sf_count_t count, void* user) {
+  auto* f = static_cast<MemoryFile*>(user);
+  const sf_count_t n =
+      std::max<sf_count_t>(0, std::min(count, static_cast<sf_count_t>(f->bytes.size()) - f->pos));
+  std::memcpy(out, f->bytes.data() + f->pos, static_cast<size_t>(n));
+  f->pos += n;
+  return n;
+}
+sf_count_t MemWrite(const void* in, sf_count_t count, void* user) {
+  auto* f = static_cast<MemoryFile*>(user);
+  const auto at = static_cast<size_t>(f->pos);
+  if (f->bytes.size() < at + static_cast<size_t>(count)) f->bytes.resize(at + count);
+  std::memcpy(f->bytes.data() + at, in, static_cast<size_t>(count));
+  f->pos += count;
+  return count;
+}
+sf_count_t MemTell(void* user) { return static_cast<MemoryFile*>(user)->pos; }
+
+size_t AppendBody(char* data, size_t size, size_t n, void* user) {
+  auto* body = static_cast<std::string*>(user);
+  // A transcription is small; a server streaming megabytes at us is not one.
+  if (body->size() + size * n > (8U << 20)) return 0;
+  body->append(data, size * n);
+  return size * n;
+}
+
+double Confidence(double avg_logprob) { return std::clamp(std::exp(avg_logprob), 0.0, 1.0); }
+
+// The verbose_json answer → words with times (ms from the first sample) and confidences.
+std::optional<Recognition> ParseAnswer(const std::string& body, std::string* error) {
+  Json::Value root;
+  Json::CharReaderBuilder builder;
+  std::string parse_error;
+  std::istringstream in(body);
+  if (!Json::parseFromStream(builder, in, &root, &parse_error) || !root.isObject() ||
+      !root["text"].isString()) {
+    *error = "the transcription service answered something that is not a transcription";
+    return std::nullopt;
+  }
+  Recognition r;
+  r.engine = "remote";
+  // Trimmed text; the engine punctuates, which the question counter uses.
+  std::string text = root["text"].asString();
+  text.erase(0, text.find_first_not_of(" \t\n"));
+  text.erase(text.find_last_not_of(" \t\n") + 1);
+  r.text = text;
+  struct Segment {
+    double start, end, confidence;
+  };
+  std::vector<Segment> segments;
+  for (const auto& s : root["segments"])
+    if (s.isObject() && s["start"].isNumeric() && s["end"].isNumeric())
+      segments.push_back(
+          {s["start"].asDouble(), s["end"].asDouble(),
+           s["avg_logprob"].isNumeric() ? Confidence(s["avg_logprob"].asDouble()) : 0.0});
+  const auto confidence_at = [&](double t) {
+    for (const auto& s : segments)
+      if (t >= s.start && t <= s.end) return s.confidence;
+    return segments.empty() ? 0.0 : segments.back().confidence;
+  };
+  const auto to_ms = [](double s) { return static_cast<int64_t>(std::lround(s * 1000)); };
+  for (const auto& w : root["words"]) {
+    if (!w.isObject() || !w["word"].isString() || !w["start"].isNumeric() || !w["end"].isNumeric())
+      continue;
+    std::string word = w["word"].asString();
+    word.erase(0, word.find_first_not_of(' '));
+    if (word.empty()) continue;
+    r.words.push_back({word, to_ms(w["start"].asDouble()), to_ms(w["end"].asDouble()),
+                       confidence_at(w["start"].asDouble())});
+  }
+  if (r.words.empty() && !segments.empty()) {
+    // No word timestamps (a server without them): spread each segment's words over it.
+    for (const auto& s : root["segments"]) {
+      if (!s["text"].isString() || !s["start"].isNumeric() || !s["end"].isNumeric()) continue;
+      std::istringstream words(s["text"].asString());
+      std::vector<std::string> ws;
+      for (std::string x; words >> x;) ws.push_back(x);
+      const double t0 = s["start"].asDouble(), t1 = s["end"].asDouble();
+      for (size_t i = 0; i < ws.size(); ++i) {
+        const double a = t0 + (t1 - t0) * static_cast<double>(i) / static_cast<double>(ws.size());
+        const double b =
+            t0 + (t1 - t0) * static_cast<double>(i + 1) / static_cast<double>(ws.size());
+        r.words.push_back({ws[i], to_ms(a), to_ms(b), confidence_at(a)});
+      }
+    }
+  }
+  double sum = 0;
+  for (const auto& s : segments) sum += s.confidence;
+  r.confidence = segments.empty() ? 0 : sum / static_cast<double>(segments.size());
+  return r;
+}
+
+class RemoteRecognizerImpl final : public RemoteRecognizer {
+ public:
+  explicit RemoteRecognizerImpl(RemoteAsrConfig config) : config_(std::move(config)) {
+    url_ = config_.base_url;
+    while (!url_.empty() && url_.back() == '/') url_.pop_back();
+    url_ += "/audio/transcriptions";
+  }
+
+  std::optional<Recognition> Transcribe(std::span<const int16_t> pcm, std::string* error) override {
+    const std::string wav = EncodeWav(pcm);
+    for (int attempt = 0;; ++attempt) {
+      bool retryable = false;
+      auto r = Attempt(wav, &retryable, error);
+      if (r || !retryable || attempt >= config_.retries) return r;
+      std::this_thread::sleep_for(std::chrono::milliseconds(config_.retry_backoff_ms << attempt));
+    }
+  }
+
+ private:
+  std::optional<Recognition> Attempt(const std::string& wav, bool* retryable, std::string* error) {
+    std::unique_ptr<CURL, EasyDeleter> curl(curl_easy_init());
+    if (!curl) {
+      *error = "libcurl could not start a request";
+      return std::nullopt;
+    }
+    CURL* c = curl.get();
+    std::unique_ptr<curl_mime, MimeDeleter> mime(curl_mime_init(c));
+    curl_mimepart* file = curl_mime_addpart(mime.get());
+    curl_mime_name(file, "file");
+    curl_mime_filename(file, "utterance.wav");
+    curl_mime_type(file, "audio/wav");
+    curl_mime_data(file, wav.data(), wav.size());
+    const auto field = [&](const char* name, const std::string& value) {
+      curl_mimepart* part = curl_mime_addpart(mime.get());
+      curl_mime_name(part, name);
+      curl_mime_data(part, value.c_str(), CURL_ZERO_TERMINATED);
+    };
+    field("model", config_.model);
+    if (!config_.language.empty()) field("language", config_.language);
+    field("response_format", "verbose_json");
+    field("timestamp_granularities[]", "word");
+    field("timestamp_granularities[]", "segment");
+    std::unique_ptr<curl_slist, SlistDeleter> headers;
+    if (!config_.api_key.empty()) {
+      const std::string auth = "Authorization: Bearer " + config_.api_key;
+      headers.reset(curl_slist_append(nullptr, auth.c_str()));
+    }
+    std::string body;
+    curl_easy_setopt(c, CURLOPT_URL, url_.c_str());
+    curl_easy_setopt(c, CURLOPT_MIMEPOST, mime.get());
+    if (headers) curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config_.connect_timeout_ms));
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(config_.timeout_ms));
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);  // timeouts without SIGALRM: we are threaded
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &AppendBody);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "parley");
+    const CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK) {
+      *retryable = true;
+      *error =
+          std::string("the transcription service could not be reached: ") + curl_easy_strerror(rc);
+      return std::nullopt;
+    }
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200) {
+      *retryable = status >= 500 || status == 429;
+      *error = "the transcription service answered HTTP " + std::to_string(status) + ": " +
+               body.substr(0, 200);
+      return std::nullopt;
+    }
+    return ParseAnswer(body, error);
+  }
+
+  const RemoteAsrConfig config_;
+  std::string url_;
+};
+
+}  // namespace
+
+std::string EncodeWav(std::span<const int16_t> pcm) {
+  MemoryFile f;
+  SF_VIRTUAL_IO io{&MemLength, &MemSeek, &MemRead, &MemWrite, &MemTell};
+  SF_INFO info{};
+  info.samplerate = kSampleRate;
+  info.channels = 1;
+  info.format = SF_FORMAT_WAV | SF_FORMAT_PCM_16;
+  SNDFILE* snd = sf_open_virtual(&io, SFM_WRITE, &info, &f);
+  if (snd == nullptr) return {};
+  sf_write_short(snd, pcm.data(), static_cast<sf_count_t>(pcm.size()));
+  sf_close(snd);
+  return std::move(f.bytes);
+}
+
+std::string RemoteAsrConfig::Validate() const {
+  if (base_url.empty()) return {};
+  if (base_url.rfind("http://", 0) != 0 && base_url.rfind("https://", 0) != 0)
+    return "the transcription service URL must start with http:// or https://";
+  if (model.empty()) return "the transcription model must be named";
+  if (connect_timeout_ms < 100 || timeout_ms < 500 || timeout_ms > 600'000)
+    return "transcription timeouts are out of range (connect >= 100 ms, request 0.5..600 s)";
+  if (retries < 0 || retries > 5 || retry_backoff_ms < 0 || retry_backoff_ms > 10'000)
+    return "transcription retries must be 0..5 with a backoff of 0..10000 ms";
+  return {};
+}
+
+std::unique_ptr<RemoteRecognizer> RemoteRecognizer::Create(const RemoteAsrConfig& config,
+                                                           std::string* error) {
+  if (std::string why = config.Validate(); !why.empty()) {
+    *error = why;
+    return nullptr;
+  }
+  if (config.base_url.empty()) {
+    *error = "no transcription service is configured";
+    return nullptr;
+  }
+  // libcurl's global set-up is not thread-safe in every build: do it once, before any request.
+  static std::once_flag curl_ready;
+  std::call_once(curl_ready, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  return std::make_unique<RemoteRecognizerImpl>(config);
+}
+
+}  // namespace parley::speech
