@@ -281,6 +281,11 @@ std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
       ->envname("PARLEY_ASR_THREADS")
       ->capture_default_str()
       ->group("Hearing");
+  cli.add_option("--asr-partials", c.asr.partials,
+                 "transcript.partial while the person speaks (a second, live decoding pass)")
+      ->envname("PARLEY_ASR_PARTIALS")
+      ->capture_default_str()
+      ->group("Hearing");
   cli.add_option("--partial-interval-ms", c.partial_interval_ms,
                  "transcript.partial at most this often per utterance")
       ->envname("PARLEY_PARTIAL_INTERVAL_MS")
