@@ -23,6 +23,20 @@ inline constexpr int kProtocolVersion = 1;
 // ones are always landmark frames (docs/protocol.md).
 inline constexpr size_t kMaxControlMessageBytes = 4096;
 
+// A session's analyser state in a per-analyser map: looked up (and, at the session's end,
+// taken out) under that map's mutex. Null when the session has none.
+template <typename State>
+std::shared_ptr<State> FindSessionState(
+    std::mutex& mu, std::unordered_map<std::string, std::shared_ptr<State>>& states,
+    const std::string& session_id, bool take) {
+  const std::lock_guard lock(mu);
+  const auto it = states.find(session_id);
+  if (it == states.end()) return nullptr;
+  auto state = it->second;
+  if (take) states.erase(it);
+  return state;
+}
+
 // A model that is slow to load (~100 MB, ~1 s: dlib's landmarks, PocketSphinx's decoders),
 // loaded once on first use from a worker and shared afterwards. state() is for /health and
 // never waits for the load.
@@ -145,6 +159,7 @@ struct App::Impl final : signaling::Handler {
                        bool stream_to_decoder);
   void EmitEndpointEvents(Session& s, const std::vector<speech::EndpointEvent>& events);
   bool HasWork(const HearingJob& job) const;
+  bool StreamsWhileSpoken() const;  // the live pass runs (offline engine, partials on)
   void Kick(const std::shared_ptr<HearingState>& v);
   void Retire(HearingState& v, const std::shared_ptr<HearingJob>& job);
   void Pump(const std::shared_ptr<HearingState>& v, const std::shared_ptr<HearingJob>& job);

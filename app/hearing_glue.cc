@@ -92,7 +92,7 @@ void App::Impl::AttachHearing(const std::shared_ptr<Session>& session) {
   }
   std::weak_ptr<Session> weak_session = session;
   std::weak_ptr<HearingState> weak_state = st;
-  const bool stream_to_decoder = config.remote_asr.base_url.empty();
+  const bool stream_to_decoder = StreamsWhileSpoken();
   session->AddAudioConsumer([this, weak_session, weak_state, stream_to_decoder](
                                 int64_t t_ms, std::span<const int16_t> pcm) {
     const auto v = weak_state.lock();
@@ -178,12 +178,19 @@ std::shared_ptr<speech::DecoderPool> App::Impl::Decoders() {
       std::to_string(config.asr.pool_size) + " speech decoders");
 }
 
+// A turn streams into a recogniser while it is spoken only for partials from the offline
+// engine; otherwise the recogniser is taken when the turn has ended (held no longer than the
+// final pass needs).
+bool App::Impl::StreamsWhileSpoken() const {
+  return config.remote_asr.base_url.empty() && config.asr.partials;
+}
+
 // Whether a job has something for an ASR thread to do now (under v.mu).
 bool App::Impl::HasWork(const HearingJob& job) const {
   if (job.pumping) return false;
   if (job.dropped) return job.ended;
   if (!config.remote_asr.base_url.empty() && !job.remote_failed) return job.ended;
-  if (!job.stream) return !job.requested;
+  if (!job.stream) return !job.requested && (job.ended || StreamsWhileSpoken());
   return !job.pending.empty() || job.ended;
 }
 
@@ -248,12 +255,11 @@ void App::Impl::Pump(const std::shared_ptr<HearingState>& v,
         // Still "pumping" while the remote pool has it.
         if (remote_pool.TrySubmit([this, v, job] { TranscribeRemotely(v, job); })) return;
         lock.lock();
-        job->remote_failed = true;
-        job->pending = job->utterance->audio;
+        job->remote_failed = true;  // decode it here (the final pass takes the whole turn)
         continue;
       }
       if (!job->stream) {
-        const bool ask = !job->requested;
+        const bool ask = !job->requested && (job->ended || StreamsWhileSpoken());
         job->requested = true;
         job->pumping = false;
         lock.unlock();
@@ -302,17 +308,23 @@ void App::Impl::RequestDecoder(Session& s, const std::shared_ptr<HearingState>& 
   const auto decoder_pool = Decoders();
   if (!decoder_pool) {
     s.Emit(ErrorJson("asr_unavailable", "speech recognition is unavailable: " + decoders.error()));
-    const std::lock_guard lock(v->mu);
-    job->dropped = true;
-    ++v->failed;
+    {
+      const std::lock_guard lock(v->mu);
+      job->dropped = true;
+      ++v->failed;
+    }
+    Kick(v);  // an ended turn is retired now, not at the next audio (there may be none)
     return;
   }
   if (decoder_pool->waiting() >= config.asr_queue) {
     s.Emit(ErrorJson("asr_overloaded",
                      "speech recognition is saturated; an utterance was not transcribed"));
-    const std::lock_guard lock(v->mu);
-    job->dropped = true;
-    ++v->refused;
+    {
+      const std::lock_guard lock(v->mu);
+      job->dropped = true;
+      ++v->refused;
+    }
+    Kick(v);
     return;
   }
   metrics.GetGauge("parley_asr_waiting", "Utterances waiting for a free speech decoder").Add(1);
@@ -377,8 +389,7 @@ void App::Impl::TranscribeRemotely(const std::shared_ptr<HearingState>& v,
   {
     const std::lock_guard lock(v->mu);
     ++v->fallbacks;
-    job->remote_failed = true;
-    job->pending = job->utterance->audio;
+    job->remote_failed = true;  // decoded here: the final pass takes the whole turn
     job->pumping = false;
   }
   Kick(v);
@@ -431,19 +442,14 @@ void App::Impl::Deliver(Session& s, HearingState& v, const HearingJob& job,
 // Ends a turn in progress. (Not on `stop`: the pipeline still drains after it, and the
 // endpointer ends a turn by itself when the stream's clock jumps at the next `start`.)
 void App::Impl::StopHearing(Session& s) {
-  std::shared_ptr<HearingState> v;
-  {
-    const std::lock_guard lock(hearing_mu);
-    const auto it = hearing_states.find(s.id());
-    if (it == hearing_states.end()) return;
-    v = it->second;
-  }
+  const auto v = FindSessionState(hearing_mu, hearing_states, s.id(), /*take=*/false);
+  if (!v) return;
   std::vector<speech::EndpointEvent> events;
   {
     const std::lock_guard lock(v->mu);
     if (!v->endpointer) return;
     v->endpointer->Flush(&events);
-    TrackUtterances(*v, events, config.remote_asr.base_url.empty());
+    TrackUtterances(*v, events, StreamsWhileSpoken());
   }
   EmitEndpointEvents(s, events);
   Kick(v);
@@ -452,14 +458,8 @@ void App::Impl::StopHearing(Session& s) {
 void App::Impl::EndHearing(Session& s) {
   // The media pipeline has drained (its end hook ran first): a turn still open ends here.
   StopHearing(s);
-  std::shared_ptr<HearingState> v;
-  {
-    const std::lock_guard lock(hearing_mu);
-    const auto it = hearing_states.find(s.id());
-    if (it == hearing_states.end()) return;
-    v = it->second;
-    hearing_states.erase(it);
-  }
+  const auto v = FindSessionState(hearing_mu, hearing_states, s.id(), /*take=*/true);
+  if (!v) return;
   std::unique_lock lock(v->mu);
   v->ended = true;
   // Transcripts of the last utterances belong in the report: wait for them (bounded).

@@ -280,14 +280,8 @@ std::shared_ptr<const vision::LandmarkerModel> App::Impl::LandmarkerModel() {
 }
 
 void App::Impl::EndVision(Session& s) {
-  std::shared_ptr<VisionState> v;
-  {
-    const std::lock_guard lock(vision_mu);
-    const auto it = vision_states.find(s.id());
-    if (it == vision_states.end()) return;
-    v = it->second;
-    vision_states.erase(it);
-  }
+  const auto v = FindSessionState(vision_mu, vision_states, s.id(), /*take=*/true);
+  if (!v) return;
   {
     std::unique_lock lock(v->mu);
     v->ended = true;

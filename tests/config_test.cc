@@ -92,6 +92,27 @@ TEST_F(ConfigTest, RejectsAMessageRateBelowOne) {
   EXPECT_EQ(std::get<int>(p.result), 2);
 }
 
+TEST_F(ConfigTest, RejectsABadTranscriptionServiceUrlAndRetryCounts) {
+  const auto p = Parse({"--asr-remote-url", "ftp://whisper.local/v1", "--asr-remote-retries", "9",
+                        "--asr-threads", "0"});
+  ASSERT_TRUE(std::holds_alternative<int>(p.result));
+  EXPECT_EQ(std::get<int>(p.result), 2);
+  EXPECT_NE(p.err.find("http:// or https://"), std::string::npos) << p.err;
+  EXPECT_NE(p.err.find("--asr-threads"), std::string::npos) << p.err;
+}
+
+TEST_F(ConfigTest, TheTranscriptionServiceComesFromOpenAiEnvironmentNames) {
+  setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1", 1);
+  setenv("OPENAI_API_KEY", "sk-test", 1);
+  const auto p = Parse({});
+  unsetenv("OPENAI_BASE_URL");
+  unsetenv("OPENAI_API_KEY");
+  ASSERT_TRUE(std::holds_alternative<AppConfig>(p.result)) << p.err;
+  const auto& c = std::get<AppConfig>(p.result);
+  EXPECT_EQ(c.remote_asr.base_url, "http://127.0.0.1:9/v1");
+  EXPECT_EQ(c.remote_asr.api_key, "sk-test");
+}
+
 TEST_F(ConfigTest, HelpListsEveryOptionWithItsEnvironmentName) {
   const auto p = Parse({"--help"});
   ASSERT_TRUE(std::holds_alternative<int>(p.result));

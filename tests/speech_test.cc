@@ -3,6 +3,8 @@
 #include "speech/speech.h"
 
 #include <gtest/gtest.h>
+#include <httplib.h>
+#include <json/json.h>
 #include <pocketsphinx.h>
 
 #include <algorithm>
@@ -12,6 +14,7 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -323,6 +326,216 @@ TEST(DecoderPool, AnAbandonedUtteranceDoesNotDisturbTheNextOne) {
   EXPECT_FALSE(clean.final.text.empty());
 }
 
+// ---- Remote recognition against a local OpenAI-compatible service ----------------------------
+
+// A real HTTP server (cpp-httplib) on an ephemeral port speaking POST /v1/audio/transcriptions:
+// it records each multipart request it receives and answers as the test tells it to.
+class FakeTranscriptionService {
+ public:
+  struct Received {
+    bool multipart = false;
+    std::map<std::string, std::string> fields;
+    int granularities = 0;  // timestamp_granularities[] parts
+    std::string wav, filename, content_type, authorization;
+  };
+  using Answer = std::function<void(int request_index, httplib::Response&)>;
+
+  explicit FakeTranscriptionService(Answer answer) : answer_(std::move(answer)) {
+    server_.Post("/v1/audio/transcriptions",
+                 [this](const httplib::Request& req, httplib::Response& res) {
+                   Received r;
+                   r.multipart = req.is_multipart_form_data();
+                   r.authorization = req.get_header_value("Authorization");
+                   for (const auto& [name, part] : req.files) {
+                     if (name == "file") {
+                       r.wav = part.content;
+                       r.filename = part.filename;
+                       r.content_type = part.content_type;
+                     } else if (name == "timestamp_granularities[]") {
+                       ++r.granularities;
+                     } else {
+                       r.fields[name] = part.content;
+                     }
+                   }
+                   int index = 0;
+                   {
+                     const std::lock_guard lock(mu_);
+                     index = static_cast<int>(received_.size());
+                     received_.push_back(std::move(r));
+                   }
+                   answer_(index, res);
+                 });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+  }
+  ~FakeTranscriptionService() {
+    server_.stop();
+    thread_.join();
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1"; }
+  std::vector<Received> received() const {
+    const std::lock_guard lock(mu_);
+    return received_;
+  }
+
+ private:
+  Answer answer_;
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread thread_;
+  mutable std::mutex mu_;
+  std::vector<Received> received_;
+};
+
+// verbose_json as OpenAI's API answers it, with word and segment timestamps.
+std::string VerboseJson(const std::string& text) {
+  Json::Value v(Json::objectValue);
+  v["task"] = "transcribe";
+  v["language"] = "english";
+  v["duration"] = 2.0;
+  v["text"] = " " + text;
+  Json::Value seg(Json::objectValue);
+  seg["id"] = 0;
+  seg["start"] = 0.0;
+  seg["end"] = 2.0;
+  seg["text"] = " " + text;
+  seg["avg_logprob"] = -0.1;
+  v["segments"].append(seg);
+  double t = 0.1;
+  for (const auto& w : Words(text)) {
+    Json::Value word(Json::objectValue);
+    word["word"] = w;
+    word["start"] = t;
+    word["end"] = t + 0.3;
+    v["words"].append(word);
+    t += 0.35;
+  }
+  return Json::writeString(Json::StreamWriterBuilder(), v);
+}
+
+speech::RemoteAsrConfig RemoteConfig(const FakeTranscriptionService& service) {
+  speech::RemoteAsrConfig c;
+  c.base_url = service.url();
+  c.api_key = "sk-test";
+  c.model = "test-model";
+  c.timeout_ms = 5000;
+  c.retries = 0;
+  c.retry_backoff_ms = 10;
+  return c;
+}
+
+std::vector<int16_t> Tone(double seconds) {
+  std::vector<int16_t> pcm(static_cast<size_t>(seconds * kRate));
+  for (size_t i = 0; i < pcm.size(); ++i)
+    pcm[i] = static_cast<int16_t>(6000 * std::sin(2 * M_PI * 180 * static_cast<double>(i) / kRate));
+  return pcm;
+}
+
+TEST(RemoteRecognizer, SendsTheUtteranceAsMultipartWavAndReadsVerboseJson) {
+  FakeTranscriptionService service([](int, httplib::Response& res) {
+    res.set_content(VerboseJson("Hello there, how are you?"), "application/json");
+  });
+  std::string error;
+  auto remote = speech::RemoteRecognizer::Create(RemoteConfig(service), &error);
+  ASSERT_TRUE(remote) << error;
+  const auto pcm = Tone(1.5);
+  const auto r = remote->Transcribe(pcm, &error);
+  ASSERT_TRUE(r) << error;
+  EXPECT_EQ(r->text, "Hello there, how are you?");
+  EXPECT_EQ(r->engine, "remote");
+  ASSERT_EQ(r->words.size(), 5u);
+  EXPECT_EQ(r->words[0].text, "Hello");
+  EXPECT_EQ(r->words[0].t_start_ms, 100);
+  EXPECT_EQ(r->words[0].t_end_ms, 400);
+  EXPECT_NEAR(r->confidence, std::exp(-0.1), 1e-6);
+
+  const auto got = service.received();
+  ASSERT_EQ(got.size(), 1u);
+  const auto& q = got[0];
+  EXPECT_TRUE(q.multipart);
+  EXPECT_EQ(q.authorization, "Bearer sk-test");
+  EXPECT_EQ(q.fields.at("model"), "test-model");
+  EXPECT_EQ(q.fields.at("language"), "en");
+  EXPECT_EQ(q.fields.at("response_format"), "verbose_json");
+  EXPECT_EQ(q.granularities, 2);
+  EXPECT_EQ(q.filename, "utterance.wav");
+  EXPECT_EQ(q.content_type, "audio/wav");
+  // A 16 kHz mono 16-bit WAV holding exactly the utterance's samples.
+  ASSERT_EQ(q.wav.size(), 44 + pcm.size() * 2);
+  EXPECT_EQ(q.wav.substr(0, 4), "RIFF");
+  EXPECT_EQ(q.wav.substr(8, 4), "WAVE");
+  uint16_t channels = 0;
+  uint32_t rate = 0;
+  std::memcpy(&channels, q.wav.data() + 22, 2);
+  std::memcpy(&rate, q.wav.data() + 24, 4);
+  EXPECT_EQ(channels, 1);
+  EXPECT_EQ(rate, 16000u);
+  EXPECT_EQ(std::memcmp(q.wav.data() + 44, pcm.data(), pcm.size() * 2), 0);
+}
+
+TEST(RemoteRecognizer, ServerErrorsAreRetriedThenReported) {
+  FakeTranscriptionService service([](int, httplib::Response& res) {
+    res.status = 500;
+    res.set_content("upstream exploded", "text/plain");
+  });
+  auto config = RemoteConfig(service);
+  config.retries = 2;
+  std::string error;
+  auto remote = speech::RemoteRecognizer::Create(config, &error);
+  ASSERT_TRUE(remote) << error;
+  EXPECT_FALSE(remote->Transcribe(Tone(0.5), &error));
+  EXPECT_NE(error.find("HTTP 500"), std::string::npos) << error;
+  EXPECT_EQ(service.received().size(), 3u);  // the attempt and two retries
+}
+
+TEST(RemoteRecognizer, GarbageAndClientErrorsAreReportedWithoutRetrying) {
+  FakeTranscriptionService service([](int i, httplib::Response& res) {
+    if (i == 0) res.set_content("<html>not json</html>", "text/html");
+    if (i == 1) res.set_content(R"({"segments": []})", "application/json");  // no text
+    if (i == 2) {
+      res.status = 401;
+      res.set_content(R"({"error": {"message": "bad key"}})", "application/json");
+    }
+  });
+  auto config = RemoteConfig(service);
+  config.retries = 2;
+  std::string error;
+  auto remote = speech::RemoteRecognizer::Create(config, &error);
+  ASSERT_TRUE(remote) << error;
+  for (const char* expected : {"not a transcription", "not a transcription", "HTTP 401"}) {
+    error.clear();
+    EXPECT_FALSE(remote->Transcribe(Tone(0.5), &error));
+    EXPECT_NE(error.find(expected), std::string::npos) << error;
+  }
+  EXPECT_EQ(service.received().size(), 3u);
+}
+
+TEST(RemoteRecognizer, ASilentServiceTimesOut) {
+  FakeTranscriptionService service([](int, httplib::Response& res) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    res.set_content(VerboseJson("too late"), "application/json");
+  });
+  auto config = RemoteConfig(service);
+  config.timeout_ms = 500;
+  std::string error;
+  auto remote = speech::RemoteRecognizer::Create(config, &error);
+  ASSERT_TRUE(remote) << error;
+  EXPECT_FALSE(remote->Transcribe(Tone(0.5), &error));
+  EXPECT_NE(error.find("could not be reached"), std::string::npos) << error;
+  EXPECT_NE(error.find("imeout"), std::string::npos) << error;
+}
+
+TEST(RemoteRecognizer, NothingListeningIsAnErrorNotAHang) {
+  std::string error;
+  speech::RemoteAsrConfig config;
+  config.base_url = "http://127.0.0.1:1/v1";  // nothing listens on port 1
+  config.retries = 0;
+  auto remote = speech::RemoteRecognizer::Create(config, &error);
+  ASSERT_TRUE(remote) << error;
+  EXPECT_FALSE(remote->Transcribe(Tone(0.5), &error));
+  EXPECT_NE(error.find("could not be reached"), std::string::npos) << error;
+}
+
 }  // namespace
 }  // namespace parley::testing
 
@@ -335,6 +548,24 @@ namespace parley::testing {
 namespace {
 
 using namespace std::chrono_literals;
+
+// Joins `session` on /ws/practice, starts 16 kHz PCM media and sends `audio` as 100 ms
+// messages, one every `per_100ms` (100 ms: real time; the endpointer runs on stream time).
+std::shared_ptr<WsClient> StreamPcm(TestServer& s, WsHub& hub, const std::string& session,
+                                    const std::vector<int16_t>& audio,
+                                    std::chrono::microseconds per_100ms) {
+  auto ws = s.Join(hub, "practice", session, "alice");
+  ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+  EXPECT_TRUE(ws->ReceiveType("started"));
+  const auto t0 = std::chrono::steady_clock::now();
+  const size_t chunk = kRate / 10;
+  for (size_t off = 0, i = 0; off < audio.size(); off += chunk, ++i) {
+    std::this_thread::sleep_until(t0 + i * per_100ms);
+    const size_t n = std::min(chunk, audio.size() - off);
+    ws->SendBinary("\x02" + std::string(reinterpret_cast<const char*>(audio.data() + off), n * 2));
+  }
+  return ws;
+}
 
 TEST(HearingOverWebSocket, PcmSpeechIsSegmentedAndTranscribedAsWellAsByTheBareDecoder) {
   const auto transcripts = LibrivoxTranscripts();
@@ -378,17 +609,7 @@ TEST(HearingOverWebSocket, PcmSpeechIsSegmentedAndTranscribedAsWellAsByTheBareDe
   TestServer s([](app::AppConfig& c) { c.asr.partials = false; });
   WsHub hub;
   const std::string id = s.CreateSession("alice");
-  auto ws = s.Join(hub, "practice", id, "alice");
-  ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
-  ASSERT_TRUE(ws->ReceiveType("started"));
-  // 100 ms messages, paced at 8x real time (the endpointer runs on stream time).
-  const auto t0 = std::chrono::steady_clock::now();
-  const size_t chunk = kRate / 10;
-  for (size_t off = 0, i = 0; off < audio.size(); off += chunk, ++i) {
-    std::this_thread::sleep_until(t0 + i * 12500us);
-    const size_t n = std::min(chunk, audio.size() - off);
-    ws->SendBinary("\x02" + std::string(reinterpret_cast<const char*>(audio.data() + off), n * 2));
-  }
+  auto ws = StreamPcm(s, hub, id, audio, 12500us);  // 8x real time
   // Ending the session drains the media pipeline, ends a turn still open and waits for the
   // last transcripts before `session_ended`.
   ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
@@ -465,6 +686,74 @@ TEST(HearingOverWebSocket, PcmSpeechIsSegmentedAndTranscribedAsWellAsByTheBareDe
   EXPECT_EQ(r["transcript"][0]["text"], finals[0]["text"]);
 }
 
+TEST(HearingOverWebSocket, RemoteEngineTranscribesAndFallsBackToPocketSphinxWhenItFails) {
+  // The service transcribes the first turn, then fails with 500s.
+  FakeTranscriptionService service([](int i, httplib::Response& res) {
+    if (i == 0) {
+      res.set_content(VerboseJson("hello from the service"), "application/json");
+    } else {
+      res.status = 500;
+      res.set_content("overloaded", "text/plain");
+    }
+  });
+  const auto first = DecodeTo16k(
+      "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav");
+  const auto second = DecodeTo16k(
+      "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
+  ASSERT_FALSE(first.empty());
+  ASSERT_FALSE(second.empty());
+  std::vector<int16_t> audio(kRate / 2, 0);
+  audio.insert(audio.end(), first.begin(), first.end());
+  audio.insert(audio.end(), kRate * 3 / 2, 0);
+  audio.insert(audio.end(), second.begin(), second.end());
+  audio.insert(audio.end(), kRate, 0);
+  TestServer s([&](app::AppConfig& c) {
+    c.remote_asr.base_url = service.url();
+    c.remote_asr.api_key = "sk-test";
+    c.remote_asr.retries = 0;
+  });
+  WsHub hub;
+  const std::string id = s.CreateSession("alice");
+  auto ws = StreamPcm(s, hub, id, audio, 25ms);  // 4x real time
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  std::vector<Json::Value> finals;
+  std::optional<Json::Value> fallback;
+  int partials = 0;
+  while (auto m = ws->ReceiveJson(30s)) {
+    const std::string type = (*m)["type"].asString();
+    if (type == "transcript.final") finals.push_back(*m);
+    if (type == "transcript.partial") ++partials;
+    if (type == "asr_fallback") fallback = *m;
+    if (type == "session_ended") break;
+  }
+  ASSERT_EQ(finals.size(), 2u);
+  std::sort(finals.begin(), finals.end(), [](const Json::Value& a, const Json::Value& b) {
+    return a["t_start"].asInt64() < b["t_start"].asInt64();
+  });
+  EXPECT_EQ(finals[0]["engine"], "remote");
+  EXPECT_EQ(finals[0]["text"], "hello from the service");
+  EXPECT_EQ(finals[0]["words"].size(), 4u);
+  // Word times are on the session clock: the turn's audio starts before t_start (pre-roll).
+  EXPECT_GE(finals[0]["words"][0]["t_start"].asInt64(), finals[0]["t_start"].asInt64() - 500);
+  ASSERT_TRUE(fallback.has_value());
+  EXPECT_NE((*fallback)["reason"].asString().find("HTTP 500"), std::string::npos);
+  EXPECT_EQ(finals[1]["engine"], "pocketsphinx");
+  EXPECT_FALSE(finals[1]["text"].asString().empty());
+  EXPECT_EQ(partials, 0);  // the remote engine gives none
+  // One request per turn, each the turn's audio (about the file plus pre-roll and tail).
+  const auto got = service.received();
+  ASSERT_EQ(got.size(), 2u);
+  const double first_s = static_cast<double>(got[0].wav.size() - 44) / 2 / kRate;
+  EXPECT_GT(first_s, static_cast<double>(first.size()) / kRate - 1.0);
+  EXPECT_LT(first_s, static_cast<double>(first.size()) / kRate + 1.5);
+  const Json::Value r =
+      Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
+  EXPECT_EQ(r["metrics"]["speech"]["remote_fallbacks"].asInt(), 1);
+  ASSERT_EQ(r["transcript"].size(), 2u);
+  EXPECT_EQ(r["transcript"][0]["engine"], "remote");
+  EXPECT_EQ(r["metrics"]["turns"].asInt(), 2);
+}
+
 TEST(HearingOverWebSocket, PartialTranscriptsArriveWhileThePersonSpeaks) {
   const auto pcm = DecodeTo16k(
       "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav");
@@ -475,16 +764,8 @@ TEST(HearingOverWebSocket, PartialTranscriptsArriveWhileThePersonSpeaks) {
   TestServer s;
   WsHub hub;
   const std::string id = s.CreateSession("alice");
-  auto ws = s.Join(hub, "practice", id, "alice");
-  ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
-  ASSERT_TRUE(ws->ReceiveType("started"));
   // Real time: partials can only come while the speech is still arriving.
-  const auto t0 = std::chrono::steady_clock::now();
-  for (size_t off = 0, i = 0; off < audio.size(); off += kRate / 10, ++i) {
-    std::this_thread::sleep_until(t0 + i * 100ms);
-    const size_t n = std::min<size_t>(kRate / 10, audio.size() - off);
-    ws->SendBinary("\x02" + std::string(reinterpret_cast<const char*>(audio.data() + off), n * 2));
-  }
+  auto ws = StreamPcm(s, hub, id, audio, 100ms);
   std::vector<std::string> partials;
   std::optional<Json::Value> final_msg;
   bool ended_before_first_partial = false;
