@@ -166,7 +166,7 @@ std::string EncodeWav(std::span<const int16_t> pcm16k);
 // one frame of 16 kHz audio; nullopt when the frame is unvoiced or aperiodic.
 class PitchTracker {
  public:
-  explicit PitchTracker(double min_hz = 60, double max_hz = 500, double threshold = 0.12);
+  explicit PitchTracker(double min_hz = 60, double max_hz = 500, double threshold = 0.2);
   std::optional<double> Estimate(std::span<const int16_t> frame);
   size_t frame_samples() const { return frame_; }  // 2 periods of min_hz, rounded
  private:

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "tests/support/audio_files.h"
+#include "tests/support/flite_voice.h"
 
 namespace parley::testing {
 namespace {
@@ -835,6 +836,84 @@ TEST(TalkStats, CountsFillersQuestionsAndPausesFromTurns) {
   EXPECT_NEAR(t.talk_ratio, 8.0 / 20.0, 1e-9);
   // 19 words, 4 of them fillers (5 tokens), over 8 s of speech.
   EXPECT_NEAR(t.speaking_rate_wpm, (19.0 - 5.0) / (8.0 / 60.0), 1e-6);
+}
+
+}  // namespace
+}  // namespace parley::testing
+
+namespace parley::testing {
+namespace {
+
+const char kReading[] =
+    "the weather was fine this morning so we walked along the river to the old market and "
+    "bought some bread and fresh fruit before the rain came back in the afternoon";
+
+TEST(Prosody, FliteVoicesSpeakInTheirKnownPitchRanges) {
+  // Adult speaking pitch: men roughly 70-180 Hz, women 150-255 Hz. (kal16 is a deep voice:
+  // an independent autocorrelation estimate of the same audio gives a median of 85.6 Hz.)
+  struct Voice {
+    const char* name;
+    double low, high;
+  };
+  double male_max = 0, female = 0;
+  for (const Voice v : {Voice{"kal16", 70, 180}, Voice{"rms", 70, 180}, Voice{"awb", 70, 180},
+                        Voice{"slt", 150, 255}}) {
+    const auto pcm = FliteSpeak(v.name, kReading);
+    ASSERT_GT(pcm.size(), 16000u) << v.name;
+    const auto p = speech::AnalyzeProsody(pcm);
+    std::printf(
+        "%-6s f0 mean %.1f Hz, median %.1f, std %.2f st, range %.2f st, %d pitched frames, "
+        "volume %.1f dBFS, loudness %.1f LUFS\n",
+        v.name, p.f0_mean_hz, p.f0_median_hz, p.f0_std_semitones, p.f0_range_semitones,
+        p.voiced_frames, p.volume_dbfs_mean, p.loudness_lufs.value_or(0));
+    EXPECT_GE(p.f0_mean_hz, v.low) << v.name;
+    EXPECT_LE(p.f0_mean_hz, v.high) << v.name;
+    // A good part of the reading is voiced speech with a pitch (diphone kal16 the least).
+    EXPECT_GT(p.voiced_frames, static_cast<int>(pcm.size() / 160 / 4)) << v.name;
+    EXPECT_TRUE(p.loudness_lufs.has_value()) << v.name;
+    if (std::string(v.name) == "slt")
+      female = p.f0_mean_hz;
+    else
+      male_max = std::max(male_max, p.f0_mean_hz);
+  }
+  EXPECT_GT(female, male_max);
+}
+
+TEST(TalkStats, SpeakingRateOfFliteAtSetRatesIsWithinTenPercent) {
+  std::string error;
+  auto pool = speech::DecoderPool::Create({}, &error);
+  ASSERT_TRUE(pool) << error;
+  const double words = static_cast<double>(Words(kReading).size());
+  for (const double stretch : {0.8, 1.0, 1.3}) {
+    const auto speech_pcm = FliteSpeak("slt", kReading, stretch);
+    ASSERT_FALSE(speech_pcm.empty());
+    // Truth: the text's words over the synthesized speech's extent.
+    const auto [a, b] = SpeechExtent(speech_pcm);
+    const double truth_wpm = words / (static_cast<double>(b - a) / kRate / 60);
+    // Measured as the server does: endpointer turns, recognised words, TalkStats.
+    std::vector<int16_t> audio(kRate, 0);
+    audio.insert(audio.end(), speech_pcm.begin(), speech_pcm.end());
+    audio.insert(audio.end(), kRate, 0);
+    auto ep = speech::Endpointer::Create({}, &error);
+    ASSERT_TRUE(ep) << error;
+    std::vector<speech::EndpointEvent> events;
+    ep->Feed(0, audio, &events);
+    ep->Flush(&events);
+    speech::TalkStats talk;
+    std::string heard;
+    for (auto& e : events) {
+      if (!e.utterance) continue;
+      const auto r = speech::RecognizeUtterance(*pool, e.utterance->audio, &error);
+      ASSERT_TRUE(r) << error;
+      heard += r->text + " ";
+      talk.AddTurn(*r, e.utterance->t_start_ms, e.utterance->t_end_ms,
+                   speech::AnalyzeProsody(e.utterance->audio));
+    }
+    const auto t = talk.Summarize(static_cast<double>(audio.size()) / kRate);
+    std::printf("stretch %.1f: truth %.1f wpm, measured %.1f wpm (%d turns; heard \"%s\")\n",
+                stretch, truth_wpm, t.speaking_rate_wpm, t.turns, heard.c_str());
+    EXPECT_NEAR(t.speaking_rate_wpm, truth_wpm, truth_wpm * 0.10) << stretch;
+  }
 }
 
 }  // namespace

@@ -1,0 +1,40 @@
+#include "tests/support/flite_voice.h"
+
+extern "C" {
+#include <flite/flite.h>
+cst_voice* register_cmu_us_slt(const char* voxdir);
+cst_voice* register_cmu_us_kal16(const char* voxdir);
+cst_voice* register_cmu_us_rms(const char* voxdir);
+cst_voice* register_cmu_us_awb(const char* voxdir);
+}
+
+#include <mutex>
+
+namespace parley::testing {
+
+std::vector<int16_t> FliteSpeak(const std::string& voice, const std::string& text,
+                                double duration_stretch) {
+  // Flite keeps global state (its init, the registered voices): one caller at a time.
+  static std::mutex mu;
+  const std::lock_guard lock(mu);
+  static const bool ready = [] {
+    flite_init();
+    return true;
+  }();
+  (void)ready;
+  cst_voice* v = nullptr;
+  if (voice == "slt") v = register_cmu_us_slt(nullptr);
+  if (voice == "kal16") v = register_cmu_us_kal16(nullptr);
+  if (voice == "rms") v = register_cmu_us_rms(nullptr);
+  if (voice == "awb") v = register_cmu_us_awb(nullptr);
+  if (v == nullptr) return {};
+  feat_set_float(v->features, "duration_stretch", static_cast<float>(duration_stretch));
+  cst_wave* w = flite_text_to_wave(text.c_str(), v);
+  std::vector<int16_t> out;
+  if (w != nullptr && w->sample_rate == 16000 && w->num_channels == 1)
+    out.assign(w->samples, w->samples + w->num_samples);
+  if (w != nullptr) delete_wave(w);
+  return out;
+}
+
+}  // namespace parley::testing

@@ -1,0 +1,15 @@
+// Synthesized speech for tests: Flite's voices (flite1-dev), 16 kHz mono S16.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace parley::testing {
+
+// `voice`: "slt" (female), "kal16", "rms", "awb" (male). `duration_stretch` > 1 speaks slower.
+// Empty for an unknown voice.
+std::vector<int16_t> FliteSpeak(const std::string& voice, const std::string& text,
+                                double duration_stretch = 1.0);
+
+}  // namespace parley::testing
