@@ -25,32 +25,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Runs a gst-launch style description that ends in `filesink location=<file>`; returns bytes.
-std::string MakeFixture(const std::string& description, const std::string& file) {
-  std::string error;
-  EXPECT_TRUE(InitGStreamer(&error)) << error;
-  GError* err = nullptr;
-  GstElement* p = gst_parse_launch((description + " ! filesink location=" + file).c_str(), &err);
-  if (p == nullptr) {
-    ADD_FAILURE() << "fixture pipeline: " << (err ? err->message : "?");
-    if (err) g_error_free(err);
-    return {};
-  }
-  gst_element_set_state(p, GST_STATE_PLAYING);
-  GstBus* bus = gst_element_get_bus(p);
-  GstMessage* msg = gst_bus_timed_pop_filtered(
-      bus, 60 * GST_SECOND, static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
-  EXPECT_TRUE(msg != nullptr && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS) << "fixture failed";
-  if (msg) gst_message_unref(msg);
-  gst_object_unref(bus);
-  gst_element_set_state(p, GST_STATE_NULL);
-  gst_object_unref(p);
-  std::ifstream in(file, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 struct Collected {
   std::mutex mu;
   uint64_t audio_samples = 0;
@@ -389,7 +363,7 @@ Streamed StreamWebm(const std::vector<std::string>& parts, uint32_t seed) {
 }
 
 std::string Fixture(const TempDir& dir, const std::string& name, const std::string& description) {
-  const std::string bytes = media::MakeFixture(description, dir.path() + "/" + name);
+  const std::string bytes = testing::MakeFixture(description, dir.path() + "/" + name);
   EXPECT_GT(bytes.size(), 100u) << name;
   return bytes;
 }

@@ -11,6 +11,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <map>
@@ -685,6 +686,70 @@ TEST(HearingOverWebSocket, PcmSpeechIsSegmentedAndTranscribedAsWellAsByTheBareDe
                                                               })));
   EXPECT_EQ(r["transcript"][0]["role"], "user");
   EXPECT_EQ(r["transcript"][0]["text"], finals[0]["text"]);
+}
+
+TEST(HearingOverWebSocket, WebmOpusSpeechIsTranscribedAsWellAsByTheBareDecoder) {
+  const auto transcripts = LibrivoxTranscripts();
+  ASSERT_GE(transcripts.size(), 3u) << "pocketsphinx-testdata is not installed";
+  // The recordings with 1.2 s of quiet between them, encoded as the page's MediaRecorder does
+  // (Opus in WebM, 48 kHz, 32 kb/s).
+  std::vector<int16_t> audio(kRate * 6 / 5, 0);
+  double edits_direct = 0, words = 0;
+  std::vector<std::pair<int64_t, int64_t>> spans;
+  for (const auto& [id, reference] : transcripts) {
+    const auto pcm = DecodeTo16k("/usr/share/pocketsphinx/test/data/librivox/" + id + ".wav");
+    ASSERT_GT(pcm.size(), 1600u) << id;
+    const int64_t start = static_cast<int64_t>(audio.size()) * 1000 / kRate;
+    audio.insert(audio.end(), pcm.begin(), pcm.end());
+    spans.emplace_back(start, static_cast<int64_t>(audio.size()) * 1000 / kRate);
+    audio.insert(audio.end(), kRate * 6 / 5, 0);
+    const double n = static_cast<double>(Words(reference).size());
+    edits_direct += Wer(reference, DecodeDirectly(pcm)) * n;
+    words += n;
+  }
+  char dir_template[] = "/tmp/parley-webm-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  {
+    std::ofstream wav(dir + "/speech.wav", std::ios::binary);
+    const std::string bytes = speech::EncodeWav(audio);
+    wav.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  const std::string webm =
+      MakeFixture("filesrc location=" + dir +
+                      "/speech.wav ! wavparse ! audioconvert ! audioresample ! "
+                      "audio/x-raw,rate=48000,channels=1 ! opusenc bitrate=32000 ! webmmux",
+                  dir + "/speech.webm");
+  std::filesystem::remove_all(dir);
+  ASSERT_GT(webm.size(), 1000u);
+
+  TestServer s([](app::AppConfig& c) { c.asr.partials = false; });
+  WsHub hub;
+  const std::string id = s.CreateSession("alice");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  ws->SendText(R"({"type":"start","media":"webm"})");
+  ASSERT_TRUE(ws->ReceiveType("started"));
+  for (size_t off = 0; off < webm.size(); off += 4096)
+    ws->SendBinary("\x01" + webm.substr(off, 4096));
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  std::vector<std::string> heard(spans.size());
+  while (auto m = ws->ReceiveJson(30s)) {
+    if ((*m)["type"] == "transcript.final") {
+      const int64_t t = (*m)["t_start"].asInt64();
+      for (size_t i = 0; i < spans.size(); ++i)
+        if (t >= spans[i].first - 600 && t < spans[i].second)
+          heard[i] += " " + (*m)["text"].asString();
+    }
+    if ((*m)["type"] == "session_ended") break;
+  }
+  double edits_server = 0;
+  size_t i = 0;
+  for (const auto& [file_id, reference] : transcripts)
+    edits_server += Wer(reference, heard[i++]) * static_cast<double>(Words(reference).size());
+  std::printf(
+      "librivox through WebM/Opus 32 kb/s: WER server %.3f, bare decoder on the files %.3f\n",
+      edits_server / words, edits_direct / words);
+  EXPECT_LE(edits_server / words - edits_direct / words, 0.02);
 }
 
 TEST(HearingOverWebSocket, RemoteEngineTranscribesAndFallsBackToPocketSphinxWhenItFails) {

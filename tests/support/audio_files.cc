@@ -2,6 +2,10 @@
 
 #include <gst/app/gstappsink.h>
 #include <gst/gst.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
 
 #include "media/media.h"
 
@@ -38,6 +42,31 @@ std::vector<int16_t> DecodeTo16k(const std::string& file) {
   gst_object_unref(sink);
   gst_object_unref(p);
   return out;
+}
+
+std::string MakeFixture(const std::string& description, const std::string& file) {
+  std::string error;
+  EXPECT_TRUE(media::InitGStreamer(&error)) << error;
+  GError* err = nullptr;
+  GstElement* p = gst_parse_launch((description + " ! filesink location=" + file).c_str(), &err);
+  if (p == nullptr) {
+    ADD_FAILURE() << "fixture pipeline: " << (err ? err->message : "?");
+    if (err) g_error_free(err);
+    return {};
+  }
+  gst_element_set_state(p, GST_STATE_PLAYING);
+  GstBus* bus = gst_element_get_bus(p);
+  GstMessage* msg = gst_bus_timed_pop_filtered(
+      bus, 60 * GST_SECOND, static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+  EXPECT_TRUE(msg != nullptr && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS) << "fixture failed";
+  if (msg) gst_message_unref(msg);
+  gst_object_unref(bus);
+  gst_element_set_state(p, GST_STATE_NULL);
+  gst_object_unref(p);
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 }  // namespace parley::testing

@@ -10,4 +10,8 @@ namespace parley::testing {
 // Empty when the file cannot be read or decoded.
 std::vector<int16_t> DecodeTo16k(const std::string& file);
 
+// Runs a gst-launch style description, adding `! filesink location=<file>`; returns the file's
+// bytes (a test failure is recorded when the pipeline fails).
+std::string MakeFixture(const std::string& description, const std::string& file);
+
 }  // namespace parley::testing
