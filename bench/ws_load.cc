@@ -21,10 +21,14 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <thread>
 
+#include "speech/speech.h"
+#include "tests/support/audio_files.h"
 #include "tests/support/face_generator.h"
 #include "tests/support/test_server.h"
 
@@ -194,6 +198,177 @@ int RunMedia(std::vector<std::shared_ptr<WsClient>>& clients, const std::string&
   return 0;
 }
 
+// speech_end -> transcript.final per connection (a final carries its turn's t_end, the t of
+// the speech_end it answers), for turns that ended inside the measured window.
+class SpeechLog {
+ public:
+  struct Result {
+    int ended = 0, finals = 0;
+    std::vector<double> latency_ms;
+    double speech_s = 0;  // turn durations of the finals
+  };
+  void set_window(Clock::time_point from, Clock::time_point to) {
+    const std::lock_guard lock(mu_);
+    from_ = from;
+    to_ = to;
+  }
+  void OnMessage(size_t client, const parley::testing::WsMessage& m) {
+    if (m.binary) return;
+    const bool end = m.data.find("\"speech_end\"") != std::string::npos;
+    const bool final = m.data.find("\"transcript.final\"") != std::string::npos;
+    if (!end && !final) return;
+    const auto v = parley::core::ParseJson(m.data);
+    if (!v) return;
+    const std::lock_guard lock(mu_);
+    if (end) {
+      if ((*v)["too_short"].asBool() || m.received < from_ || m.received > to_) return;
+      ends_[{client, (*v)["t"].asInt64()}] = m.received;
+      ++result_.ended;
+      return;
+    }
+    const auto it = ends_.find({client, (*v)["t_end"].asInt64()});
+    if (it == ends_.end()) return;
+    result_.latency_ms.push_back(
+        std::chrono::duration<double, std::milli>(m.received - it->second).count());
+    result_.speech_s +=
+        static_cast<double>((*v)["t_end"].asInt64() - (*v)["t_start"].asInt64()) / 1000;
+    ++result_.finals;
+    ends_.erase(it);
+  }
+  Result Summarize() const {
+    const std::lock_guard lock(mu_);
+    return result_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  Clock::time_point from_ = Clock::time_point::max(), to_{};
+  std::map<std::pair<size_t, int64_t>, Clock::time_point> ends_;
+  Result result_;
+};
+
+// Human speech with natural pauses: the librivox recordings of pocketsphinx-testdata, 1-3 s
+// of quiet room between them, in an order and with gaps of the connection's own.
+std::vector<int16_t> SpeechTrack(uint32_t seed, double min_seconds) {
+  const std::string dir = "/usr/share/pocketsphinx/test/data/librivox/";
+  std::vector<std::vector<int16_t>> files;
+  for (const char* id : {"0870", "0880", "0890", "0920", "0930"})
+    files.push_back(
+        parley::testing::DecodeTo16k(dir + "sense_and_sensibility_01_austen_64kb-" + id + ".wav"));
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> hiss(0, 3);
+  std::uniform_int_distribution<int> gap_ms(1000, 3000);
+  std::vector<int16_t> track;
+  for (size_t i = rng() % files.size(); track.size() < min_seconds * 16000; ++i) {
+    for (int k = gap_ms(rng) * 16; k > 0; --k)
+      track.push_back(static_cast<int16_t>(std::lround(hiss(rng))));
+    const auto& f = files[i % files.size()];
+    track.insert(track.end(), f.begin(), f.end());
+  }
+  return track;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return std::nan("");
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(p * static_cast<double>(v.size() - 1))];
+}
+
+// Each connection streams human speech as 16 kHz PCM in real time (100 ms messages). Reports
+// speech_end -> transcript.final latency, whether recognition keeps up, CPU against the bare
+// decoder on the same recordings, and memory per recogniser and per session.
+int RunSpeech(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int duration_s,
+              const std::string& base, pid_t pid, pid_t child, SpeechLog& log, int decoders,
+              bool partials) {
+  const double rss_before = pid > 0 ? RssKib(pid) / 1024.0 : 0;
+  std::vector<std::vector<int16_t>> tracks;
+  for (size_t i = 0; i < clients.size(); ++i)
+    tracks.push_back(SpeechTrack(static_cast<uint32_t>(i + 1), warmup_s + duration_s + 5));
+  for (auto& c : clients) c->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+  // The recognisers load with the first media session: wait, then weigh them.
+  for (int i = 0; i < 600; ++i) {
+    const auto h = Http("GET", base + "/health").JsonBody();
+    if (h["dependencies"]["speech_recognition"]["status"].asString() == "ready") break;
+    std::this_thread::sleep_for(100ms);
+  }
+  const double rss_loaded = pid > 0 ? RssKib(pid) / 1024.0 : 0;
+  const auto start = Clock::now();
+  const auto measure_from = start + std::chrono::seconds(warmup_s);
+  const auto stop_at = measure_from + std::chrono::seconds(duration_s);
+  log.set_window(measure_from, stop_at);
+  double cpu_before = 0, asr_before = 0;
+  bool measuring = false;
+  constexpr size_t kChunk = 1600;
+  for (uint64_t tick = 0; Clock::now() < stop_at; ++tick) {
+    std::this_thread::sleep_until(start + 100ms * tick);
+    if (!measuring && Clock::now() >= measure_from) {
+      cpu_before = pid > 0 ? CpuSeconds(pid) : 0;
+      asr_before = MetricValue(Http("GET", base + "/metrics").body,
+                               "parley_asr_seconds_total{engine=\"pocketsphinx\"}");
+      measuring = true;
+    }
+    for (size_t i = 0; i < clients.size(); ++i) {
+      const auto& t = tracks[i];
+      const size_t off = tick * kChunk;
+      if (off + kChunk > t.size()) continue;
+      clients[i]->SendBinary(
+          "\x02" + std::string(reinterpret_cast<const char*>(t.data() + off), kChunk * 2));
+    }
+  }
+  const double elapsed = static_cast<double>(duration_s);
+  const double cpu = pid > 0 ? CpuSeconds(pid) - cpu_before : 0;
+  // Let the last finals of the window arrive.
+  std::this_thread::sleep_for(3s);
+  const double asr = MetricValue(Http("GET", base + "/metrics").body,
+                                 "parley_asr_seconds_total{engine=\"pocketsphinx\"}") -
+                     asr_before;
+  const double rss_end = pid > 0 ? RssKib(pid) / 1024.0 : 0;
+  const auto result = log.Summarize();
+
+  // The bare decoder on the same recordings, whole files, in this process (one core).
+  std::string error;
+  parley::speech::PocketSphinxConfig pc;
+  pc.pool_size = 1;
+  pc.partials = false;
+  const auto pool = parley::speech::DecoderPool::Create(pc, &error);
+  double bare_cpu = 0, bare_audio = 0;
+  for (const char* id : {"0870", "0880", "0890", "0920", "0930"}) {
+    const auto pcm = parley::testing::DecodeTo16k(
+        "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-" +
+        std::string(id) + ".wav");
+    timespec a{}, b{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+    if (pool) parley::speech::RecognizeUtterance(*pool, pcm, &error);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+    bare_cpu += static_cast<double>(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
+    bare_audio += static_cast<double>(pcm.size()) / 16000;
+  }
+  const auto n = static_cast<double>(clients.size());
+  Json::Value out(Json::objectValue);
+  out["sessions"] = static_cast<Json::UInt64>(clients.size());
+  out["partials"] = partials;
+  out["measured_s"] = elapsed;
+  out["turns_ended"] = result.ended;
+  out["finals"] = result.finals;
+  out["finals_missing"] = result.ended - result.finals;
+  out["latency_ms_p50"] = Percentile(result.latency_ms, 0.5);
+  out["latency_ms_p95"] = Percentile(result.latency_ms, 0.95);
+  out["latency_ms_max"] = Percentile(result.latency_ms, 1.0);
+  out["speech_s_finalised"] = result.speech_s;
+  out["server_cpu_cores"] = cpu / elapsed;
+  out["server_cpu_s_per_speech_s"] = result.speech_s > 0 ? cpu / result.speech_s : 0;
+  out["asr_s_per_speech_s"] = result.speech_s > 0 ? asr / result.speech_s : 0;
+  out["bare_decoder_cpu_s_per_speech_s"] = bare_audio > 0 ? bare_cpu / bare_audio : 0;
+  out["server_rss_mib"] = rss_end;
+  out["rss_per_recogniser_mib"] = (rss_loaded - rss_before) / std::max(1, decoders);
+  out["rss_per_session_mib"] = (rss_end - rss_loaded) / n;
+  std::cout << parley::core::ToJson(out) << std::endl;
+  for (auto& c : clients) c->Close();
+  for (auto& c : clients) c->WaitClosed(5s);
+  StopChild(child);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -237,6 +412,11 @@ int main(int argc, char** argv) {
                "the latency of the server's scores messages");
   cli.add_flag("--binary", binary_frames,
                "With --faces: send binary landmark frames (kind 0x03, float32) instead of JSON");
+  bool speech = false;
+  cli.add_flag("--speech", speech,
+               "Each connection streams human speech (librivox, 1-3 s pauses) as PCM in real "
+               "time; reports speech_end -> transcript.final latency. The spawned server takes "
+               "PARLEY_ASR_* from the environment (e.g. PARLEY_ASR_PARTIALS=false)");
   cli.add_flag("--no-sessions", no_sessions,
                "Connect straight to /ws/<endpoint> without creating sessions (another server, "
                "e.g. bench/python_seed); frames per CPU second then count frames sent");
@@ -268,8 +448,9 @@ int main(int argc, char** argv) {
 
   // One session per 50 landmark connections (several trackers per practice session); one
   // session per connection when streaming media.
-  const int per_session = media_file.empty() && !faces ? 50 : 1;
-  if (!media_file.empty()) endpoint = "practice";
+  const int per_session = media_file.empty() && !faces && !speech ? 50 : 1;
+  if (!media_file.empty() || speech) endpoint = "practice";
+  SpeechLog speech_log;
   std::vector<std::string> sessions;
   for (int i = 0; !no_sessions && i < (connections + per_session - 1) / per_session; ++i) {
     const auto r = Http("POST", base + "/api/sessions", R"({"persona_id":"seoa"})", auth);
@@ -296,8 +477,12 @@ int main(int argc, char** argv) {
             ? "/ws/" + endpoint
             : "/ws/" + endpoint + "?session=" + sessions[static_cast<size_t>(i / per_session)],
         auth);
-    c->SetOnMessage([&](const parley::testing::WsMessage& m) {
+    c->SetOnMessage([&, i](const parley::testing::WsMessage& m) {
       ++received;
+      if (speech) {
+        speech_log.OnMessage(static_cast<size_t>(i), m);
+        return;
+      }
       if (faces && !m.binary && measuring && m.data.find("\"scores\"") != std::string::npos) {
         const auto v = parley::core::ParseJson(m.data);
         if (v && (*v)["frame_t"].isNumeric()) {
@@ -329,6 +514,13 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  if (speech) {
+    const char* decoders = std::getenv("PARLEY_ASR_DECODERS");
+    const char* partials = std::getenv("PARLEY_ASR_PARTIALS");
+    return RunSpeech(clients, warmup_s, duration_s, base, pid_arg, child.pid, speech_log,
+                     decoders != nullptr ? std::atoi(decoders) : 4,
+                     partials == nullptr || std::string(partials) != "false");
+  }
   if (!media_file.empty()) {
     return RunMedia(clients, media_file, media_seconds, chunk_ms, warmup_s, duration_s, base,
                     pid_arg, child.pid);
