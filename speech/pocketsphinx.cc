@@ -1,4 +1,4 @@
-// A pool of loaded PocketSphinx decoders (each ~100 MB, ~1 s to load) shared by all sessions;
+// A pool of loaded PocketSphinx decoders (each ~90 MB, ~1 s to load) shared by all sessions;
 // a caller checks one out for one utterance.
 #include <pocketsphinx.h>
 #include <sphinxbase/cmn.h>
@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <future>
 #include <mutex>
+#include <stop_token>
+#include <thread>
 
 #include "speech/speech.h"
 
@@ -59,13 +61,22 @@ constexpr size_t kPriorSamples = kSampleRate * 3 / 2;
 
 // The decoders and who waits for them; streams keep it alive, so the pool's owner may go first.
 struct Shared : std::enable_shared_from_this<Shared> {
-  std::vector<Slot> decoders;
+  std::vector<std::unique_ptr<Slot>> decoders;  // grows while the pool loads
   std::mutex mu;
   std::vector<Slot*> free;
   std::deque<DecoderPool::Ready> waiters;
   bool partials = true;
 
   void Release(Slot* slot);
+  // A newly loaded recogniser joins the pool (and serves a waiting turn at once).
+  void Add(std::unique_ptr<Slot> slot) {
+    Slot* s = slot.get();
+    {
+      const std::lock_guard lock(mu);
+      decoders.push_back(std::move(slot));
+    }
+    Release(s);
+  }
   std::unique_ptr<RecognitionStream> Lease(Slot* slot);
 };
 
@@ -243,13 +254,68 @@ void Shared::Release(Slot* slot) {
   ready(Lease(slot));
 }
 
+// One recogniser: the final decoder, and with partials the live decoder and its front end.
+std::unique_ptr<Slot> LoadSlot(const PocketSphinxConfig& config, std::string* error) {
+  // ps_init keeps its own reference to the configuration. Cepstral mean normalisation is over
+  // the whole utterance ("batch", as the model was trained) for the final pass; a streaming
+  // pass normalises live whatever this says, from the mean each stream sets.
+  std::unique_ptr<cmd_ln_t, ConfigDeleter> cfg(
+      cmd_ln_init(nullptr, ps_args(), TRUE, "-hmm", config.model_dir.c_str(), "-lm",
+                  config.language_model.c_str(), "-dict", config.dictionary.c_str(), "-cmn",
+                  "batch", "-logfn", "/dev/null", nullptr));
+  if (!cfg) {
+    *error = "PocketSphinx rejected its configuration";
+    return nullptr;
+  }
+  auto slot = std::make_unique<Slot>();
+  slot->ps.reset(ps_init(cfg.get()));
+  if (!slot->ps) {
+    *error = "PocketSphinx could not load its model from " + config.model_dir;
+    return nullptr;
+  }
+  if (config.partials) {
+    slot->live_ps.reset(ps_init(cfg.get()));
+    if (!slot->live_ps) {
+      *error = "PocketSphinx could not load its model from " + config.model_dir;
+      return nullptr;
+    }
+    // The live decoder's configuration now includes the model's feature parameters.
+    slot->fe.reset(fe_init_auto_r(ps_get_config(slot->live_ps.get())));
+    if (!slot->fe) {
+      *error = "PocketSphinx's front end could not start";
+      return nullptr;
+    }
+    cmn_t* cmn = ps_get_feat(slot->live_ps.get())->cmn_struct;
+    slot->default_mean.resize(static_cast<size_t>(cmn->veclen));
+    cmn_live_get(cmn, slot->default_mean.data());
+  }
+  return slot;
+}
+
 class DecoderPoolImpl final : public DecoderPool {
  public:
-  DecoderPoolImpl(std::vector<Slot> decoders, bool partials) : shared_(std::make_shared<Shared>()) {
-    shared_->decoders = std::move(decoders);
-    shared_->partials = partials;
-    for (auto& d : shared_->decoders) shared_->free.push_back(&d);
+  DecoderPoolImpl(std::unique_ptr<Slot> first, const PocketSphinxConfig& config)
+      : shared_(std::make_shared<Shared>()), size_(config.pool_size) {
+    shared_->partials = config.partials;
+    shared_->Add(std::move(first));
+    if (size_ > 1)
+      loader_ = std::jthread([shared = shared_, config](const std::stop_token& stop) {
+        for (int i = 1; i < config.pool_size && !stop.stop_requested(); ++i) {
+          std::string error;
+          auto slot = LoadSlot(config, &error);
+          if (!slot) return;  // the first loaded, so this is memory; the pool stays smaller
+          shared->Add(std::move(slot));
+        }
+      });
   }
+  ~DecoderPoolImpl() override {
+    if (loader_.joinable()) {
+      loader_.request_stop();
+      loader_.join();
+    }
+  }
+  DecoderPoolImpl(const DecoderPoolImpl&) = delete;
+  DecoderPoolImpl& operator=(const DecoderPoolImpl&) = delete;
 
   void Acquire(Ready ready) override {
     std::unique_lock lock(shared_->mu);
@@ -263,7 +329,11 @@ class DecoderPoolImpl final : public DecoderPool {
     ready(shared_->Lease(slot));
   }
 
-  int size() const override { return static_cast<int>(shared_->decoders.size()); }
+  int size() const override { return size_; }
+  int loaded() const override {
+    const std::lock_guard lock(shared_->mu);
+    return static_cast<int>(shared_->decoders.size());
+  }
   int busy() const override {
     const std::lock_guard lock(shared_->mu);
     return static_cast<int>(shared_->decoders.size() - shared_->free.size());
@@ -275,6 +345,8 @@ class DecoderPoolImpl final : public DecoderPool {
 
  private:
   std::shared_ptr<Shared> shared_;
+  const int size_;
+  std::jthread loader_;  // loads the rest of the pool
 };
 
 }  // namespace
@@ -297,44 +369,12 @@ std::shared_ptr<DecoderPool> DecoderPool::Create(const PocketSphinxConfig& confi
     *error = why;
     return nullptr;
   }
-  std::vector<Slot> decoders;
-  for (int i = 0; i < config.pool_size; ++i) {
-    // ps_init keeps its own reference to the configuration. Cepstral mean normalisation is
-    // over the whole utterance ("batch", as the model was trained) for the final pass; a
-    // streaming pass normalises live whatever this says, from the mean each stream sets.
-    std::unique_ptr<cmd_ln_t, ConfigDeleter> cfg(
-        cmd_ln_init(nullptr, ps_args(), TRUE, "-hmm", config.model_dir.c_str(), "-lm",
-                    config.language_model.c_str(), "-dict", config.dictionary.c_str(), "-cmn",
-                    "batch", "-logfn", "/dev/null", nullptr));
-    if (!cfg) {
-      *error = "PocketSphinx rejected its configuration";
-      return nullptr;
-    }
-    Slot slot;
-    slot.ps.reset(ps_init(cfg.get()));
-    if (!slot.ps) {
-      *error = "PocketSphinx could not load its model from " + config.model_dir;
-      return nullptr;
-    }
-    // The decoder's configuration now includes the model's feature parameters (feat.params).
-    slot.fe.reset(fe_init_auto_r(ps_get_config(slot.ps.get())));
-    if (!slot.fe) {
-      *error = "PocketSphinx's front end could not start";
-      return nullptr;
-    }
-    if (config.partials) {
-      slot.live_ps.reset(ps_init(cfg.get()));
-      if (!slot.live_ps) {
-        *error = "PocketSphinx could not load its model from " + config.model_dir;
-        return nullptr;
-      }
-      cmn_t* cmn = ps_get_feat(slot.live_ps.get())->cmn_struct;
-      slot.default_mean.resize(static_cast<size_t>(cmn->veclen));
-      cmn_live_get(cmn, slot.default_mean.data());
-    }
-    decoders.push_back(std::move(slot));
-  }
-  return std::make_shared<DecoderPoolImpl>(std::move(decoders), config.partials);
+  // The first recogniser loads now (its failure is the caller's error); the others load one by
+  // one on the pool's own thread, each serving waiting turns as soon as it is ready, so the
+  // first transcript does not wait for the whole pool (~1 s per decoder, 8 with partials).
+  auto first = LoadSlot(config, error);
+  if (!first) return nullptr;
+  return std::make_shared<DecoderPoolImpl>(std::move(first), config);
 }
 
 std::optional<Recognition> RecognizeUtterance(DecoderPool& pool, std::span<const int16_t> pcm,

@@ -122,7 +122,8 @@ class DecoderPool {
   // otherwise on the thread that returns one, in the order asked. Never blocks. Each stream
   // starts clean: nothing carries from one utterance (or session) to the next.
   virtual void Acquire(Ready ready) = 0;
-  virtual int size() const = 0;
+  virtual int size() const = 0;     // recognisers configured
+  virtual int loaded() const = 0;   // recognisers loaded so far (the rest load in the background)
   virtual int busy() const = 0;     // decoders checked out now
   virtual int waiting() const = 0;  // Acquire calls not served yet
 };

@@ -569,6 +569,26 @@ std::shared_ptr<WsClient> StreamPcm(TestServer& s, WsHub& hub, const std::string
   return ws;
 }
 
+// Stops the media (so every frame sent has reached the server: the HTTP request below could
+// overtake frames still on their way), ends the session, and returns every message until
+// `session_ended`. Ending drains the pipeline, ends a turn still open and waits for the last
+// transcripts.
+std::vector<Json::Value> StopEndAndCollect(TestServer& s, WsClient& ws, const std::string& id) {
+  std::vector<Json::Value> got;
+  ws.SendText(R"({"type":"stop"})");
+  while (auto m = ws.ReceiveJson(30s)) {
+    got.push_back(*m);
+    if ((*m)["type"] == "stopped") break;
+  }
+  EXPECT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  while (auto m = ws.ReceiveJson(30s)) {
+    got.push_back(*m);
+    if ((*m)["type"] == "session_ended") break;
+  }
+  EXPECT_FALSE(got.empty() || got.back()["type"] != "session_ended");
+  return got;
+}
+
 TEST(HearingOverWebSocket, PcmSpeechIsSegmentedAndTranscribedAsWellAsByTheBareDecoder) {
   const auto transcripts = LibrivoxTranscripts();
   ASSERT_GE(transcripts.size(), 3u) << "pocketsphinx-testdata is not installed";
@@ -612,19 +632,15 @@ TEST(HearingOverWebSocket, PcmSpeechIsSegmentedAndTranscribedAsWellAsByTheBareDe
   WsHub hub;
   const std::string id = s.CreateSession("alice");
   auto ws = StreamPcm(s, hub, id, audio, 12500us);  // 8x real time
-  // Ending the session drains the media pipeline, ends a turn still open and waits for the
-  // last transcripts before `session_ended`.
-  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
   std::vector<Json::Value> finals;
   int starts = 0, ends = 0, too_short = 0;
-  while (auto m = ws->ReceiveJson(30s)) {
-    if ((*m)["type"] == "speech_start") ++starts;
-    if ((*m)["type"] == "speech_end") {
+  for (const auto& m : StopEndAndCollect(s, *ws, id)) {
+    if (m["type"] == "speech_start") ++starts;
+    if (m["type"] == "speech_end") {
       ++ends;
-      too_short += (*m)["too_short"].asBool() ? 1 : 0;
+      too_short += m["too_short"].asBool() ? 1 : 0;
     }
-    if ((*m)["type"] == "transcript.final") finals.push_back(*m);
-    if ((*m)["type"] == "session_ended") break;
+    if (m["type"] == "transcript.final") finals.push_back(m);
   }
   // At least one turn per file (a prompt with a long pause may become two); every turn ended,
   // and every one long enough was transcribed.
@@ -731,17 +747,21 @@ TEST(HearingOverWebSocket, WebmOpusSpeechIsTranscribedAsWellAsByTheBareDecoder) 
   ASSERT_TRUE(ws->ReceiveType("started"));
   for (size_t off = 0; off < webm.size(); off += 4096)
     ws->SendBinary("\x01" + webm.substr(off, 4096));
-  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
   std::vector<std::string> heard(spans.size());
-  while (auto m = ws->ReceiveJson(30s)) {
-    if ((*m)["type"] == "transcript.final") {
-      const int64_t t = (*m)["t_start"].asInt64();
+  std::vector<std::string> errors;
+  int finals = 0;
+  for (const auto& m : StopEndAndCollect(s, *ws, id)) {
+    if (m["type"] == "error") errors.push_back(core::ToJson(m));
+    if (m["type"] == "transcript.final") {
+      ++finals;
+      const int64_t t = m["t_start"].asInt64();
       for (size_t i = 0; i < spans.size(); ++i)
         if (t >= spans[i].first - 600 && t < spans[i].second)
-          heard[i] += " " + (*m)["text"].asString();
+          heard[i] += " " + m["text"].asString();
     }
-    if ((*m)["type"] == "session_ended") break;
   }
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  EXPECT_GE(finals, static_cast<int>(spans.size()));
   double edits_server = 0;
   size_t i = 0;
   for (const auto& [file_id, reference] : transcripts)
@@ -781,16 +801,14 @@ TEST(HearingOverWebSocket, RemoteEngineTranscribesAndFallsBackToPocketSphinxWhen
   WsHub hub;
   const std::string id = s.CreateSession("alice");
   auto ws = StreamPcm(s, hub, id, audio, 25ms);  // 4x real time
-  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
   std::vector<Json::Value> finals;
   std::optional<Json::Value> fallback;
   int partials = 0;
-  while (auto m = ws->ReceiveJson(30s)) {
-    const std::string type = (*m)["type"].asString();
-    if (type == "transcript.final") finals.push_back(*m);
+  for (const auto& m : StopEndAndCollect(s, *ws, id)) {
+    const std::string type = m["type"].asString();
+    if (type == "transcript.final") finals.push_back(m);
     if (type == "transcript.partial") ++partials;
-    if (type == "asr_fallback") fallback = *m;
-    if (type == "session_ended") break;
+    if (type == "asr_fallback") fallback = m;
   }
   ASSERT_EQ(finals.size(), 2u);
   std::sort(finals.begin(), finals.end(), [](const Json::Value& a, const Json::Value& b) {
