@@ -63,6 +63,11 @@ class LazyModel {
   }
   // "not_loaded", "loading", "ready" or "failed".
   const char* state() const { return state_.load(); }
+  // The model when it has loaded; null otherwise (never waits for a load in progress).
+  std::shared_ptr<T> IfLoaded() const {
+    const std::unique_lock lock(mu_, std::try_to_lock);
+    return lock.owns_lock() ? model_ : nullptr;
+  }
   std::string error() const {
     const std::lock_guard lock(mu_);
     return error_;

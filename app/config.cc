@@ -272,7 +272,8 @@ std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
       ->capture_default_str()
       ->group("Hearing");
   cli.add_option("--asr-decoders", c.asr.pool_size,
-                 "PocketSphinx decoders loaded and shared by all sessions (~100 MB each)")
+                 "PocketSphinx decoders loaded and shared by all sessions (~90 MB each); a "
+                 "speaking person holds one for the turn, so this many people are heard at once")
       ->envname("PARLEY_ASR_DECODERS")
       ->capture_default_str()
       ->group("Hearing");
@@ -282,8 +283,14 @@ std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
       ->capture_default_str()
       ->group("Hearing");
   cli.add_option("--asr-partials", c.asr.partials,
-                 "transcript.partial while the person speaks (a second, live decoding pass)")
+                 "transcript.partial while the person speaks (the decoder's running hypothesis)")
       ->envname("PARLEY_ASR_PARTIALS")
+      ->capture_default_str()
+      ->group("Hearing");
+  cli.add_option("--asr-second-pass", c.asr.second_pass,
+                 "PocketSphinx's second (fwdflat) search pass once a turn ends: more CPU and "
+                 "latency, no measured accuracy gain on streamed turns")
+      ->envname("PARLEY_ASR_SECOND_PASS")
       ->capture_default_str()
       ->group("Hearing");
   cli.add_option("--partial-interval-ms", c.partial_interval_ms,

@@ -7,6 +7,7 @@
 // Transcripts, prosody and talk metrics go to the client, the timeline and the report.
 #include <cmath>
 #include <condition_variable>
+#include <ctime>
 
 #include "app/app_impl.h"
 
@@ -25,12 +26,20 @@ struct App::Impl::HearingJob {
   std::optional<speech::Utterance> utterance;  // at the end, when long enough
   std::string last_partial;
   std::chrono::steady_clock::time_point last_partial_at{}, ended_at{};
-  double decode_s = 0;  // time spent in the recogniser
+  double decode_s = 0;  // CPU time in the local recogniser, or waiting for the remote one
+  double audio_s = 0;   // audio the local recogniser decoded
 };
 
 namespace {
 
 double Round(double v, double unit) { return std::round(v / unit) * unit; }
+
+// CPU time of the calling thread: decoding cost without the waits of a busy machine.
+double ThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
 
 Json::Value WordsJson(const speech::Recognition& r, int64_t offset_ms) {
   Json::Value words(Json::arrayValue);
@@ -174,16 +183,18 @@ void App::Impl::EmitEndpointEvents(Session& s, const std::vector<speech::Endpoin
 
 std::shared_ptr<speech::DecoderPool> App::Impl::Decoders() {
   return decoders.Get(
-      [this](std::string* error) { return speech::DecoderPool::Create(config.asr, error); }, log,
-      std::to_string(config.asr.pool_size) + " speech decoders");
+      [this](std::string* error) {
+        speech::PocketSphinxConfig asr = config.asr;
+        asr.lead_in_ms = config.endpoint.pre_roll_ms;  // turns start with the pre-roll
+        return speech::DecoderPool::Create(asr, error);
+      },
+      log, std::to_string(config.asr.pool_size) + " speech decoders");
 }
 
-// A turn streams into a recogniser while it is spoken only for partials from the offline
-// engine; otherwise the recogniser is taken when the turn has ended (held no longer than the
-// final pass needs).
-bool App::Impl::StreamsWhileSpoken() const {
-  return config.remote_asr.base_url.empty() && config.asr.partials;
-}
+// With the offline engine a turn streams into a recogniser while it is spoken, so its final
+// result is ready moments after the person stops. With the remote engine the turn goes over
+// whole at its end (a recogniser is taken only when the service fails).
+bool App::Impl::StreamsWhileSpoken() const { return config.remote_asr.base_url.empty(); }
 
 // Whether a job has something for an ASR thread to do now (under v.mu).
 bool App::Impl::HasWork(const HearingJob& job) const {
@@ -255,7 +266,7 @@ void App::Impl::Pump(const std::shared_ptr<HearingState>& v,
         // Still "pumping" while the remote pool has it.
         if (remote_pool.TrySubmit([this, v, job] { TranscribeRemotely(v, job); })) return;
         lock.lock();
-        job->remote_failed = true;  // decode it here (the final pass takes the whole turn)
+        job->remote_failed = true;  // decode it here (the recogniser takes the whole turn)
         continue;
       }
       if (!job->stream) {
@@ -270,16 +281,19 @@ void App::Impl::Pump(const std::shared_ptr<HearingState>& v,
       ended = job->ended;
     }
     std::string error;
-    const auto t0 = std::chrono::steady_clock::now();
+    const double t0 = ThreadCpuSeconds();
     bool ok = audio.empty() || job->stream->Feed(audio, &error);
+    job->audio_s += static_cast<double>(audio.size()) / speech::kSampleRate;
     std::optional<speech::Recognition> result;
     if (ok && ended) {
-      result = job->stream->Finish(job->utterance ? std::span<const int16_t>(job->utterance->audio)
-                                                  : std::span<const int16_t>(),
-                                   &error);
+      const std::span<const int16_t> whole = job->utterance
+                                                 ? std::span<const int16_t>(job->utterance->audio)
+                                                 : std::span<const int16_t>();
+      if (job->audio_s == 0) job->audio_s = static_cast<double>(whole.size()) / speech::kSampleRate;
+      result = job->stream->Finish(whole, &error);
       ok = result.has_value();
     }
-    job->decode_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    job->decode_s += ThreadCpuSeconds() - t0;
     if (ended || !ok) job->stream.reset();  // the decoder goes back to the pool
     if (!ok) {
       s->Emit(ErrorJson("asr_failed", "speech recognition failed: " + error));
@@ -342,12 +356,13 @@ void App::Impl::RequestDecoder(Session& s, const std::shared_ptr<HearingState>& 
 }
 
 void App::Impl::MaybeEmitPartial(Session& s, HearingJob& job) {
+  if (!config.asr.partials) return;
   const auto now = std::chrono::steady_clock::now();
   if (now - job.last_partial_at < std::chrono::milliseconds(config.partial_interval_ms)) return;
   job.last_partial_at = now;
-  const auto t0 = now;
+  const double t0 = ThreadCpuSeconds();
   std::string text = job.stream->Partial();
-  job.decode_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  job.decode_s += ThreadCpuSeconds() - t0;
   if (text.empty() || text == job.last_partial) return;
   job.last_partial = text;
   Json::Value msg(Json::objectValue);
@@ -389,7 +404,7 @@ void App::Impl::TranscribeRemotely(const std::shared_ptr<HearingState>& v,
   {
     const std::lock_guard lock(v->mu);
     ++v->fallbacks;
-    job->remote_failed = true;  // decoded here: the final pass takes the whole turn
+    job->remote_failed = true;  // decoded here: the recogniser takes the whole turn
     job->pumping = false;
   }
   Kick(v);
@@ -401,9 +416,15 @@ void App::Impl::Deliver(Session& s, HearingState& v, const HearingJob& job,
   const speech::Utterance& u = *job.utterance;
   const speech::Prosody prosody = speech::AnalyzeProsody(u.audio);
   metrics
-      .GetCounter("parley_asr_seconds_total", "Seconds spent recognising speech",
+      .GetCounter("parley_asr_seconds_total",
+                  "Seconds spent recognising speech (CPU locally, waiting for a remote engine)",
                   {{"engine", r.engine}})
       .Add(job.decode_s);
+  metrics
+      .GetCounter("parley_asr_audio_seconds_total", "Seconds of audio recognised",
+                  {{"engine", r.engine}})
+      .Add(r.engine == "pocketsphinx" ? job.audio_s
+                                      : static_cast<double>(u.audio.size()) / speech::kSampleRate);
   metrics
       .GetCounter("parley_asr_final_latency_seconds_total",
                   "Sum of end-of-speech to transcript.final delays")

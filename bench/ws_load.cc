@@ -278,17 +278,19 @@ double Percentile(std::vector<double> v, double p) {
 // speech_end -> transcript.final latency, whether recognition keeps up, CPU against the bare
 // decoder on the same recordings, and memory per recogniser and per session.
 int RunSpeech(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int duration_s,
-              const std::string& base, pid_t pid, pid_t child, SpeechLog& log, int decoders,
-              bool partials) {
+              const std::string& base, pid_t pid, pid_t child, SpeechLog& log, bool partials) {
   const double rss_before = pid > 0 ? RssKib(pid) / 1024.0 : 0;
   std::vector<std::vector<int16_t>> tracks;
   for (size_t i = 0; i < clients.size(); ++i)
     tracks.push_back(SpeechTrack(static_cast<uint32_t>(i + 1), warmup_s + duration_s + 5));
   for (auto& c : clients) c->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
-  // The recognisers load with the first media session: wait, then weigh them.
-  for (int i = 0; i < 600; ++i) {
-    const auto h = Http("GET", base + "/health").JsonBody();
-    if (h["dependencies"]["speech_recognition"]["status"].asString() == "ready") break;
+  // The recognisers load with the first media session (the first at once, the rest in the
+  // background): wait for all of them, then weigh them.
+  int decoders = 0;
+  for (int i = 0; i < 1200; ++i) {
+    const auto asr = Http("GET", base + "/health").JsonBody()["dependencies"]["speech_recognition"];
+    decoders = asr["decoders"].asInt();
+    if (asr["status"].asString() == "ready" && asr["decoders_loaded"].asInt() == decoders) break;
     std::this_thread::sleep_for(100ms);
   }
   const double rss_loaded = pid > 0 ? RssKib(pid) / 1024.0 : 0;
@@ -296,15 +298,17 @@ int RunSpeech(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int
   const auto measure_from = start + std::chrono::seconds(warmup_s);
   const auto stop_at = measure_from + std::chrono::seconds(duration_s);
   log.set_window(measure_from, stop_at);
-  double cpu_before = 0, asr_before = 0;
+  double cpu_before = 0, asr_before = 0, asr_audio_before = 0;
   bool measuring = false;
   constexpr size_t kChunk = 1600;
   for (uint64_t tick = 0; Clock::now() < stop_at; ++tick) {
     std::this_thread::sleep_until(start + 100ms * tick);
     if (!measuring && Clock::now() >= measure_from) {
       cpu_before = pid > 0 ? CpuSeconds(pid) : 0;
-      asr_before = MetricValue(Http("GET", base + "/metrics").body,
-                               "parley_asr_seconds_total{engine=\"pocketsphinx\"}");
+      const std::string metrics = Http("GET", base + "/metrics").body;
+      asr_before = MetricValue(metrics, "parley_asr_seconds_total{engine=\"pocketsphinx\"}");
+      asr_audio_before =
+          MetricValue(metrics, "parley_asr_audio_seconds_total{engine=\"pocketsphinx\"}");
       measuring = true;
     }
     for (size_t i = 0; i < clients.size(); ++i) {
@@ -319,9 +323,12 @@ int RunSpeech(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int
   const double cpu = pid > 0 ? CpuSeconds(pid) - cpu_before : 0;
   // Let the last finals of the window arrive.
   std::this_thread::sleep_for(3s);
-  const double asr = MetricValue(Http("GET", base + "/metrics").body,
-                                 "parley_asr_seconds_total{engine=\"pocketsphinx\"}") -
-                     asr_before;
+  const std::string metrics = Http("GET", base + "/metrics").body;
+  const double asr =
+      MetricValue(metrics, "parley_asr_seconds_total{engine=\"pocketsphinx\"}") - asr_before;
+  const double asr_audio =
+      MetricValue(metrics, "parley_asr_audio_seconds_total{engine=\"pocketsphinx\"}") -
+      asr_audio_before;
   const double rss_end = pid > 0 ? RssKib(pid) / 1024.0 : 0;
   const auto result = log.Summarize();
 
@@ -359,6 +366,11 @@ int RunSpeech(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int
   out["server_cpu_s_per_speech_s"] = result.speech_s > 0 ? cpu / result.speech_s : 0;
   out["asr_s_per_speech_s"] = result.speech_s > 0 ? asr / result.speech_s : 0;
   out["bare_decoder_cpu_s_per_speech_s"] = bare_audio > 0 ? bare_cpu / bare_audio : 0;
+  // The server's recognisers per second of audio they decoded (turns with their pre-roll and
+  // tail), against the bare decoder per second of the recordings: the same work, same footing.
+  out["asr_cpu_s_per_audio_s"] = asr_audio > 0 ? asr / asr_audio : 0;
+  out["asr_cpu_ratio_to_bare"] =
+      asr_audio > 0 && bare_cpu > 0 ? (asr / asr_audio) / (bare_cpu / bare_audio) : 0;
   out["server_rss_mib"] = rss_end;
   out["rss_per_recogniser_mib"] = (rss_loaded - rss_before) / std::max(1, decoders);
   out["rss_per_session_mib"] = (rss_end - rss_loaded) / n;
@@ -515,10 +527,8 @@ int main(int argc, char** argv) {
   }
 
   if (speech) {
-    const char* decoders = std::getenv("PARLEY_ASR_DECODERS");
     const char* partials = std::getenv("PARLEY_ASR_PARTIALS");
     return RunSpeech(clients, warmup_s, duration_s, base, pid_arg, child.pid, speech_log,
-                     decoders != nullptr ? std::atoi(decoders) : 4,
                      partials == nullptr || std::string(partials) != "false");
   }
   if (!media_file.empty()) {
