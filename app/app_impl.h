@@ -164,7 +164,7 @@ struct App::Impl final : signaling::Handler {
                        bool stream_to_decoder);
   void EmitEndpointEvents(Session& s, const std::vector<speech::EndpointEvent>& events);
   bool HasWork(const HearingJob& job) const;
-  bool StreamsWhileSpoken() const;  // the live pass runs (offline engine, partials on)
+  bool StreamsWhileSpoken() const;  // turns decode while spoken (the offline engine)
   void Kick(const std::shared_ptr<HearingState>& v);
   void Retire(HearingState& v, const std::shared_ptr<HearingJob>& job);
   void Pump(const std::shared_ptr<HearingState>& v, const std::shared_ptr<HearingJob>& job);

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iomanip>
 #include <opencv2/imgcodecs.hpp>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -100,6 +101,57 @@ TEST(LandmarkParsing, RejectionsNameTheProblem) {
       reject(R"({"t":1,"width":640,"height":480,"landmarks":[)" + far + "]}").find("landmark 0"),
       std::string::npos);
   EXPECT_NE(reject(R"({"t":-5})").find("non-negative"), std::string::npos);
+}
+
+// Landmark coordinates are read by a plain-decimal fast path, falling back to simdjson for
+// any other number form: either way each must be the float nearest the decimal's exact value
+// (strtod is correctly rounded), and malformed numbers must still be rejected.
+TEST(LandmarkParsing, EveryNumberFormReadsAsTheNearestFloat) {
+  vision::JsonFrameParser parser;
+  LandmarkFrame got;
+  std::string error;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<double> coordinate(-0.99, 1.99);
+  const auto check = [&](std::vector<std::string> numbers) {
+    for (int i = 0; numbers.size() < 68 * 3; ++i) {
+      char b[64];
+      std::snprintf(b, sizeof b, "%.*f", 1 + i % 12, coordinate(rng));
+      numbers.push_back(b);
+    }
+    std::string text = R"({"t":1,"width":640,"height":480,"landmarks":[)";
+    const char* const spaces[] = {"", " ", "\n", "\t "};
+    for (size_t i = 0; i < 68; ++i)
+      text += std::string(i ? "," : "") + spaces[i % 4] + "[" + numbers[3 * i] + "," +
+              spaces[(i + 1) % 4] + numbers[3 * i + 1] + "," + numbers[3 * i + 2] + spaces[i % 4] +
+              "]";
+    text += "]}";
+    ASSERT_TRUE(parser.Parse(text, &got, &error)) << error;
+    ASSERT_EQ(got.points.size(), 68u);
+    for (size_t i = 0; i < 68; ++i) {
+      const float* p = &got.points[i].x;
+      for (size_t k = 0; k < 3; ++k)
+        EXPECT_EQ(p[k], static_cast<float>(std::strtod(numbers[3 * i + k].c_str(), nullptr)))
+            << numbers[3 * i + k];
+    }
+  };
+  // Plain decimals (the fast path) ...
+  check({"0", "-0", "0.0", "1", "-0.5", "1.9999999", "0.000001", "-0.00000000001",
+         "0.123456789012345"});
+  // ... and forms it leaves to simdjson (exponents, more digits than a double holds exactly).
+  check({"1.25e-1", "5E-1", "-7.5e-1", "0.1234567890123456789", "1.0000000000000001"});
+
+  // Not JSON numbers, or not a landmark: rejected whichever path reads them.
+  for (const char* bad :
+       {"01", "1.", ".5", "--1", "+1", "0x1", "1e", "[0.5,0.5,0.5,0.5]", "[0.5]", "0.5,0.5"}) {
+    std::string pts;
+    for (int i = 0; i < 68; ++i)
+      pts += std::string(i ? "," : "") +
+             (i == 7 ? (bad[0] == '[' ? std::string(bad) : "[" + std::string(bad) + ",0.5,0]")
+                     : "[0.5,0.5,0]");
+    EXPECT_FALSE(
+        parser.Parse(R"({"t":1,"width":640,"height":480,"landmarks":[)" + pts + "]}", &got, &error))
+        << bad;
+  }
 }
 
 TEST(LandmarkParsing, BinaryFramesRoundTripInBothEncodings) {
