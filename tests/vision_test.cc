@@ -103,9 +103,8 @@ TEST(LandmarkParsing, RejectionsNameTheProblem) {
   EXPECT_NE(reject(R"({"t":-5})").find("non-negative"), std::string::npos);
 }
 
-// Landmark coordinates are read by a plain-decimal fast path, falling back to simdjson for
-// any other number form: either way each must be the float nearest the decimal's exact value
-// (strtod is correctly rounded), and malformed numbers must still be rejected.
+// Every JSON number form a client may send reads as the float nearest the decimal's exact value
+// (strtod is correctly rounded), and malformed numbers are rejected.
 TEST(LandmarkParsing, EveryNumberFormReadsAsTheNearestFloat) {
   vision::JsonFrameParser parser;
   LandmarkFrame got;
@@ -134,10 +133,10 @@ TEST(LandmarkParsing, EveryNumberFormReadsAsTheNearestFloat) {
             << numbers[3 * i + k];
     }
   };
-  // Plain decimals (the fast path) ...
+  // Plain decimals ...
   check({"0", "-0", "0.0", "1", "-0.5", "1.9999999", "0.000001", "-0.00000000001",
          "0.123456789012345"});
-  // ... and forms it leaves to simdjson (exponents, more digits than a double holds exactly).
+  // ... exponents, and more digits than a double holds exactly.
   check({"1.25e-1", "5E-1", "-7.5e-1", "0.1234567890123456789", "1.0000000000000001"});
 
   // Not JSON numbers, or not a landmark: rejected whichever path reads them.

@@ -137,92 +137,6 @@ void ReadArrayPoints(array points, LandmarkFrame* f) {
   }
 }
 
-// The contract's landmarks as landmark clients send them: plain decimals ("0.512345",
-// "-0.0123"), read here without simdjson's general number parser, which takes ~10 ns per number
-// (1,434 numbers: ~60 % of a frame's cost). The value is the decimal's digits divided by a power
-// of ten, both exact doubles, so the division is correctly rounded: the same double simdjson
-// gives (tests/vision_test checks against strtod). Anything else (exponents, more digits than a
-// double holds exactly, malformed text) returns false and the general parser reads the array.
-class PlainDecimalReader {
- public:
-  explicit PlainDecimalReader(std::string_view text) : p_(text.data()), end_(p_ + text.size()) {}
-
-  bool ReadPoints(LandmarkFrame* f) {
-    SkipSpace();
-    if (!Take('[')) return false;
-    SkipSpace();
-    if (Take(']')) return AtEnd();
-    for (;;) {
-      if (f->points.size() >= 478 || !Take('[')) return false;
-      float c[3] = {0, 0, 0};
-      int k = 0;
-      for (;;) {
-        SkipSpace();
-        double v = 0;
-        if (k == 3 || !Number(&v)) return false;
-        c[k++] = static_cast<float>(v);
-        SkipSpace();
-        if (Take(']')) break;
-        if (!Take(',')) return false;
-      }
-      if (k < 2) return false;
-      f->points.push_back({c[0], c[1], c[2]});
-      SkipSpace();
-      if (Take(']')) return AtEnd();
-      if (!Take(',')) return false;
-      SkipSpace();
-    }
-  }
-
- private:
-  bool Number(double* out) {
-    const bool negative = Take('-');
-    uint64_t digits = 0;
-    int count = 0, fraction = 0;
-    if (p_ == end_ || !IsDigit(*p_)) return false;
-    if (*p_ == '0' && p_ + 1 < end_ && IsDigit(p_[1])) return false;  // JSON has no leading 0s
-    while (p_ < end_ && IsDigit(*p_)) {
-      digits = digits * 10 + static_cast<uint64_t>(*p_++ - '0');
-      ++count;
-    }
-    if (Take('.')) {
-      if (p_ == end_ || !IsDigit(*p_)) return false;
-      while (p_ < end_ && IsDigit(*p_)) {
-        digits = digits * 10 + static_cast<uint64_t>(*p_++ - '0');
-        ++count;
-        ++fraction;
-      }
-    }
-    // Up to 19 digits fit the integer; the quotient is exact-rounded when the digits are below
-    // 2^53 and the power of ten at most 1e22 (both exact doubles).
-    if (count > 19 || fraction > 22 || digits > (uint64_t{1} << 53) ||
-        (p_ < end_ && (*p_ == 'e' || *p_ == 'E')))
-      return false;
-    static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                        1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                        1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-    const double v = static_cast<double>(digits) / kPow10[fraction];
-    *out = negative ? -v : v;
-    return true;
-  }
-  static bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-  bool Take(char c) {
-    if (p_ == end_ || *p_ != c) return false;
-    ++p_;
-    return true;
-  }
-  void SkipSpace() {
-    while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\t' || *p_ == '\r')) ++p_;
-  }
-  bool AtEnd() {
-    SkipSpace();
-    return p_ == end_;
-  }
-
-  const char* p_;
-  const char* end_;
-};
-
 // [{"x":..,"y":..,"z":..}, ...] (MediaPipe's NormalizedLandmark list).
 void ReadObjectPoints(array points, LandmarkFrame* f) {
   for (value p : points) {
@@ -275,17 +189,6 @@ int BlendshapeIndex(std::string_view name) {
 struct JsonFrameParser::State {
   simdjson::ondemand::parser parser;
   std::string buffer;  // the text plus simdjson's padding
-  simdjson::ondemand::parser points_parser;
-  std::string points_buffer;
-
-  // The landmarks array read by simdjson (numbers the plain reader leaves to it, or errors).
-  void ReadGeneralPoints(std::string_view raw, LandmarkFrame* frame) {
-    points_buffer.assign(raw);
-    points_buffer.resize(raw.size() + simdjson::SIMDJSON_PADDING);
-    simdjson::ondemand::document doc =
-        points_parser.iterate(points_buffer.data(), raw.size(), points_buffer.size()).value();
-    ReadArrayPoints(doc.get_array(), frame);
-  }
 };
 
 JsonFrameParser::JsonFrameParser() : state_(std::make_unique<State>()) {}
@@ -314,12 +217,7 @@ bool JsonFrameParser::Parse(std::string_view text, LandmarkFrame* frame, std::st
         frame->height = ReadDimension(v, "height");
       } else if (key == "landmarks") {
         if (v.is_null()) continue;
-        array points = v.get_array();
-        const std::string_view raw = points.raw_json();
-        if (!PlainDecimalReader(raw).ReadPoints(frame)) {
-          frame->points.clear();
-          state_->ReadGeneralPoints(raw, frame);
-        }
+        ReadArrayPoints(v.get_array(), frame);
       } else if (key == "faceLandmarks" || key == "multiFaceLandmarks") {
         if (v.is_null()) continue;
         bool first = true;
