@@ -126,8 +126,8 @@ class DecoderPool {
   static std::shared_ptr<DecoderPool> Create(const PocketSphinxConfig& config, std::string* error);
   virtual ~DecoderPool() = default;
   // Calls `ready` with a stream on a free decoder: at once on this thread when one is free,
-  // otherwise on the thread that returns one, in the order asked. Never blocks. Each stream
-  // starts clean: nothing carries from one utterance (or session) to the next.
+  // otherwise on the thread that returns one, in the order asked. Never blocks. A decoder carries
+  // only its noise-floor estimate from one utterance (or session) to the next: no speech.
   virtual void Acquire(Ready ready) = 0;
   virtual int size() const = 0;     // recognisers configured
   virtual int loaded() const = 0;   // recognisers loaded so far (the rest load in the background)
