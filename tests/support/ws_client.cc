@@ -364,7 +364,7 @@ size_t WriteHeader(char* ptr, size_t size, size_t n, void* user) {
 }  // namespace
 
 HttpResult Http(const std::string& method, const std::string& url, const std::string& body,
-                const Headers& headers) {
+                const Headers& headers, std::chrono::milliseconds timeout) {
   HttpResult r;
   CURL* curl = curl_easy_init();
   if (curl == nullptr) return r;
@@ -382,7 +382,7 @@ HttpResult Http(const std::string& method, const std::string& url, const std::st
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r.body);
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &WriteHeader);
   curl_easy_setopt(curl, CURLOPT_HEADERDATA, &r);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 15000L);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L);  // send ../ unnormalised (traversal tests)
   if (curl_easy_perform(curl) == CURLE_OK)

@@ -113,7 +113,9 @@ struct HttpResult {
   Json::Value JsonBody() const;  // null when the body is not JSON
 };
 
+// `timeout` bounds the whole request (a session's end waits up to 20 s for last transcripts).
 HttpResult Http(const std::string& method, const std::string& url, const std::string& body = {},
-                const Headers& headers = {});
+                const Headers& headers = {},
+                std::chrono::milliseconds timeout = std::chrono::milliseconds(15000));
 
 }  // namespace parley::testing
