@@ -169,11 +169,11 @@ HttpResponse App::Impl::Health() {
   h["dependencies"]["server_landmarks"]["status"] =
       config.server_landmarks ? landmarker.state() : "off";
   h["dependencies"]["speech_recognition"]["status"] = config.asr_enabled ? decoders.state() : "off";
-  if (const auto pool = decoders.IfLoaded()) {  // the first decoder loads first, the rest after
+  if (const auto decoder_pool = decoders.IfLoaded()) {  // the first loads first, the rest after
     auto& asr = h["dependencies"]["speech_recognition"];
-    asr["decoders"] = pool->size();
-    asr["decoders_loaded"] = pool->loaded();
-    asr["decoders_busy"] = pool->busy();
+    asr["decoders"] = decoder_pool->size();
+    asr["decoders_loaded"] = decoder_pool->loaded();
+    asr["decoders_busy"] = decoder_pool->busy();
   }
   if (h["dependencies"]["store"]["status"].asString() != "ok") h["status"] = "degraded";
   return HttpResponse::Json(200, h);

@@ -1,6 +1,6 @@
 // Voice activity (WebRTC's VAD from libwebrtc-audio-processing) on 10 ms steps, and the
-// turn logic on top: a start needs a little voiced time, short gaps stay inside speech
-// (hangover), a turn ends after a trailing silence, bursts shorter than a minimum are dropped.
+// turn logic on top: a start needs a little voiced time, the turn holds through unvoiced steps
+// (its hangover) and ends after a trailing silence, bursts shorter than a minimum are dropped.
 #include <algorithm>
 #include <deque>
 
@@ -130,7 +130,10 @@ class EndpointerImpl final : public Endpointer {
     utterance_.t_end_ms = last_voiced_end_;
     // Keep the audio up to the last voiced step plus a tail (words trail off quietly, and the
     // recogniser decodes better with some silence around them).
-    const size_t tail = static_cast<size_t>(config_.tail_ms / kStepMs) * kStepSamples;
+    // (no more than the end silence: later audio has not arrived when the turn ends).
+    const size_t tail =
+        static_cast<size_t>(std::min(config_.tail_ms, config_.end_silence_ms) / kStepMs) *
+        kStepSamples;
     utterance_.audio.resize(std::min(utterance_.audio.size(), audio_at_last_voiced_ + tail));
     EndpointEvent e{EndpointEvent::Kind::kSpeechEnd, utterance_.t_end_ms, std::nullopt};
     if (utterance_.t_end_ms - utterance_.t_start_ms >= config_.min_utterance_ms)
@@ -167,12 +170,9 @@ std::string EndpointConfig::Validate() const {
     return "speech start needs 10 <= start_speech_ms <= start_window_ms";
   if (end_silence_ms < 100 || end_silence_ms > 5000)
     return "end-of-turn silence must be 100..5000 ms";
-  if (hangover_ms < 0 || hangover_ms > end_silence_ms)
-    return "hangover must be 0..end-of-turn silence";
   if (min_utterance_ms < 0 || max_utterance_ms < 1000) return "utterance limits are out of range";
   if (pre_roll_ms < 0 || pre_roll_ms > 1000) return "pre-roll must be 0..1000 ms";
-  if (tail_ms < 0 || tail_ms > end_silence_ms)
-    return "the kept tail must be 0..end-of-turn silence";
+  if (tail_ms < 0 || tail_ms > 1000) return "the kept tail must be 0..1000 ms";
   return {};
 }
 

@@ -25,13 +25,15 @@ struct EndpointConfig {
   int aggressiveness = 2;    // WebRTC VAD mode 0..3 (3 rejects the most non-speech)
   int start_speech_ms = 60;  // voiced this long (within start_window_ms) starts an utterance
   int start_window_ms = 100;
-  int hangover_ms = 150;          // unvoiced gaps shorter than this stay inside the speech
-  int end_silence_ms = 500;       // trailing silence that ends a turn
+  // Trailing silence that ends a turn; shorter pauses stay inside it. 400 ms by measurement
+  // (bench/endpoint_sweep over 559 recorded turns: 300 ms cuts 1.1 % of them at a pause
+  // between clauses, 350 ms 0.5 %, 400 ms 0.4 %, the same as waiting a full second).
+  int end_silence_ms = 400;
   int min_utterance_ms = 200;     // shorter bursts (a cough, a click) are not utterances
   int max_utterance_ms = 30'000;  // a turn this long is cut (and a new one starts)
   int pre_roll_ms = 500;          // audio kept from before the detected start, for the ASR
-  int tail_ms = 500;  // and after the last voiced step (the recogniser wants some silence
-                      // around the words)
+  int tail_ms = 500;  // and after the last voiced step, at most the end silence (the recogniser
+                      // wants some silence around the words)
   std::string Validate() const;
 };
 
@@ -39,7 +41,7 @@ struct Utterance {
   int64_t t_start_ms = 0;      // on the clock of the fed frames
   int64_t t_end_ms = 0;        // end of the last voiced frame (the trailing silence excluded)
   int64_t audio_start_ms = 0;  // time of audio[0] (before t_start by the pre-roll)
-  std::vector<int16_t> audio;  // pre-roll + speech (+ up to hangover), 16 kHz mono
+  std::vector<int16_t> audio;  // pre-roll + speech + tail, 16 kHz mono
 };
 
 struct EndpointEvent {

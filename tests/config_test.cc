@@ -92,6 +92,19 @@ TEST_F(ConfigTest, RejectsAMessageRateBelowOne) {
   EXPECT_EQ(std::get<int>(p.result), 2);
 }
 
+TEST_F(ConfigTest, AnyEndOfTurnSilenceInRangeIsAcceptedAndOutOfRangeIsNamed) {
+  // The recogniser's kept tail follows a shorter end silence instead of refusing it.
+  for (const char* ms : {"100", "250", "400", "5000"}) {
+    const auto p = Parse({"--end-of-turn-ms", ms});
+    ASSERT_TRUE(std::holds_alternative<AppConfig>(p.result)) << ms << ": " << p.err;
+    EXPECT_EQ(std::get<AppConfig>(p.result).endpoint.end_silence_ms, std::atoi(ms));
+  }
+  const auto p = Parse({"--end-of-turn-ms", "50"});
+  ASSERT_TRUE(std::holds_alternative<int>(p.result));
+  EXPECT_EQ(std::get<int>(p.result), 2);
+  EXPECT_NE(p.err.find("end-of-turn silence must be 100..5000 ms"), std::string::npos) << p.err;
+}
+
 TEST_F(ConfigTest, RejectsABadTranscriptionServiceUrlAndRetryCounts) {
   const auto p = Parse({"--asr-remote-url", "ftp://whisper.local/v1", "--asr-remote-retries", "9",
                         "--asr-threads", "0"});

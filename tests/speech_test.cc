@@ -22,6 +22,7 @@
 
 #include "tests/support/audio_files.h"
 #include "tests/support/flite_voice.h"
+#include "tests/support/recorded_turns.h"
 
 namespace parley::testing {
 namespace {
@@ -97,6 +98,31 @@ TEST(Endpointing, TurnBoundariesOfJoinedPromptsAreWithin100Ms) {
     // The utterance audio covers the speech (plus pre-roll and hangover).
     EXPECT_GE(lengths[i], static_cast<size_t>((truth[i].second - truth[i].first) * kRate / 1000));
   }
+}
+
+// The default end-of-turn silence is the shortest that cuts no more recorded multi-clause turns
+// at a pause inside them than waiting a full second does (bench/endpoint_sweep prints the whole
+// curve). 100 ms shorter must cost turns: otherwise the default waits longer than it needs.
+TEST(Endpointing, TheDefaultEndOfTurnKeepsRecordedTurnsWholeAsWellAsWaitingASecond) {
+  const auto turns = testing::RecordedTurns(/*multi_clause_only=*/true);
+  ASSERT_GE(turns.size(), 50u) << "asterisk-core-sounds-en(-wav) is not installed";
+  const auto cuts = [&](int end_silence_ms) {
+    speech::EndpointConfig config;
+    if (end_silence_ms > 0) config.end_silence_ms = end_silence_ms;
+    int cut = 0;
+    for (size_t i = 0; i < turns.size(); ++i) {
+      const int n = testing::CountUtterances(turns[i].pcm, config, static_cast<uint32_t>(i));
+      EXPECT_GE(n, 0) << "invalid endpoint configuration";
+      cut += n > 1 ? 1 : 0;
+    }
+    return cut;
+  };
+  const int default_ms = speech::EndpointConfig{}.end_silence_ms;
+  const int at_default = cuts(0), at_second = cuts(1000), shorter = cuts(default_ms - 100);
+  std::printf("multi-clause turns: %zu; cut at %d ms: %d, at 1000 ms: %d, at %d ms: %d\n",
+              turns.size(), default_ms, at_default, at_second, default_ms - 100, shorter);
+  EXPECT_LE(at_default, at_second);
+  EXPECT_GT(shorter, at_default);
 }
 
 TEST(Endpointing, ShortClicksAreNotUtterances) {
