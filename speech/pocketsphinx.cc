@@ -45,7 +45,8 @@ struct Slot {
 // speaking, so the final result is not delayed.
 constexpr size_t kPriorSamples = kSampleRate * 3 / 2;
 
-constexpr int kFramesPerSecond = 100;  // PocketSphinx's default frame rate
+constexpr int kFramesPerSecond = 100;               // PocketSphinx's default frame rate
+constexpr size_t kPieceSamples = kSampleRate / 50;  // 20 ms: the media pipeline's step
 
 // "word(2)" is the dictionary's second pronunciation of "word".
 std::string BaseWord(const char* w) {
@@ -89,9 +90,11 @@ struct Shared : std::enable_shared_from_this<Shared> {
 // The utterance is decoded as it arrives (first search pass only, live cepstral mean), so the
 // final result needs only the end of the search once the person stops: ~7 ms instead of
 // decoding the whole turn again (~0.2 CPU-s per second of speech), at ~80 % of that CPU.
-// Measured through the server against the bare decoder on the files: 16 kHz speech 1.5 WER
-// points worse to 5.7 better, 8 kHz telephone prompts 1-8 worse (decoding each turn whole
-// after its end, with batch normalisation and the second pass: 0-3 and 6-9 worse).
+// Measured through the server against the bare decoder on the files (tests/speech_test.cc):
+// 16 kHz speech 4.2 WER points worse (3 words of 71), 8 kHz telephone prompts 0.8 worse, the
+// same on a quiet and on a saturated machine once the decoder's calls stopped following the
+// audio's arrival (see Decode); decoding each turn whole after its end, with batch
+// normalisation and the second pass, measured 0-3 and 6-9 worse.
 // No ps_start_stream per utterance: the front end's noise-floor estimate carries from one
 // utterance to the next. A fresh estimate per turn measured the same WER but 13-15 % more CPU
 // (ws_load --speech N=8: 1.16-1.17x the bare decoder instead of 1.02-1.03x) and twice the p95
@@ -120,11 +123,7 @@ class StreamImpl final : public RecognitionStream {
       prefix_.insert(prefix_.end(), pcm.begin(), pcm.end());
       return prefix_.size() < lead_in_ + kPriorSamples || Begin(error);
     }
-    if (!pcm.empty() && ps_process_raw(ps_, pcm.data(), pcm.size(), FALSE, FALSE) < 0) {
-      *error = "the speech decoder rejected the audio";
-      return false;
-    }
-    return true;
+    return Decode(pcm, error);
   }
 
   std::string Partial() override {
@@ -143,6 +142,10 @@ class StreamImpl final : public RecognitionStream {
     if (fed_ == 0 && !Feed(whole, error)) return std::nullopt;
     if (!started_ && !Begin(error)) return std::nullopt;  // shorter than the mean's 1.5 s
     finished_ = true;
+    if (!carry_.empty() && ps_process_raw(ps_, carry_.data(), carry_.size(), FALSE, FALSE) < 0) {
+      *error = "the speech decoder rejected the audio";
+      return std::nullopt;
+    }
     if (ps_end_utt(ps_) < 0) {
       *error = "the speech decoder could not end the utterance";
       return std::nullopt;
@@ -163,19 +166,42 @@ class StreamImpl final : public RecognitionStream {
       return false;
     }
     started_ = true;
-    const bool ok = ps_process_raw(ps_, prefix_.data(), prefix_.size(), FALSE, FALSE) >= 0;
+    const bool ok = Decode(prefix_, error);
     prefix_ = {};
-    if (!ok) *error = "the speech decoder rejected the audio";
     return ok;
+  }
+
+  // Hands the audio to the decoder in pieces of one fixed size, whatever size it arrived in:
+  // live normalisation updates its mean only between calls, so call sizes that followed the
+  // arrival (bigger when the server is busy) made the words depend on the server's load.
+  bool Decode(std::span<const int16_t> pcm, std::string* error) {
+    const auto process = [&](const int16_t* piece) {
+      if (ps_process_raw(ps_, piece, kPieceSamples, FALSE, FALSE) >= 0) return true;
+      *error = "the speech decoder rejected the audio";
+      return false;
+    };
+    if (!carry_.empty()) {
+      const size_t take = std::min(pcm.size(), kPieceSamples - carry_.size());
+      carry_.insert(carry_.end(), pcm.begin(), pcm.begin() + static_cast<long>(take));
+      pcm = pcm.subspan(take);
+      if (carry_.size() < kPieceSamples) return true;
+      if (!process(carry_.data())) return false;
+      carry_.clear();
+    }
+    for (; pcm.size() >= kPieceSamples; pcm = pcm.subspan(kPieceSamples))
+      if (!process(pcm.data())) return false;
+    carry_.assign(pcm.begin(), pcm.end());
+    return true;
   }
 
   // Mean of the buffered audio's cepstra by the decoder's own front-end settings (frames with
   // negative energy skipped, as PocketSphinx's live normalisation does); empty when none.
   std::vector<mfcc_t> CepstralMean(fe_t* fe, size_t veclen) {
-    // The lead-in is left out unless it is all there is.
+    // The lead-in is left out unless it is all there is; the next 1.5 s exactly (the buffer
+    // holds more when audio arrived in big pieces, and the mean must not depend on that).
     const size_t skip = prefix_.size() > lead_in_ + kSampleRate / 4 ? lead_in_ : 0;
     const int16* samples = prefix_.data() + skip;
-    size_t left = prefix_.size() - skip;
+    size_t left = std::min(prefix_.size() - skip, kPriorSamples);
     int32 frames = 0;
     fe_process_frames(fe, nullptr, &left, nullptr, &frames, nullptr);
     std::vector<mfcc_t> cep((static_cast<size_t>(frames) + 2) * veclen);
@@ -238,6 +264,7 @@ class StreamImpl final : public RecognitionStream {
   const size_t lead_in_;         // samples before the speech, left out of the starting mean
   size_t fed_ = 0;               // samples handed over
   std::vector<int16_t> prefix_;  // audio before decoding starts (for the starting mean)
+  std::vector<int16_t> carry_;   // less than a piece, for the next call
   bool started_ = false, finished_ = false;
 };
 

@@ -241,7 +241,9 @@ struct Streamed {
   speech::Recognition final;
   std::vector<std::string> partials;
 };
-Streamed StreamUtterance(speech::DecoderPool& pool, const std::vector<int16_t>& pcm) {
+// `random_pieces`: pieces of random sizes instead (a busy server hands over what has piled up).
+Streamed StreamUtterance(speech::DecoderPool& pool, const std::vector<int16_t>& pcm,
+                         std::mt19937* random_pieces = nullptr) {
   std::promise<std::unique_ptr<speech::RecognitionStream>> leased;
   auto future = leased.get_future();
   pool.Acquire(
@@ -249,8 +251,9 @@ Streamed StreamUtterance(speech::DecoderPool& pool, const std::vector<int16_t>& 
   auto stream = future.get();
   Streamed out;
   std::string error;
-  for (size_t off = 0; off < pcm.size(); off += kRate / 10) {
-    const size_t n = std::min<size_t>(kRate / 10, pcm.size() - off);
+  std::uniform_int_distribution<size_t> piece(1, 3 * kRate);
+  for (size_t off = 0, n = 0; off < pcm.size(); off += n) {
+    n = std::min<size_t>(random_pieces ? piece(*random_pieces) : kRate / 10, pcm.size() - off);
     EXPECT_TRUE(stream->Feed(std::span<const int16_t>(pcm.data() + off, n), &error)) << error;
     if (std::string p = stream->Partial();
         !p.empty() && (out.partials.empty() || p != out.partials.back()))
@@ -310,12 +313,49 @@ TEST(DecoderPool, StreamingRecognitionIsAsAccurateAsTheBareDecoderOnWholeFiles) 
       librivox_stream, librivox_direct, edits_two_pass[1] / words[1], prompts_stream,
       prompts_direct, edits_two_pass[0] / words[0]);
   // The stream normalises live from its first 1.5 s, the bare decoder over the whole file: on
-  // these clean files that measured from 5 points better to 4 points worse (the librivox set is
-  // 71 words, one word 1.4 points). The server test below measures the issue's figure.
+  // these clean files that measured 4.2 points worse on librivox (3 words of 71) and 5 better on
+  // the prompts. The server test below measures the issue's figure.
   EXPECT_LE(librivox_stream - librivox_direct, 0.05);
   EXPECT_LE(prompts_stream - prompts_direct, 0.05);
   // Files longer than 3 s show words before they end.
   EXPECT_EQ(with_partials, long_files);
+}
+
+// The words must not depend on how the audio arrives: in steady 100 ms pieces on a quiet server
+// or in whatever has piled up on a busy one. Two single-decoder pools hear the same turns, one
+// each way; every transcript and word time is the same.
+TEST(DecoderPool, WordsDoNotDependOnHowTheAudioArrives) {
+  speech::PocketSphinxConfig config;
+  config.pool_size = 1;
+  config.lead_in_ms = 500;  // the server's: the endpointer's pre-roll
+  std::string error;
+  auto steady = speech::DecoderPool::Create(config, &error);
+  auto bursty = speech::DecoderPool::Create(config, &error);
+  ASSERT_TRUE(steady && bursty) << error;
+  std::mt19937 rng(5);
+  std::normal_distribution<double> hiss(0, 30);
+  int turns = 0;
+  for (const char* file : {kPrompts[1], kPrompts[2],
+                           "/usr/share/pocketsphinx/test/data/librivox/"
+                           "sense_and_sensibility_01_austen_64kb-0880.wav",
+                           kPrompts[0]}) {
+    std::vector<int16_t> pcm(kRate / 2);  // the pre-roll: room noise
+    for (auto& x : pcm) x = static_cast<int16_t>(std::lround(hiss(rng)));
+    const auto speech = DecodeTo16k(file);
+    ASSERT_FALSE(speech.empty()) << file;
+    pcm.insert(pcm.end(), speech.begin(), speech.end());
+    const auto a = StreamUtterance(*steady, pcm);
+    const auto b = StreamUtterance(*bursty, pcm, &rng);
+    EXPECT_FALSE(a.final.text.empty()) << file;
+    EXPECT_EQ(a.final.text, b.final.text) << file;
+    ASSERT_EQ(a.final.words.size(), b.final.words.size()) << file;
+    for (size_t i = 0; i < a.final.words.size(); ++i) {
+      EXPECT_EQ(a.final.words[i].t_start_ms, b.final.words[i].t_start_ms) << file << " " << i;
+      EXPECT_EQ(a.final.words[i].t_end_ms, b.final.words[i].t_end_ms) << file << " " << i;
+    }
+    ++turns;
+  }
+  EXPECT_EQ(turns, 4);
 }
 
 TEST(DecoderPool, CallersWaitInOrderForABusyDecoderWithoutBlocking) {
@@ -743,15 +783,14 @@ TEST(HearingOverWebSocket, PcmSpeechIsSegmentedAndTranscribedAsWellAsByTheBareDe
       corpus_wer(true, true), corpus_wer(true, false), corpus_wer(false, true),
       corpus_wer(false, false));
   // The recogniser's own material (16 kHz speech): the server path against the bare decoder
-  // measured from 5.7 points better to 4.2 worse between runs (how a turn's audio is split into
-  // decoder calls varies with load); the set is 71 words, so one word is 1.4 points. Issue #6
-  // wants 2; bounded at 3.5 words.
-  EXPECT_LE(corpus_wer(true, true) - corpus_wer(true, false), 0.05);
-  // Telephone prompts are far from the model (WER ~72%) and short (2-3 s): measured 0-3.5
-  // points over the bare decoder on a quiet machine, 7-10.4 while it is busy with other tests
-  // (decoding each turn whole after its end measured 6-9 on a quiet machine). Issue #6 wants
-  // 2; bounded at 12.
-  EXPECT_LE(corpus_wer(false, true) - corpus_wer(false, false), 0.12);
+  // measured 4.2 points worse (3 words: the set is 71 words, one word 1.4 points) in every run,
+  // quiet or with the machine saturated, since the decoder's calls no longer follow the audio's
+  // arrival (before, 5.7 better to 4.2 worse with the load). Issue #6 wants 2; bounded at 4 words.
+  EXPECT_LE(corpus_wer(true, true) - corpus_wer(true, false), 0.06);
+  // Telephone prompts are far from the model (WER ~72%) and short (2-3 s): measured 0.8 points
+  // over the bare decoder, quiet or saturated (before that fix: 0-3.5 quiet, 7-10.4 busy;
+  // decoding each turn whole after its end: 6-9). Bounded at 4.
+  EXPECT_LE(corpus_wer(false, true) - corpus_wer(false, false), 0.04);
 
   EXPECT_EQ(Http("GET", s.Url("/health"))
                 .JsonBody()["dependencies"]["speech_recognition"]["status"]
@@ -843,8 +882,8 @@ TEST(HearingOverWebSocket, WebmOpusSpeechIsTranscribedAsWellAsByTheBareDecoder) 
   std::printf(
       "librivox through WebM/Opus 32 kb/s: WER server %.3f, bare decoder on the files %.3f\n",
       edits_server / words, edits_direct / words);
-  // As above (measured 4.3 points better; bounded at 3.5 words of 71).
-  EXPECT_LE(edits_server / words - edits_direct / words, 0.05);
+  // As above (measured 1.4 points worse; bounded at 4 words of 71).
+  EXPECT_LE(edits_server / words - edits_direct / words, 0.06);
 }
 
 TEST(HearingOverWebSocket, RemoteEngineTranscribesAndFallsBackToPocketSphinxWhenItFails) {
