@@ -96,8 +96,18 @@ void App::Impl::AttachVision(const std::shared_ptr<Session>& session) {
     s.Emit(e);
   };
 
+  // Looked up once per session, not per frame (30 a second per session).
+  const auto frames_counter = [this](const char* outcome) {
+    return &metrics.GetCounter("parley_landmark_frames_total", "Landmark frames by outcome",
+                               {{"outcome", outcome}});
+  };
+  core::Counter* const rejected_frames = frames_counter("rejected");
+  core::Counter* const late_frames = frames_counter("late");
+  core::Counter* const analysed_frames = frames_counter("analysed");
+
   // Runs one frame through the analyser; analysis_mu held.
-  auto analyse = [this, report_error](Session& s, VisionState& v, Input& in) {
+  auto analyse = [this, report_error, rejected_frames, late_frames, analysed_frames](
+                     Session& s, VisionState& v, Input& in) {
     vision::LandmarkFrame frame;
     std::string error;
     bool ok = true;
@@ -110,10 +120,7 @@ void App::Impl::AttachVision(const std::shared_ptr<Session>& session) {
     }
     if (!ok) {
       ++v.rejected;
-      metrics
-          .GetCounter("parley_landmark_frames_total", "Landmark frames by outcome",
-                      {{"outcome", "rejected"}})
-          .Add();
+      rejected_frames->Add();
       report_error(s, v, "bad_landmarks", error);
       return;
     }
@@ -132,10 +139,7 @@ void App::Impl::AttachVision(const std::shared_ptr<Session>& session) {
     }
     if (t <= v.last_t) {
       ++v.late;
-      metrics
-          .GetCounter("parley_landmark_frames_total", "Landmark frames by outcome",
-                      {{"outcome", "late"}})
-          .Add();
+      late_frames->Add();
       report_error(s, v, "late_frame",
                    "landmark frame t=" + std::to_string(frame.t_ms) +
                        " is not after the previous frame; dropped (t must increase)");
@@ -146,10 +150,7 @@ void App::Impl::AttachVision(const std::shared_ptr<Session>& session) {
     frame.t_ms = t;
     ++v.frames;
     ++(in.kind == Input::Kind::kServer ? v.server_frames : v.client_frames);
-    metrics
-        .GetCounter("parley_landmark_frames_total", "Landmark frames by outcome",
-                    {{"outcome", "analysed"}})
-        .Add();
+    analysed_frames->Add();
     std::vector<vision::Event> events;
     v.analyzer.Process(frame, &events);
     for (const auto& e : events) {
