@@ -26,7 +26,7 @@ struct EndpointConfig {
   int start_speech_ms = 60;  // voiced this long (within start_window_ms) starts an utterance
   int start_window_ms = 100;
   // Trailing silence that ends a turn; shorter pauses stay inside it. 400 ms by measurement
-  // (bench/endpoint_sweep over 559 recorded turns: 300 ms cuts 1.1 % of them at a pause
+  // (bench/endpoint_sweep over 549 recorded turns: 300 ms cuts 1.1 % of them at a pause
   // between clauses, 350 ms 0.5 %, 400 ms 0.4 %, the same as waiting a full second).
   int end_silence_ms = 400;
   int min_utterance_ms = 200;     // shorter bursts (a cough, a click) are not utterances

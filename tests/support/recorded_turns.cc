@@ -37,7 +37,8 @@ std::vector<RecordedTurn> RecordedTurns(bool multi_clause_only) {
       const auto colon = l.find(": ");
       if (l.empty() || l[0] == ';' || colon == std::string::npos) continue;
       const std::string text = l.substr(colon + 2);
-      if (text.find('[') != std::string::npos) continue;  // sound effects, not speech
+      // Sound effects and the silence/N files are not speech.
+      if (text.find('[') != std::string::npos || l.rfind("silence/", 0) == 0) continue;
       RecordedTurn t{l.substr(0, colon), CountClauses(text), {}};
       if (multi_clause_only && t.clauses < 2) continue;
       t.pcm = DecodeTo16k("/usr/share/asterisk/sounds/en/" + t.name + ".wav");
