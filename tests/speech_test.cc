@@ -163,18 +163,12 @@ std::map<std::string, std::string> LibrivoxTranscripts() {
 // three words or more, no digits or sound effects; lower case, punctuation removed.
 std::vector<std::pair<std::string, std::string>> AsteriskPrompts(size_t count) {
   std::vector<std::pair<std::string, std::string>> out;
-  FILE* f = popen("zcat /usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz", "r");
-  if (f == nullptr) return out;
-  char line[4096];
-  while (out.size() < count && std::fgets(line, sizeof line, f) != nullptr) {
-    std::string l(line);
-    const auto colon = l.find(": ");
-    if (l.empty() || l[0] == ';' || colon == std::string::npos) continue;
-    const std::string name = l.substr(0, colon);
+  for (const auto& [name, transcript] : testing::AsteriskTranscripts()) {
+    if (out.size() >= count) break;
     std::string text;
     bool ok = true;
     int sentences = 0;
-    for (char c : l.substr(colon + 2)) {
+    for (char c : transcript) {
       if (std::isdigit(static_cast<unsigned char>(c)) || c == '[' || c == '/') ok = false;
       if (c == '.' || c == '?' || c == '!') ++sentences;
       if (std::isalpha(static_cast<unsigned char>(c)) || c == '\'' || c == ' ')
@@ -186,7 +180,6 @@ std::vector<std::pair<std::string, std::string>> AsteriskPrompts(size_t count) {
       continue;
     out.emplace_back(wav, text);
   }
-  pclose(f);
   return out;
 }
 

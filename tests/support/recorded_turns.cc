@@ -27,24 +27,32 @@ int CountClauses(const std::string& text) {
 
 }  // namespace
 
+std::vector<std::pair<std::string, std::string>> AsteriskTranscripts() {
+  std::vector<std::pair<std::string, std::string>> out;
+  FILE* f =
+      popen("zcat /usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz 2>/dev/null", "r");
+  if (f == nullptr) return out;
+  char line[8192];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    std::string l(line);
+    while (!l.empty() && (l.back() == '\n' || l.back() == '\r')) l.pop_back();
+    const auto colon = l.find(": ");
+    if (l.empty() || l[0] == ';' || colon == std::string::npos) continue;
+    out.emplace_back(l.substr(0, colon), l.substr(colon + 2));
+  }
+  pclose(f);
+  return out;
+}
+
 std::vector<RecordedTurn> RecordedTurns(bool multi_clause_only) {
   std::vector<RecordedTurn> out;
-  if (FILE* f = popen(
-          "zcat /usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz 2>/dev/null", "r")) {
-    char line[8192];
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-      const std::string l(line);
-      const auto colon = l.find(": ");
-      if (l.empty() || l[0] == ';' || colon == std::string::npos) continue;
-      const std::string text = l.substr(colon + 2);
-      // Sound effects and the silence/N files are not speech.
-      if (text.find('[') != std::string::npos || l.rfind("silence/", 0) == 0) continue;
-      RecordedTurn t{l.substr(0, colon), CountClauses(text), {}};
-      if (multi_clause_only && t.clauses < 2) continue;
-      t.pcm = DecodeTo16k("/usr/share/asterisk/sounds/en/" + t.name + ".wav");
-      if (t.pcm.size() > kRate / 4) out.push_back(std::move(t));
-    }
-    pclose(f);
+  for (const auto& [name, text] : AsteriskTranscripts()) {
+    // Sound effects and the silence/N files are not speech.
+    if (text.find('[') != std::string::npos || name.rfind("silence/", 0) == 0) continue;
+    RecordedTurn t{name, CountClauses(text), {}};
+    if (multi_clause_only && t.clauses < 2) continue;
+    t.pcm = DecodeTo16k("/usr/share/asterisk/sounds/en/" + name + ".wav");
+    if (t.pcm.size() > kRate / 4) out.push_back(std::move(t));
   }
   std::ifstream ids("/usr/share/pocketsphinx/test/data/librivox/fileids");
   for (std::string id; std::getline(ids, id);) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "speech/speech.h"
@@ -15,6 +16,10 @@ struct RecordedTurn {
   int clauses = 1;           // punctuation-separated pieces of its transcript
   std::vector<int16_t> pcm;  // 16 kHz mono
 };
+
+// asterisk-core-sounds-en's prompts: (name, transcript as written), in the file's order; the
+// recording is /usr/share/asterisk/sounds/en/<name>.wav. Empty when the package is missing.
+std::vector<std::pair<std::string, std::string>> AsteriskTranscripts();
 
 // Every prompt of asterisk-core-sounds-en (one speaker, 1-9 sentences or clauses each; sound
 // effects left out) and the librivox sentences of pocketsphinx-testdata (another speaker, read
