@@ -26,6 +26,7 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
           metrics),
       registry(config.sessions, pool, log, metrics),
       static_files(config.web_root) {
+  core::AddProcessMetrics(metrics);
   registry.SetEmitter(
       [this](const std::vector<uint64_t>& conns, const Json::Value& event, bool droppable) {
         if (!server) return;

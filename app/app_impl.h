@@ -133,9 +133,10 @@ struct App::Impl final : signaling::Handler {
     bool failed = false;
   };
   struct MediaState {
-    std::shared_ptr<Feeder> feeder;
-    std::shared_ptr<MediaTotals> totals;
-    std::vector<std::shared_future<void>> work;  // building and stopping on workers
+    explicit MediaState(core::WorkerPool& pool) : strand(pool) {}
+    std::shared_ptr<Feeder> feeder;  // the current start's
+    std::shared_ptr<MediaTotals> totals = std::make_shared<MediaTotals>();
+    core::Strand strand;  // builds and stops, in the order of start and stop messages
   };
   void AttachMedia();
   bool StartMedia(Session& s, const StartParams& params, std::string* error);

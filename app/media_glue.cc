@@ -1,9 +1,9 @@
-// Wiring between sessions and media/: a session's start message has a worker build its ingest
-// pipeline (frames that arrive meanwhile wait in a bounded buffer), binary frames feed it,
-// decoded audio/video go to the session's consumers, and the pipeline is torn down on stop (on
-// a worker) or at the end (waited for, before the report). The service thread never touches
-// GStreamer beyond a non-blocking push.
-#include <future>
+// Wiring between sessions and media/: a session's start message has its media strand build
+// the ingest pipeline (frames that arrive meanwhile wait in a bounded buffer), binary frames
+// feed it, decoded audio/video go to the session's consumers, and the pipeline is torn down on
+// stop (on the strand) or at the end (the end drains the strand on its own thread, before the
+// report). The service thread never touches GStreamer beyond a non-blocking push.
+#include <optional>
 
 #include "app/app_impl.h"
 
@@ -25,13 +25,6 @@ bool App::Impl::StartMedia(Session& s, const StartParams& params, std::string* e
   }
   std::weak_ptr<Session> weak = session;
   const int64_t offset_ms = s.NowMs();  // stream time 0 is now on the session clock
-  std::shared_ptr<MediaTotals> totals;  // one per session: a restart adds to the same figures
-  {
-    const std::lock_guard lock(media_mu);
-    MediaState& st = media_states[s.id()];
-    if (!st.totals) st.totals = std::make_shared<MediaTotals>();
-    totals = st.totals;
-  }
   media::IngestPipeline::Callbacks cb;
   cb.on_audio = [weak, offset_ms](const media::AudioFrame& f) {
     if (const auto sp = weak.lock()) sp->DeliverAudio(offset_ms + f.pts_ms, f.samples);
@@ -69,9 +62,13 @@ bool App::Impl::StartMedia(Session& s, const StartParams& params, std::string* e
   const auto format = params.media == "pcm" ? media::IngestPipeline::Format::kPcm
                                             : media::IngestPipeline::Format::kWebm;
   auto feeder = std::make_shared<Feeder>();
-  auto build = std::make_shared<std::packaged_task<void()>>([this, weak, feeder, totals, format,
-                                                             rate = params.sample_rate,
-                                                             cb = std::move(cb)]() mutable {
+  auto build = [this, weak, feeder, format, rate = params.sample_rate,
+                cb = std::move(cb)](const std::shared_ptr<MediaTotals>& totals) mutable {
+    {
+      const std::lock_guard lock(feeder->mu);
+      // Ended before its turn with nothing to decode: no pipeline at all.
+      if (feeder->closed && feeder->early.empty()) return;
+    }
     std::string why;
     auto pipeline =
         media::IngestPipeline::Create(format, rate, config.media, std::move(cb), metrics, &why);
@@ -102,18 +99,29 @@ bool App::Impl::StartMedia(Session& s, const StartParams& params, std::string* e
       return;
     }
     feeder->pipeline = std::move(pipeline);
-  });
+  };
+  bool posted = false;
   {
     const std::lock_guard lock(media_mu);
-    MediaState& st = media_states[s.id()];
+    // A start hook may race the session's end (hooks run outside the session's lock): the
+    // end's hook found no state to drain, so nothing may be built after it.
+    if (s.state() == SessionState::kEnded) {
+      *error = "the session has ended";
+      return false;
+    }
+    // One state per session: a restart adds to the same totals, on the same strand.
+    MediaState& st = media_states.try_emplace(s.id(), pool).first->second;
     st.feeder = feeder;
-    st.work.push_back(build->get_future().share());
+    posted =
+        st.strand.Post([build = std::move(build), totals = st.totals]() mutable { build(totals); });
   }
-  if (!pool.TrySubmit([build] { (*build)(); })) {
+  if (!posted) {
+    // The pool is full: refuse the start. The queued build sees a closed, empty feeder and
+    // builds nothing when its turn comes.
     *error = "the server is busy; retry the start shortly";
-    const std::lock_guard lock(media_mu);
-    media_states[s.id()].feeder.reset();
-    media_states[s.id()].work.pop_back();
+    const std::lock_guard lock(feeder->mu);
+    feeder->closed = true;
+    feeder->early.clear();
     return false;
   }
   const uint8_t kind = static_cast<uint8_t>(
@@ -139,19 +147,21 @@ bool App::Impl::StartMedia(Session& s, const StartParams& params, std::string* e
 
 void App::Impl::Retire(MediaState& st) {
   if (!st.feeder) return;
-  std::shared_ptr<media::IngestPipeline> pipeline;
   {
     const std::lock_guard lock(st.feeder->mu);
-    st.feeder->closed = true;  // a pipeline still being built stops itself when ready
-    pipeline = std::move(st.feeder->pipeline);
+    st.feeder->closed = true;  // input refused from now on
   }
-  if (!pipeline) return;
-  auto task = std::make_shared<std::packaged_task<void()>>([pipeline, totals = st.totals] {
+  // After the build in the strand's order: it either handed the pipeline over or stops it.
+  st.strand.Post([feeder = std::move(st.feeder), totals = st.totals] {
+    std::unique_ptr<media::IngestPipeline> pipeline;
+    {
+      const std::lock_guard lock(feeder->mu);
+      pipeline = std::move(feeder->pipeline);
+    }
+    if (!pipeline) return;
     pipeline->Stop();
     totals->Add(pipeline->stats());
-  });
-  st.work.push_back(task->get_future().share());
-  if (!pool.TrySubmit([task] { (*task)(); })) (*task)();
+  });  // refused by a full pool: runs at the next Post or the end's Drain
 }
 
 void App::Impl::StopMedia(Session& s) {
@@ -165,24 +175,25 @@ void App::Impl::StopMedia(Session& s) {
 void App::Impl::EndMedia(Session& s) {
   s.SetBinarySink(static_cast<uint8_t>(FrameKind::kWebm), nullptr);
   s.SetBinarySink(static_cast<uint8_t>(FrameKind::kPcm), nullptr);
-  MediaState st;
+  std::optional<MediaState> st;
   {
     const std::lock_guard lock(media_mu);
     const auto it = media_states.find(s.id());
     if (it == media_states.end()) return;  // never started media: metrics.media stays null
     Retire(it->second);
-    st = std::move(it->second);
+    st.emplace(std::move(it->second));
     media_states.erase(it);
   }
-  for (auto& f : st.work)
-    f.wait_for(std::chrono::milliseconds(config.media.stop_timeout_ms + 2000));
+  // Builds and stops still queued run here, on this worker: waiting for another worker would
+  // starve when every worker is ending a session at once (shutdown, a storm of drops).
+  st->strand.Drain();
   Json::Value m(Json::objectValue);
-  m["audio_seconds"] = static_cast<double>(st.totals->audio_samples.load()) / media::kAnalysisRate;
-  m["video_frames"] = static_cast<Json::UInt64>(st.totals->video_frames.load());
-  m["decode_errors"] = static_cast<Json::UInt64>(st.totals->decode_errors.load());
-  m["bytes_received"] = static_cast<Json::UInt64>(st.totals->bytes_in.load());
+  m["audio_seconds"] = static_cast<double>(st->totals->audio_samples.load()) / media::kAnalysisRate;
+  m["video_frames"] = static_cast<Json::UInt64>(st->totals->video_frames.load());
+  m["decode_errors"] = static_cast<Json::UInt64>(st->totals->decode_errors.load());
+  m["bytes_received"] = static_cast<Json::UInt64>(st->totals->bytes_in.load());
   m["dropped_waiting_keyframe"] =
-      static_cast<Json::UInt64>(st.totals->dropped_waiting_keyframe.load());
+      static_cast<Json::UInt64>(st->totals->dropped_waiting_keyframe.load());
   Json::Value patch(Json::objectValue);
   patch["metrics"]["media"] = m;
   s.MergeReport(patch);

@@ -94,7 +94,8 @@ struct Child {
   int port = 0;
 };
 
-Child Spawn(const std::string& binary, const std::string& secret, int connections) {
+Child Spawn(const std::string& binary, const std::string& secret, int connections,
+            const std::vector<std::string>& extra_args) {
   int out[2];
   if (pipe(out) != 0) return {};
   const pid_t pid = fork();
@@ -106,9 +107,24 @@ Child Spawn(const std::string& binary, const std::string& secret, int connection
     close(out[0]);
     close(out[1]);
     const std::string per_ip = std::to_string(connections + 16);
-    execl(binary.c_str(), binary.c_str(), "--port", "0", "--bind", "127.0.0.1",
-          "--max-connections-per-ip", per_ip.c_str(), "--jwt-secret-key", secret.c_str(),
-          "--log-level", "info", "--data-dir", "/tmp/parley-bench-data", nullptr);
+    std::vector<std::string> args = {binary,
+                                     "--port",
+                                     "0",
+                                     "--bind",
+                                     "127.0.0.1",
+                                     "--max-connections-per-ip",
+                                     per_ip,
+                                     "--jwt-secret-key",
+                                     secret,
+                                     "--log-level",
+                                     "info",
+                                     "--data-dir",
+                                     "/tmp/parley-bench-data"};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(binary.c_str(), argv.data());
     _exit(127);
   }
   close(out[1]);
@@ -381,6 +397,81 @@ int RunSpeech(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int
   return 0;
 }
 
+// Short media sessions one after another (create, connect, start, stream a recording as fast
+// as the server takes it, end), each kind and ending in turn; the server's descriptors, memory
+// and live pipelines from its /metrics at the start, after a warm-up and at each quarter.
+// A per-session leak grows these linearly.
+int RunSoak(int sessions, const std::string& webm_file, const std::string& base, int port,
+            const parley::testing::Headers& auth, pid_t child) {
+  std::ifstream in(webm_file, std::ios::binary);
+  const std::string webm((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (webm.empty()) {
+    std::cerr << "ws_load: --soak needs a readable --media WebM\n";
+    return 2;
+  }
+  std::string pcm(32000 * 3, '\0');  // 3 s at 16 kHz of a 220 Hz tone
+  for (size_t i = 0; i < pcm.size() / 2; ++i) {
+    const auto v = static_cast<int16_t>(6000 * std::sin(2 * M_PI * 220 * i / 16000.0));
+    std::memcpy(pcm.data() + 2 * i, &v, 2);
+  }
+  const auto checkpoint = [&](int done) {
+    const std::string m = Http("GET", base + "/metrics").body;
+    Json::Value row(Json::objectValue);
+    row["sessions_done"] = done;
+    row["open_fds"] = MetricValue(m, "process_open_fds");
+    row["rss_mib"] = MetricValue(m, "process_resident_memory_bytes") / (1 << 20);
+    row["ingest_pipelines_alive"] = MetricValue(m, "parley_media_pipelines{kind=\"ingest\"}");
+    row["sessions_in_memory"] = MetricValue(m, "parley_sessions{state=\"ended\"}") +
+                                MetricValue(m, "parley_sessions{state=\"live\"}");
+    std::cout << parley::core::ToJson(row) << std::endl;
+  };
+  WsHub hub;
+  const auto t0 = Clock::now();
+  int failures = 0;
+  checkpoint(0);
+  for (int i = 0; i < sessions; ++i) {
+    const auto r = Http("POST", base + "/api/sessions", R"({"persona_id":"seoa"})", auth);
+    if (r.status != 201) {
+      std::cerr << "ws_load: cannot create a session: " << r.status << " " << r.body << "\n";
+      return 1;
+    }
+    const std::string id = r.JsonBody()["session_id"].asString();
+    auto ws = hub.Connect(port, "/ws/practice?session=" + id, auth);
+    if (!ws->WaitOpen(10s)) {
+      ++failures;
+      continue;
+    }
+    const bool use_pcm = i % 3 == 2;  // two WebM A/V sessions, then one PCM session
+    ws->SendText(use_pcm ? R"({"type":"start","media":"pcm","sample_rate":16000})"
+                         : R"({"type":"start","media":"webm"})");
+    ws->ReceiveType("started", 10s);
+    const std::string& bytes = use_pcm ? pcm : webm;
+    // Every other session ends mid-stream without a stop.
+    const bool stop_first = (i / 3) % 2 == 0;
+    const size_t upto = stop_first ? bytes.size() : bytes.size() / 2;
+    for (size_t off = 0; off < upto; off += 16000)
+      ws->SendBinary((use_pcm ? "\x02" : "\x01") +
+                     bytes.substr(off, std::min<size_t>(16000, upto - off)));
+    if (stop_first) {
+      ws->SendText(R"({"type":"stop"})");
+      ws->ReceiveType("stopped", 20s);
+    }
+    const auto end = Http("POST", base + "/api/sessions/" + id + "/end", "", auth, 60s);
+    if (end.status != 200) ++failures;
+    ws->WaitClosed(5s);
+    const int done = i + 1;
+    if (done == std::min(10, sessions) || done % std::max(1, sessions / 4) == 0 || done == sessions)
+      checkpoint(done);
+  }
+  Json::Value out(Json::objectValue);
+  out["sessions"] = sessions;
+  out["failures"] = failures;
+  out["seconds"] = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::cout << parley::core::ToJson(out) << std::endl;
+  StopChild(child);
+  return failures == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -432,6 +523,14 @@ int main(int argc, char** argv) {
   cli.add_flag("--no-sessions", no_sessions,
                "Connect straight to /ws/<endpoint> without creating sessions (another server, "
                "e.g. bench/python_seed); frames per CPU second then count frames sent");
+  int soak = 0;
+  cli.add_option("--soak", soak,
+                 "Run this many short media sessions back to back (--media WebM; every third "
+                 "PCM; ended with and without stop) and report the server's open descriptors, "
+                 "memory and live pipelines as they go");
+  std::vector<std::string> server_args;
+  cli.add_option("--server-arg", server_args,
+                 "Extra argument for the spawned server (repeat: --server-arg=--asr=false)");
   CLI11_PARSE(cli, argc, argv);
 
   rlimit lim{};
@@ -442,7 +541,7 @@ int main(int argc, char** argv) {
 
   Child child;
   if (!spawn.empty()) {
-    child = Spawn(spawn, secret, connections);
+    child = Spawn(spawn, secret, connections, server_args);
     if (child.port == 0) {
       std::cerr << "ws_load: the spawned server did not start\n";
       return 1;
@@ -457,6 +556,7 @@ int main(int argc, char** argv) {
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
   if (token.empty()) token = parley::testing::MintToken("bench");
   const parley::testing::Headers auth = {{"Authorization", "Bearer " + token}};
+  if (soak > 0) return RunSoak(soak, media_file, base, port, auth, child.pid);
 
   // One session per 50 landmark connections (several trackers per practice session); one
   // session per connection when streaming media.

@@ -128,6 +128,15 @@ class Metrics {
   std::map<std::string, Family> families_;
 };
 
+// The process's own figures, read at scrape time from /proc/self, under the names Prometheus
+// client libraries use: process_open_fds, process_resident_memory_bytes, process_threads.
+// A per-session leak of descriptors or memory shows up here first.
+void AddProcessMetrics(Metrics& metrics);
+// The same readings, for tests and load clients (-1 when /proc cannot be read).
+int CountOpenFds();
+int64_t ResidentBytes();
+int CountThreads();
+
 // ---------------------------------------------------------------------------------------------
 // A fixed set of threads draining a bounded FIFO. Used for anything that may block (store
 // I/O, ASR, TTS, LLM calls, file reads) so that the WebSocket service thread never does.
@@ -164,6 +173,34 @@ class WorkerPool {
   std::vector<std::thread> threads_;
   Counter& rejected_;
   Counter& executed_;
+};
+
+// A serial executor on a shared pool: tasks posted to one Strand run one at a time, in order,
+// on the pool's threads, and never hold a thread while they have nothing to do. A session's
+// stage gets one, so its work is ordered without a thread (or a "pumping" flag) of its own.
+//
+// Drain() runs what is still queued on the calling thread and waits for a task in progress:
+// a worker that must see a stage's work finished (a session's end) does not wait for another
+// worker to become free, so ends cannot starve each other on a busy pool.
+//
+// Thread safety: any thread may Post() and Drain(). Tasks must not Drain() their own strand.
+// Copies share one queue; the queue lives while a copy or a queued task does.
+class Strand {
+ public:
+  explicit Strand(WorkerPool& pool);
+  // Queues `task`. False when the pool refused the strand's turn: the task stays queued and
+  // runs at the next Post() the pool accepts or at Drain().
+  bool Post(std::function<void()> task);
+  // Runs every queued task here and waits for the one in progress; returns when none is left.
+  void Drain();
+  // Tasks queued or running.
+  size_t Pending() const;
+
+ private:
+  struct State;
+  static void RunQueued(const std::shared_ptr<State>& state);
+  WorkerPool* pool_;
+  std::shared_ptr<State> state_;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,9 @@
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "core/core.h"
@@ -134,6 +138,43 @@ std::string Metrics::RenderPrometheus() const {
     }
   }
   return out.str();
+}
+
+int CountOpenFds() {
+  std::error_code ec;
+  std::filesystem::directory_iterator it("/proc/self/fd", ec);
+  if (ec) return -1;
+  int n = 0;
+  for (; it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    if (ec) return -1;
+    ++n;
+  }
+  return n - 1;  // the iterator's own descriptor of /proc/self/fd
+}
+
+int64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size_pages = 0, resident_pages = 0;
+  if (!(statm >> size_pages >> resident_pages)) return -1;
+  return resident_pages * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+}
+
+int CountThreads() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Threads:", 0) == 0) return std::atoi(line.c_str() + 8);
+  }
+  return -1;
+}
+
+void AddProcessMetrics(Metrics& metrics) {
+  metrics.AddGaugeCallback("process_open_fds", "Open file descriptors", {},
+                           [] { return static_cast<double>(CountOpenFds()); });
+  metrics.AddGaugeCallback("process_resident_memory_bytes", "Resident memory size in bytes", {},
+                           [] { return static_cast<double>(ResidentBytes()); });
+  metrics.AddGaugeCallback("process_threads", "Threads in the process", {},
+                           [] { return static_cast<double>(CountThreads()); });
 }
 
 }  // namespace parley::core

@@ -71,4 +71,72 @@ void WorkerPool::Run() {
   }
 }
 
+// ---- Strand ---------------------------------------------------------------------------------
+
+struct Strand::State {
+  std::mutex mu;
+  std::condition_variable idle;  // a task finished
+  std::deque<std::function<void()>> queue;
+  bool scheduled = false;  // a turn is waiting in (or running on) the pool
+  bool running = false;    // a task is running (on the pool or in Drain)
+};
+
+Strand::Strand(WorkerPool& pool) : pool_(&pool), state_(std::make_shared<State>()) {}
+
+bool Strand::Post(std::function<void()> task) {
+  {
+    const std::lock_guard lock(state_->mu);
+    state_->queue.push_back(std::move(task));
+    if (state_->scheduled) return true;
+    state_->scheduled = true;
+  }
+  if (pool_->TrySubmit([state = state_] { RunQueued(state); })) return true;
+  const std::lock_guard lock(state_->mu);
+  state_->scheduled = false;
+  return false;
+}
+
+void Strand::RunQueued(const std::shared_ptr<State>& state) {
+  std::unique_lock lock(state->mu);
+  // Drain() may be running tasks on its own thread meanwhile: one runner at a time.
+  while (!state->running && !state->queue.empty()) {
+    auto task = std::move(state->queue.front());
+    state->queue.pop_front();
+    state->running = true;
+    lock.unlock();
+    task();
+    task = nullptr;  // captures die outside the lock
+    lock.lock();
+    state->running = false;
+    state->idle.notify_all();
+  }
+  state->scheduled = false;
+}
+
+void Strand::Drain() {
+  std::unique_lock lock(state_->mu);
+  for (;;) {
+    if (state_->running) {
+      state_->idle.wait(lock);
+    } else if (!state_->queue.empty()) {
+      auto task = std::move(state_->queue.front());
+      state_->queue.pop_front();
+      state_->running = true;
+      lock.unlock();
+      task();
+      task = nullptr;
+      lock.lock();
+      state_->running = false;
+      state_->idle.notify_all();
+    } else {
+      return;
+    }
+  }
+}
+
+size_t Strand::Pending() const {
+  const std::lock_guard lock(state_->mu);
+  return state_->queue.size() + (state_->running ? 1 : 0);
+}
+
 }  // namespace parley::core

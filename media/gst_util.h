@@ -8,7 +8,25 @@
 #include <memory>
 #include <string>
 
+#include "core/core.h"
+
 namespace parley::media {
+
+// Counts `pipeline` in `live` until GStreamer finalizes it (a weak reference, not the C++
+// wrapper's lifetime), so a pipeline some reference keeps alive stays visible in the gauge.
+inline void CountWhileAlive(GstElement* pipeline, core::Gauge& live) {
+  live.Add(1);
+  g_object_weak_ref(
+      G_OBJECT(pipeline),
+      [](gpointer gauge, GObject*) { static_cast<core::Gauge*>(gauge)->Add(-1); }, &live);
+}
+
+// The gauge of live pipelines of one kind ("ingest", "playback").
+inline core::Gauge& LivePipelinesGauge(core::Metrics& metrics, const char* kind) {
+  return metrics.GetGauge("parley_media_pipelines",
+                          "GStreamer pipelines alive (built and not yet finalized), by kind",
+                          {{"kind", kind}});
+}
 
 struct GstObjectUnref {
   void operator()(gpointer p) const {

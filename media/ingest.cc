@@ -81,12 +81,14 @@ class IngestImpl final : public IngestPipeline {
                                            {{"reason", "pipeline_failed"}})),
         dropped_keyframe_(metrics.GetCounter("parley_media_dropped_total",
                                              "Inbound media dropped by reason",
-                                             {{"reason", "waiting_for_keyframe"}})) {}
+                                             {{"reason", "waiting_for_keyframe"}})),
+        live_pipelines_(LivePipelinesGauge(metrics, "ingest")) {}
 
   ~IngestImpl() override { Stop(); }
 
   bool Build(std::string* error) {
     pipeline_.reset(GST_ELEMENT(gst_object_ref_sink(gst_pipeline_new("ingest"))));
+    CountWhileAlive(pipeline_.get(), live_pipelines_);
     GstElement* src = MakeElement("appsrc", "src", error);
     if (src == nullptr) return false;
     appsrc_ = src;
@@ -235,12 +237,22 @@ class IngestImpl final : public IngestPipeline {
           self->decode_errors_.Add();
           self->Fail("decode_error", "media could not be decoded (" + where + ": " + text +
                                          "); media stopped: send stop, then start again");
+        } else {
+          // Draining a stream cut short (a header without its end): nothing more will come,
+          // and Stop() need not wait for its timeout.
+          const std::lock_guard lock(self->mu_);
+          self->eos_ = true;
+          self->eos_cv_.notify_all();
         }
         break;
       }
       default:
         break;
     }
+    // A sync handler that drops a message owns it (gstbus.h). Each message holds a reference
+    // to the element that posted it, so a message not unreffed here keeps the whole pipeline,
+    // its buses' socketpairs and buffers alive after Stop().
+    gst_message_unref(msg);
     return GST_BUS_DROP;
   }
 
@@ -451,6 +463,7 @@ class IngestImpl final : public IngestPipeline {
   core::Counter& dropped_overflow_;
   core::Counter& dropped_failed_;
   core::Counter& dropped_keyframe_;
+  core::Gauge& live_pipelines_;
 
   GstPtr<GstElement> pipeline_;
   GstElement* appsrc_ = nullptr;  // owned by the pipeline

@@ -41,7 +41,8 @@ class PlaybackImpl final : public Playback {
         sink_(std::move(sink)),
         packets_(metrics.GetCounter("parley_playback_packets_total", "Audio packets sent",
                                     {{"codec", config.opus ? "opus" : "pcm"}})),
-        cancels_(metrics.GetCounter("parley_playback_cancels_total", "Utterances cancelled")) {
+        cancels_(metrics.GetCounter("parley_playback_cancels_total", "Utterances cancelled")),
+        live_pipelines_(LivePipelinesGauge(metrics, "playback")) {
     pacer_ = std::thread([this] { Pace(); });
   }
 
@@ -91,6 +92,7 @@ class PlaybackImpl final : public Playback {
   bool Encode(std::span<const int16_t> pcm, int rate, uint16_t id, std::vector<Packet>* out) {
     std::string error;
     GstPtr<GstElement> pipeline(GST_ELEMENT(gst_object_ref_sink(gst_pipeline_new("playback"))));
+    CountWhileAlive(pipeline.get(), live_pipelines_);
     GstElement* src = MakeElement("appsrc", nullptr, &error);
     GstElement* convert = MakeElement("audioconvert", nullptr, &error);
     GstElement* resample = MakeElement("audioresample", nullptr, &error);
@@ -197,6 +199,7 @@ class PlaybackImpl final : public Playback {
   Sink sink_;
   core::Counter& packets_;
   core::Counter& cancels_;
+  core::Gauge& live_pipelines_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::condition_variable idle_cv_;

@@ -1,11 +1,14 @@
 #include "core/core.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 namespace parley::core {
 namespace {
@@ -52,6 +55,110 @@ TEST(WorkerPool, RejectsWhenQueueIsFullAndRunsEverythingQueuedAtShutdown) {
   pool.Shutdown();
   EXPECT_EQ(ran.load(), 3);
   EXPECT_FALSE(pool.TrySubmit([] {}));
+}
+
+TEST(Strand, RunsItsTasksOneAtATimeInOrderBesideOtherStrands) {
+  Metrics m;
+  WorkerPool pool({.threads = 4, .queue_capacity = 1000}, m);
+  Strand a(pool), b(pool);
+  std::mutex mu;
+  std::vector<int> order_a, order_b;
+  std::atomic<int> in_a{0}, overlap{0};
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(a.Post([&, i] {
+      if (in_a.fetch_add(1) != 0) ++overlap;
+      {
+        const std::lock_guard lock(mu);
+        order_a.push_back(i);
+      }
+      in_a.fetch_sub(1);
+    }));
+    ASSERT_TRUE(b.Post([&, i] {
+      const std::lock_guard lock(mu);
+      order_b.push_back(i);
+    }));
+  }
+  a.Drain();
+  b.Drain();
+  EXPECT_EQ(overlap.load(), 0);
+  ASSERT_EQ(order_a.size(), 200u);
+  ASSERT_EQ(order_b.size(), 200u);
+  for (int i = 0; i < 200; ++i) {
+    EXPECT_EQ(order_a[static_cast<size_t>(i)], i);
+    EXPECT_EQ(order_b[static_cast<size_t>(i)], i);
+  }
+  EXPECT_EQ(a.Pending(), 0u);
+}
+
+TEST(Strand, DrainRunsQueuedWorkOnTheCallerWhenEveryWorkerIsBusy) {
+  // Every worker blocked (say, each ending a session): a drain must not wait for one of them.
+  Metrics m;
+  WorkerPool pool({.threads = 1, .queue_capacity = 8}, m);
+  std::promise<void> release;
+  auto gate = release.get_future().share();
+  ASSERT_TRUE(pool.TrySubmit([gate] { gate.wait(); }));
+  Strand strand(pool);
+  std::thread::id ran_on;
+  ASSERT_TRUE(strand.Post([&] { ran_on = std::this_thread::get_id(); }));
+  strand.Drain();
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+  release.set_value();
+}
+
+TEST(Strand, ATaskRefusedByAFullPoolIsKeptAndRunsAtDrain) {
+  Metrics m;
+  WorkerPool pool({.threads = 1, .queue_capacity = 1}, m);
+  std::promise<void> started, release;
+  auto gate = release.get_future().share();
+  ASSERT_TRUE(pool.TrySubmit([&started, gate] {
+    started.set_value();
+    gate.wait();
+  }));
+  started.get_future().wait();
+  ASSERT_TRUE(pool.TrySubmit([] {}));  // the queue is full now
+  Strand strand(pool);
+  int ran = 0;
+  EXPECT_FALSE(strand.Post([&] { ++ran; }));
+  EXPECT_EQ(strand.Pending(), 1u);
+  strand.Drain();
+  EXPECT_EQ(ran, 1);
+  release.set_value();
+}
+
+TEST(Strand, DrainWaitsForTheTaskInProgress) {
+  Metrics m;
+  WorkerPool pool({.threads = 2, .queue_capacity = 8}, m);
+  Strand strand(pool);
+  std::promise<void> started, release;
+  std::atomic<bool> finished{false};
+  ASSERT_TRUE(strand.Post([&] {
+    started.set_value();
+    release.get_future().wait();
+    finished = true;
+  }));
+  started.get_future().wait();
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    release.set_value();
+  });
+  strand.Drain();
+  EXPECT_TRUE(finished.load());
+  releaser.join();
+}
+
+TEST(ProcessMetrics, CountDescriptorsAndMemoryOfThisProcess) {
+  Metrics m;
+  AddProcessMetrics(m);
+  const int before = CountOpenFds();
+  ASSERT_GT(before, 0);
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  EXPECT_EQ(CountOpenFds(), before + 2);
+  EXPECT_EQ(m.Read("process_open_fds"), before + 2);
+  close(fds[0]);
+  close(fds[1]);
+  EXPECT_GT(m.Read("process_resident_memory_bytes").value_or(0), 1 << 20);
+  EXPECT_GT(m.Read("process_threads").value_or(0), 0);
 }
 
 TEST(Logger, WritesOneJsonObjectPerLineWithFields) {

@@ -196,6 +196,59 @@ TEST_F(MediaTest, StoppedPipelinesLeaveNoThreadsBehind) {
   EXPECT_LE(ThreadCount(), base + 2);
 }
 
+TEST_F(MediaTest, StoppedPipelinesAreFinalizedWithTheirDescriptors) {
+  // Every GstBus holds a socketpair, so a pipeline that some reference keeps alive after Stop()
+  // (an unreffed bus message holds its element) shows up as descriptors and in the gauge.
+  const auto live = [this] {
+    return metrics_.Read("parley_media_pipelines", {{"kind", "ingest"}}).value_or(-1);
+  };
+  Collected warm;
+  {
+    auto p = NewWebm(warm);
+    ASSERT_TRUE(p);
+    p->Push(testing::MakeFixture("audiotestsrc num-buffers=50 ! audioconvert ! opusenc ! webmmux",
+                                 Path("warm.webm")));
+    p->Stop();
+  }
+  EXPECT_EQ(live(), 0);
+  const int base_fds = core::CountOpenFds();
+  const std::string webm = testing::MakeFixture(
+      "webmmux name=mux videotestsrc num-buffers=20 ! video/x-raw,width=320,height=240 ! vp8enc "
+      "deadline=1 ! mux. audiotestsrc num-buffers=50 ! audioconvert ! opusenc ! mux. mux.",
+      Path("av.webm"));
+  const std::string silence(32000, '\0');
+  std::string error;
+  for (int i = 0; i < 12; ++i) {
+    Collected c;
+    auto p = i % 2 == 0 ? NewWebm(c)
+                        : IngestPipeline::Create(IngestPipeline::Format::kPcm, 16000, config_,
+                                                 Collect(c), metrics_, &error);
+    ASSERT_TRUE(p) << error;
+    p->Push(i % 2 == 0 ? webm : silence);
+    EXPECT_EQ(live(), 1);
+    p->Stop();
+    EXPECT_EQ(live(), 0) << "pipeline " << i << " was not finalized by Stop()";
+  }
+  EXPECT_LE(core::CountOpenFds(), base_fds);
+}
+
+TEST_F(MediaTest, StreamCutInsideItsHeaderStopsWithoutWaitingForTheTimeout) {
+  // The demuxer never gets to its tracks, so no EOS reaches the bus: Stop() must take the
+  // demuxer's complaint as the end of the drain rather than wait out stop_timeout_ms.
+  const std::string webm = testing::MakeFixture(
+      "audiotestsrc num-buffers=20 ! audioconvert ! opusenc ! webmmux", Path("h.webm"));
+  config_.stop_timeout_ms = 30000;
+  for (size_t cut : {size_t{0}, size_t{40}, size_t{150}}) {
+    Collected c;
+    auto p = NewWebm(c);
+    ASSERT_TRUE(p);
+    p->Push(std::string_view(webm).substr(0, cut));
+    const auto t0 = std::chrono::steady_clock::now();
+    p->Stop();
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "cut at " << cut;
+  }
+}
+
 // ---- playback -----------------------------------------------------------------------------------
 
 TEST_F(MediaTest, PlaybackSendsPacedOpusThatDecodesBackToTheInputDuration) {
