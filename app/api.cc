@@ -159,17 +159,20 @@ HttpResponse App::Impl::Health() {
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
           .count();
   h["auth"] = config.auth.jwt_secret_key.empty() ? "development" : "jwt";
-  for (SessionState st : {SessionState::kCreated, SessionState::kLive, SessionState::kEnded})
-    h["sessions"][std::string(StateName(st))] =
+  for (session::State st :
+       {session::State::kCreated, session::State::kLive, session::State::kEnded})
+    h["sessions"][std::string(session::StateName(st))] =
         static_cast<Json::UInt64>(registry.CountInState(st));
   h["connections"]["websocket"] = static_cast<Json::UInt64>(server ? server->websocket_count() : 0);
   h["workers"]["queue_depth"] = static_cast<Json::UInt64>(pool.QueueDepth());
   h["dependencies"]["store"] = store->Health();
   // dlib's model loads when the first video session starts.
   h["dependencies"]["server_landmarks"]["status"] =
-      config.server_landmarks ? landmarker.state() : "off";
-  h["dependencies"]["speech_recognition"]["status"] = config.asr_enabled ? decoders.state() : "off";
-  if (const auto decoder_pool = decoders.IfLoaded()) {  // the first loads first, the rest after
+      config.conversation.server_landmarks ? services.landmarker_state().state() : "off";
+  h["dependencies"]["speech_recognition"]["status"] =
+      config.conversation.hearing.enabled ? services.decoders_state().state() : "off";
+  if (const auto decoder_pool =
+          services.decoders_state().IfLoaded()) {  // the first loads first, the rest after
     auto& asr = h["dependencies"]["speech_recognition"];
     asr["decoders"] = decoder_pool->size();
     asr["decoders_loaded"] = decoder_pool->loaded();
@@ -201,7 +204,7 @@ HttpResponse App::Impl::CreateSession(const HttpRequest& req) {
     registry.Remove(session->id());
     return HttpResponse::Error(503, "store_unavailable", "the session could not be stored");
   }
-  HttpResponse r = HttpResponse::Json(201, store::ToPublicJson(session->ToJson()));
+  HttpResponse r = HttpResponse::Json(201, store::ToPublicJson(SessionDocument(session->Info())));
   r.headers.emplace_back("location", "/api/sessions/" + session->id());
   return r;
 }
@@ -223,7 +226,8 @@ HttpResponse App::Impl::ListSessions(const HttpRequest& req) {
   for (const auto& doc : page.docs) {
     // A session still in memory is fresher than its stored copy (state, connections).
     const auto in_memory = registry.Find(doc["session_id"].asString());
-    body["sessions"].append(store::ToPublicJson(in_memory ? in_memory->ToJson() : doc));
+    body["sessions"].append(
+        store::ToPublicJson(in_memory ? SessionDocument(in_memory->Info()) : doc));
   }
   body["total"] = static_cast<Json::UInt64>(page.total);
   body["limit"] = *limit;
@@ -234,7 +238,8 @@ HttpResponse App::Impl::ListSessions(const HttpRequest& req) {
   return HttpResponse::Json(200, body);
 }
 
-std::shared_ptr<Session> App::Impl::OwnSession(const HttpRequest& req, const std::string& id) {
+std::shared_ptr<session::Session> App::Impl::OwnSession(const HttpRequest& req,
+                                                        const std::string& id) {
   auto s = registry.Find(id);
   if (!s || s->user_id() != req.identity.user_id) return nullptr;
   return s;
@@ -242,7 +247,7 @@ std::shared_ptr<Session> App::Impl::OwnSession(const HttpRequest& req, const std
 
 std::optional<Json::Value> App::Impl::SessionView(const HttpRequest& req, const std::string& id,
                                                   HttpResponse* error) {
-  if (const auto s = OwnSession(req, id)) return store::ToPublicJson(s->ToJson());
+  if (const auto s = OwnSession(req, id)) return store::ToPublicJson(SessionDocument(s->Info()));
   Json::Value doc;
   std::string why;
   switch (store->Get(store::Collection::kSessions, id, &doc, &why)) {

@@ -11,64 +11,24 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
     : config(std::move(c)),
       log(l),
       pool(config.workers, metrics),
-      vision_pool(config.vision_workers, metrics),
-      // At most one task per session waits in the ASR queue (hearing_glue.cc).
-      asr_pool(core::WorkerPoolConfig{.name = "asr",
-                                      .threads = config.asr_threads,
-                                      .queue_capacity = static_cast<size_t>(
-                                          std::max(config.sessions.max_sessions, 64) + 16)},
-               metrics),
-      remote_pool(
-          core::WorkerPoolConfig{
-              .name = "asr_remote",
-              .threads = config.remote_asr.base_url.empty() ? 1 : config.remote_asr_concurrency,
-              .queue_capacity = 4096},
-          metrics),
-      registry(config.sessions, pool, log, metrics),
+      services(config.conversation, pool, log, metrics),
+      registry(config.sessions, pool, log, metrics, &services, this),
       static_files(config.web_root) {
   core::AddProcessMetrics(metrics);
-  registry.SetEmitter(
-      [this](const std::vector<uint64_t>& conns, const Json::Value& event, bool droppable) {
-        if (!server) return;
-        const std::string text = core::ToJson(event);
-        for (const auto id : conns) server->Send(id, signaling::OutMessage{false, text, droppable});
-      });
-  if (!config.remote_asr.base_url.empty()) {
-    std::string error;
-    remote_asr = speech::RemoteRecognizer::Create(config.remote_asr, &error);
-    if (!remote_asr) log.Error("remote speech recognition is unavailable", {{"error", error}});
-  }
-  AttachMedia();
-  registry.AddCreateHook([this](const std::shared_ptr<Session>& s) {
-    AttachVision(s);
-    AttachHearing(s);
-  });
-  registry.AddEndHook([this](Session& s) {
-    EndVision(s);
-    EndHearing(s);
-  });
-  // The dlib model (~100 MB, ~1 s) loads when the first video session starts, not at boot.
-  // Likewise the speech decoders (~100 MB and ~1 s each) load with the first media session.
-  registry.AddStartHook([this](Session&, const StartParams& p, std::string*) {
-    if (p.media == "webm" && config.server_landmarks)
-      vision_pool.TrySubmit([this] { LandmarkerModel(); });
-    if (config.asr_enabled) asr_pool.TrySubmit([this] { Decoders(); });
-    return true;
-  });
-  registry.SetLiveCallback([this](Session& s) {
+  registry.SetLiveCallback([this](session::Session& s) {
     // Runs on the service thread: the store write goes to a worker.
-    auto session = registry.Find(s.id());
-    if (session && !pool.TrySubmit([this, session] { PersistSession(*session); }))
+    auto live_session = registry.Find(s.id());
+    if (live_session && !pool.TrySubmit([this, live_session] { PersistSession(*live_session); }))
       log.Warn("worker queue full: live state not persisted", {{"session_id", s.id()}});
   });
-  registry.SetEndedCallback([this](Session& s, const std::vector<uint64_t>& conns) {
+  registry.SetEndedCallback([this](session::Session& s, const std::vector<uint64_t>& conns) {
     const bool stored = StoreReport(s);
     if (stored) registry.Remove(s.id());  // memory holds only sessions not yet safe on disk
     if (!server) return;
     Json::Value ended(Json::objectValue);
     ended["type"] = "session_ended";
     ended["session_id"] = s.id();
-    ended["reason"] = s.ToJson()["end_reason"];
+    ended["reason"] = s.Info().end_reason;
     ended["report"] = stored ? Json::Value("/api/sessions/" + s.id() + "/report") : Json::Value();
     ended["t"] = Json::Int64(s.NowMs());
     for (const auto id : conns) {
@@ -78,17 +38,19 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
   });
 }
 
-bool App::Impl::PersistSession(const Session& s) {
+bool App::Impl::PersistSession(const session::Session& s) {
   if (!store) return false;
   std::string error;
-  if (store->Put(store::Collection::kSessions, s.ToJson(), &error)) return true;
+  if (store->Put(store::Collection::kSessions, SessionDocument(s.Info()), &error)) return true;
   log.Error("could not store the session", {{"session_id", s.id()}, {"error", error}});
   return false;
 }
 
-bool App::Impl::StoreReport(Session& s) {
+bool App::Impl::StoreReport(session::Session& s) {
   if (!store) return false;
-  const Json::Value report = BuildReport(s, personas ? personas->Find(s.persona_id()) : nullptr);
+  const personas::Persona* persona = personas ? personas->Find(s.persona_id()) : nullptr;
+  const Json::Value report =
+      session::BuildReport(s, persona != nullptr ? persona->doc["name"].asString() : "");
   std::string error;
   if (!store->Put(store::Collection::kReports, report, &error)) {
     log.Error("could not store the report", {{"session_id", s.id()}, {"error", error}});
@@ -103,7 +65,7 @@ App::App(AppConfig config, core::Logger& log)
 App::~App() { Shutdown(); }
 
 core::Metrics& App::metrics() { return impl_->metrics; }
-SessionRegistry& App::sessions() { return impl_->registry; }
+session::SessionRegistry& App::sessions() { return impl_->registry; }
 store::Store& App::store() { return *impl_->store; }
 int App::port() const { return impl_->server ? impl_->server->port() : 0; }
 
@@ -161,9 +123,7 @@ void App::Shutdown() {
   Impl& s = *impl_;
   if (s.shut_down.exchange(true)) return;
   if (!s.server) {
-    s.asr_pool.Shutdown();
-    s.remote_pool.Shutdown();
-    s.vision_pool.Shutdown();
+    s.services.Shutdown();
     s.pool.Shutdown();
     if (s.store) s.store->Close();
     return;
@@ -180,9 +140,7 @@ void App::Shutdown() {
   s.server->CloseAll(signaling::kCloseGoingAway, "server shutting down",
                      std::min(left, std::chrono::milliseconds(2000)));
   s.server->Stop();
-  s.asr_pool.Shutdown();
-  s.remote_pool.Shutdown();
-  s.vision_pool.Shutdown();
+  s.services.Shutdown();
   s.pool.Shutdown();
   // One last chance for spooled writes; what remains is replayed by the next process.
   const size_t spooled = s.store->ReplayNow();

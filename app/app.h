@@ -17,13 +17,10 @@
 #include <variant>
 #include <vector>
 
-#include "app/session.h"
 #include "core/core.h"
-#include "media/media.h"
+#include "session/session.h"
 #include "signaling/signaling.h"
-#include "speech/speech.h"
 #include "store/store.h"
-#include "vision/vision.h"
 
 namespace parley::app {
 
@@ -31,22 +28,9 @@ struct AppConfig {
   signaling::ServerConfig server;
   signaling::AuthConfig auth;
   core::WorkerPoolConfig workers;
-  SessionConfig sessions;
-  media::MediaConfig media;
-  vision::VisionConfig vision;
-  // Server-side landmarks (dlib) for sessions that send video but no landmarks.
-  bool server_landmarks = true;
-  vision::LandmarkerConfig landmarker;
-  core::WorkerPoolConfig vision_workers{.name = "vision", .threads = 2, .queue_capacity = 64};
-  // Listening: voice activity / end of turn, and offline recognition.
-  bool asr_enabled = true;
-  speech::EndpointConfig endpoint;
-  speech::PocketSphinxConfig asr;
-  int asr_threads = 2;                 // decoding threads (CPU-bound: about the number of cores)
-  int asr_queue = 256;                 // utterances that may wait for a decoder, over all sessions
-  int partial_interval_ms = 300;       // transcript.partial at most this often per utterance
-  speech::RemoteAsrConfig remote_asr;  // base_url set: the remote engine, offline fallback
-  int remote_asr_concurrency = 4;      // requests in flight to the remote service
+  session::SessionConfig sessions;
+  // The stages of every session: media, vision, hearing (each module's own config inside).
+  session::ConversationConfig conversation;
   std::string log_level = "info";
   std::string data_dir = "./data";
   std::string web_root;      // default: the checkout's web/
@@ -79,7 +63,7 @@ class App {
   void Shutdown();
 
   core::Metrics& metrics();
-  SessionRegistry& sessions();
+  session::SessionRegistry& sessions();
   store::Store& store();  // valid after Start()
 
  private:

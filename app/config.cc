@@ -48,19 +48,7 @@ std::vector<std::string> AppConfig::Validate() const {
   check("auth", auth.Validate());
   check("workers", workers.Validate());
   check("sessions", sessions.Validate());
-  check("media", media.Validate());
-  check("vision", vision.Validate());
-  check("vision workers", vision_workers.Validate());
-  if (server_landmarks) check("server landmarks", landmarker.Validate());
-  check("end of turn", endpoint.Validate());
-  if (asr_enabled) check("speech recognition", asr.Validate());
-  if (asr_queue < 1 || asr_queue > 100000) problems.push_back("--asr-queue must be 1..100000");
-  if (asr_threads < 1 || asr_threads > 64) problems.push_back("--asr-threads must be 1..64");
-  if (partial_interval_ms < 50 || partial_interval_ms > 10000)
-    problems.push_back("--partial-interval-ms must be 50..10000");
-  if (remote_asr_concurrency < 1 || remote_asr_concurrency > 64)
-    problems.push_back("--asr-remote-concurrency must be 1..64");
-  check("remote speech recognition", remote_asr.Validate());
+  for (const auto& p : conversation.Validate()) problems.push_back(p);
   if (!core::ParseLogLevel(log_level))
     problems.push_back("--log-level must be one of debug, info, warn, error (got '" + log_level +
                        "')");
@@ -201,22 +189,23 @@ std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
       ->capture_default_str()
       ->group("Sessions");
 
-  int backlog_kib = static_cast<int>(c.media.max_backlog_bytes / 1024);
-  cli.add_option("--analysis-width", c.media.analysis_width,
+  int backlog_kib = static_cast<int>(c.conversation.media.max_backlog_bytes / 1024);
+  cli.add_option("--analysis-width", c.conversation.media.analysis_width,
                  "Decoded video is scaled to fit this width for analysis")
       ->envname("PARLEY_ANALYSIS_WIDTH")
       ->capture_default_str()
       ->group("Media");
-  cli.add_option("--analysis-height", c.media.analysis_height,
+  cli.add_option("--analysis-height", c.conversation.media.analysis_height,
                  "Decoded video is scaled to fit this height for analysis")
       ->envname("PARLEY_ANALYSIS_HEIGHT")
       ->capture_default_str()
       ->group("Media");
-  cli.add_option("--analysis-fps", c.media.analysis_fps, "Most video frames per second analysed")
+  cli.add_option("--analysis-fps", c.conversation.media.analysis_fps,
+                 "Most video frames per second analysed")
       ->envname("PARLEY_ANALYSIS_FPS")
       ->capture_default_str()
       ->group("Media");
-  cli.add_option("--audio-frame-ms", c.media.audio_frame_ms,
+  cli.add_option("--audio-frame-ms", c.conversation.media.audio_frame_ms,
                  "Length of the audio frames given to analysers (10 or 20)")
       ->envname("PARLEY_AUDIO_FRAME_MS")
       ->capture_default_str()
@@ -227,136 +216,144 @@ std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
       ->capture_default_str()
       ->group("Media");
 
-  cli.add_option("--calibration-s", c.vision.calibration_s,
+  cli.add_option("--calibration-s", c.conversation.vision.calibration_s,
                  "Seconds of face a person is calibrated on before vision events are trusted")
       ->envname("PARLEY_CALIBRATION_S")
       ->capture_default_str()
       ->group("Vision");
-  cli.add_option("--gaze-yaw-limit", c.vision.gaze_yaw_limit_deg,
+  cli.add_option("--gaze-yaw-limit", c.conversation.vision.gaze_yaw_limit_deg,
                  "Degrees left/right of a person's usual gaze beyond which they look away")
       ->envname("PARLEY_GAZE_YAW_LIMIT")
       ->capture_default_str()
       ->group("Vision");
-  cli.add_option("--gaze-pitch-limit", c.vision.gaze_pitch_limit_deg,
+  cli.add_option("--gaze-pitch-limit", c.conversation.vision.gaze_pitch_limit_deg,
                  "Degrees up/down of a person's usual gaze beyond which they look away")
       ->envname("PARLEY_GAZE_PITCH_LIMIT")
       ->capture_default_str()
       ->group("Vision");
-  cli.add_option("--server-landmarks", c.server_landmarks,
+  cli.add_option("--server-landmarks", c.conversation.server_landmarks,
                  "Find landmarks with dlib in the video of sessions that send none")
       ->envname("PARLEY_SERVER_LANDMARKS")
       ->capture_default_str()
       ->group("Vision");
-  cli.add_option("--dlib-model", c.landmarker.shape_model,
+  cli.add_option("--dlib-model", c.conversation.landmarker.shape_model,
                  "dlib 68-point shape predictor (Debian package libdlib-data)")
       ->envname("PARLEY_DLIB_MODEL")
       ->capture_default_str()
       ->group("Vision");
-  cli.add_option("--landmark-detect-width", c.landmarker.detect_width,
+  cli.add_option("--landmark-detect-width", c.conversation.landmarker.detect_width,
                  "Width video is scaled to for face detection")
       ->envname("PARLEY_LANDMARK_DETECT_WIDTH")
       ->capture_default_str()
       ->group("Vision");
-  cli.add_option("--landmark-redetect-every", c.landmarker.redetect_every,
+  cli.add_option("--landmark-redetect-every", c.conversation.landmarker.redetect_every,
                  "Frames between full face detections (tracked in between)")
       ->envname("PARLEY_LANDMARK_REDETECT_EVERY")
       ->capture_default_str()
       ->group("Vision");
-  cli.add_option("--vision-threads", c.vision_workers.threads, "Threads for server-side landmarks")
+  cli.add_option("--vision-threads", c.conversation.vision_workers.threads,
+                 "Threads for server-side landmarks")
       ->envname("PARLEY_VISION_THREADS")
       ->capture_default_str()
       ->group("Vision");
 
-  cli.add_option("--asr", c.asr_enabled, "Transcribe what the person says (PocketSphinx)")
+  cli.add_option("--asr", c.conversation.hearing.enabled,
+                 "Transcribe what the person says (PocketSphinx)")
       ->envname("PARLEY_ASR")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--asr-decoders", c.asr.pool_size,
+  cli.add_option("--asr-decoders", c.conversation.hearing.asr.pool_size,
                  "PocketSphinx decoders loaded and shared by all sessions (~90 MB each); a "
                  "speaking person holds one for the turn, so this many people are heard at once")
       ->envname("PARLEY_ASR_DECODERS")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--asr-threads", c.asr_threads,
+  cli.add_option("--asr-threads", c.conversation.hearing.threads,
                  "Threads decoding speech (CPU-bound: about the number of cores)")
       ->envname("PARLEY_ASR_THREADS")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--asr-partials", c.asr.partials,
+  cli.add_option("--asr-partials", c.conversation.hearing.asr.partials,
                  "transcript.partial while the person speaks (the decoder's running hypothesis)")
       ->envname("PARLEY_ASR_PARTIALS")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--asr-second-pass", c.asr.second_pass,
+  cli.add_option("--asr-second-pass", c.conversation.hearing.asr.second_pass,
                  "PocketSphinx's second (fwdflat) search pass once a turn ends: more CPU and "
                  "latency, no measured accuracy gain on streamed turns")
       ->envname("PARLEY_ASR_SECOND_PASS")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--partial-interval-ms", c.partial_interval_ms,
+  cli.add_option("--partial-interval-ms", c.conversation.hearing.partial_interval_ms,
                  "transcript.partial at most this often per utterance")
       ->envname("PARLEY_PARTIAL_INTERVAL_MS")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--asr-remote-url", c.remote_asr.base_url,
+  cli.add_option("--asr-remote-url", c.conversation.hearing.remote.base_url,
                  "OpenAI-compatible API base URL (e.g. https://api.openai.com/v1); set: "
                  "transcribe there, PocketSphinx as the fallback")
       ->envname("OPENAI_BASE_URL")
       ->group("Hearing");
-  cli.add_option("--asr-remote-key", c.remote_asr.api_key, "Bearer token for the remote service")
+  cli.add_option("--asr-remote-key", c.conversation.hearing.remote.api_key,
+                 "Bearer token for the remote service")
       ->envname("OPENAI_API_KEY")
       ->group("Hearing");
-  cli.add_option("--asr-remote-model", c.remote_asr.model, "Remote transcription model")
+  cli.add_option("--asr-remote-model", c.conversation.hearing.remote.model,
+                 "Remote transcription model")
       ->envname("PARLEY_ASR_REMOTE_MODEL")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--asr-language", c.remote_asr.language,
+  cli.add_option("--asr-language", c.conversation.hearing.remote.language,
                  "Language hint for the remote service (ISO-639-1; empty: detect)")
       ->envname("PARLEY_ASR_LANGUAGE")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--asr-remote-timeout-ms", c.remote_asr.timeout_ms,
+  cli.add_option("--asr-remote-timeout-ms", c.conversation.hearing.remote.timeout_ms,
                  "Remote request timeout, per attempt")
       ->envname("PARLEY_ASR_REMOTE_TIMEOUT_MS")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--asr-remote-retries", c.remote_asr.retries,
+  cli.add_option("--asr-remote-retries", c.conversation.hearing.remote.retries,
                  "Further attempts after a failed remote request (network, 5xx, 429)")
       ->envname("PARLEY_ASR_REMOTE_RETRIES")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--asr-remote-concurrency", c.remote_asr_concurrency,
+  cli.add_option("--asr-remote-concurrency", c.conversation.hearing.remote_concurrency,
                  "Remote requests in flight at once")
       ->envname("PARLEY_ASR_REMOTE_CONCURRENCY")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--asr-queue", c.asr_queue, "Utterances that may wait for a free decoder")
+  cli.add_option("--asr-queue", c.conversation.hearing.queue,
+                 "Utterances that may wait for a free decoder")
       ->envname("PARLEY_ASR_QUEUE")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--asr-model-dir", c.asr.model_dir, "PocketSphinx acoustic model directory")
+  cli.add_option("--asr-model-dir", c.conversation.hearing.asr.model_dir,
+                 "PocketSphinx acoustic model directory")
       ->envname("PARLEY_ASR_MODEL_DIR")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--asr-dictionary", c.asr.dictionary, "PocketSphinx pronunciation dictionary")
+  cli.add_option("--asr-dictionary", c.conversation.hearing.asr.dictionary,
+                 "PocketSphinx pronunciation dictionary")
       ->envname("PARLEY_ASR_DICTIONARY")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--asr-language-model", c.asr.language_model, "PocketSphinx language model")
+  cli.add_option("--asr-language-model", c.conversation.hearing.asr.language_model,
+                 "PocketSphinx language model")
       ->envname("PARLEY_ASR_LANGUAGE_MODEL")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--vad-aggressiveness", c.endpoint.aggressiveness,
+  cli.add_option("--vad-aggressiveness", c.conversation.hearing.endpoint.aggressiveness,
                  "WebRTC VAD mode 0..3 (3 rejects the most non-speech)")
       ->envname("PARLEY_VAD_AGGRESSIVENESS")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--end-of-turn-ms", c.endpoint.end_silence_ms,
+  cli.add_option("--end-of-turn-ms", c.conversation.hearing.endpoint.end_silence_ms,
                  "Trailing silence that ends the person's turn")
       ->envname("PARLEY_END_OF_TURN_MS")
       ->capture_default_str()
       ->group("Hearing");
-  cli.add_option("--min-utterance-ms", c.endpoint.min_utterance_ms,
+  cli.add_option("--min-utterance-ms", c.conversation.hearing.endpoint.min_utterance_ms,
                  "Shorter voiced bursts are not transcribed")
       ->envname("PARLEY_MIN_UTTERANCE_MS")
       ->capture_default_str()
@@ -422,7 +419,7 @@ std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
   c.server.max_http_body_bytes = kib(max_body_kib);
   c.server.send_queue_max_bytes = kib(send_queue_kib);
   c.store.data_dir = c.data_dir;
-  c.media.max_backlog_bytes = kib(backlog_kib);
+  c.conversation.media.max_backlog_bytes = kib(backlog_kib);
 
   if (const auto problems = c.Validate(); !problems.empty()) {
     err << "parley: invalid configuration:\n";

@@ -45,7 +45,7 @@ UpgradeDecision App::Impl::OnUpgrade(const signaling::UpgradeRequest& req) {
   if (!session || session->user_id() != req.identity.user_id)
     return UpgradeDecision::Reject(
         HttpResponse::Error(404, "session_not_found", "no such session"));
-  if (session->state() == SessionState::kEnded)
+  if (session->state() == session::State::kEnded)
     return UpgradeDecision::Reject(
         HttpResponse::Error(410, "session_ended", "this session has ended; create a new one"));
   return UpgradeDecision::Accept(session->id());
@@ -100,15 +100,6 @@ void App::Impl::SendError(signaling::ConnectionId id, LiveConn& conn, const std:
   server->SendJson(id, err);
 }
 
-void App::Impl::DropForNoSink(signaling::ConnectionId id, LiveConn& conn, const std::string& what) {
-  SendError(id, conn, "no_sink",
-            what + " have no consumer in this server yet; the frame was dropped");
-  metrics
-      .GetCounter("parley_frames_dropped_total", "Inbound frames dropped by reason",
-                  {{"reason", "no_sink"}})
-      .Add();
-}
-
 void App::Impl::OnMessage(signaling::ConnectionId id, bool binary, std::string_view data) {
   const auto it = live.find(id);
   if (it == live.end()) return;
@@ -118,7 +109,7 @@ void App::Impl::OnMessage(signaling::ConnectionId id, bool binary, std::string_v
     return;
   }
   if (conn.endpoint == Endpoint::kLandmarks && data.size() > kMaxControlMessageBytes) {
-    OnLandmarkText(id, conn, data);
+    conn.session->conversation()->PushLandmarks(session::Conversation::LandmarkFormat::kJson, data);
     return;
   }
   std::string parse_error;
@@ -134,7 +125,7 @@ void App::Impl::OnMessage(signaling::ConnectionId id, bool binary, std::string_v
   const Json::Value& type = (*msg)["type"];
   if (conn.endpoint == Endpoint::kLandmarks &&
       (type.isNull() || (type.isString() && type.asString() == "landmarks"))) {
-    OnLandmarkText(id, conn, data);
+    conn.session->conversation()->PushLandmarks(session::Conversation::LandmarkFormat::kJson, data);
     return;
   }
   if (!type.isString()) {
@@ -146,7 +137,7 @@ void App::Impl::OnMessage(signaling::ConnectionId id, bool binary, std::string_v
 
 void App::Impl::OnControl(signaling::ConnectionId id, LiveConn& conn, const Json::Value& msg) {
   const std::string type = msg["type"].asString();
-  Session& session = *conn.session;
+  session::Session& session = *conn.session;
   if (type == "hello") {
     const Json::Value& protocol = msg["protocol"];
     if (!protocol.isInt() || protocol.asInt() != kProtocolVersion) {
@@ -184,14 +175,16 @@ void App::Impl::OnControl(signaling::ConnectionId id, LiveConn& conn, const Json
     return;
   }
   if (type == "start") {
-    StartParams params;
+    session::StartParams params;
     const Json::Value& media = msg["media"];
-    params.media = media.isString() ? media.asString() : "";
-    if (params.media != "webm" && params.media != "pcm") {
+    const std::string media_name = media.isString() ? media.asString() : "";
+    if (media_name != "webm" && media_name != "pcm") {
       SendError(id, conn, "bad_start", "\"media\" must be \"webm\" or \"pcm\"");
       return;
     }
-    if (params.media == "pcm") {
+    params.media = media_name == "pcm" ? session::StartParams::Media::kPcm
+                                       : session::StartParams::Media::kWebm;
+    if (params.media == session::StartParams::Media::kPcm) {
       const Json::Value& rate = msg["sample_rate"];
       if (!rate.isInt() || rate.asInt() < 8000 || rate.asInt() > 48000) {
         SendError(id, conn, "bad_start", "pcm needs an integer \"sample_rate\" of 8000..48000");
@@ -206,7 +199,7 @@ void App::Impl::OnControl(signaling::ConnectionId id, LiveConn& conn, const Json
     }
     Json::Value ok(Json::objectValue);
     ok["type"] = "started";
-    ok["media"] = params.media;
+    ok["media"] = media_name;
     if (params.sample_rate > 0) ok["sample_rate"] = params.sample_rate;
     ok["t"] = Json::Int64(session.NowMs());
     server->SendJson(id, ok);
@@ -234,7 +227,7 @@ void App::Impl::OnBinary(signaling::ConnectionId id, LiveConn& conn, std::string
   }
   const auto kind = static_cast<uint8_t>(data[0]);
   const std::string_view payload = data.substr(1);
-  Session& session = *conn.session;
+  session::Session& session = *conn.session;
   const bool known = kind == static_cast<uint8_t>(FrameKind::kWebm) ||
                      kind == static_cast<uint8_t>(FrameKind::kPcm) ||
                      kind == static_cast<uint8_t>(FrameKind::kLandmarks);
@@ -243,39 +236,27 @@ void App::Impl::OnBinary(signaling::ConnectionId id, LiveConn& conn, std::string
               "binary kind " + KindHex(kind) + " is not a client-to-server kind");
     return;
   }
-  if (kind != static_cast<uint8_t>(FrameKind::kLandmarks)) {
-    if (conn.endpoint != Endpoint::kPractice) {
-      SendError(id, conn, "wrong_endpoint", "media frames go to /ws/practice");
-      return;
-    }
-    const auto media = session.media();
-    if (!media) {
-      SendError(id, conn, "not_started", "send {\"type\":\"start\",...} before media frames");
-      return;
-    }
-    if (media->media != FrameKindName(kind)) {
-      SendError(id, conn, "wrong_media",
-                "binary kind " + KindHex(kind) + " does not match the started media '" +
-                    media->media + "'");
-      return;
-    }
-  }
-  const auto sink = session.binary_sink(kind);
-  if (!sink) {
-    DropForNoSink(id, conn,
-                  "binary kind " + KindHex(kind) + " (" + std::string(FrameKindName(kind)) + ")");
+  if (kind == static_cast<uint8_t>(FrameKind::kLandmarks)) {
+    session.conversation()->PushLandmarks(session::Conversation::LandmarkFormat::kBinary, payload);
     return;
   }
-  sink(payload);
-}
-
-void App::Impl::OnLandmarkText(signaling::ConnectionId id, LiveConn& conn, std::string_view text) {
-  const auto sink = conn.session->landmark_text_sink();
-  if (!sink) {
-    DropForNoSink(id, conn, "landmark frames");
+  if (conn.endpoint != Endpoint::kPractice) {
+    SendError(id, conn, "wrong_endpoint", "media frames go to /ws/practice");
     return;
   }
-  sink(text);
+  const auto media = session.media();
+  if (!media) {
+    SendError(id, conn, "not_started", "send {\"type\":\"start\",...} before media frames");
+    return;
+  }
+  const bool pcm = kind == static_cast<uint8_t>(FrameKind::kPcm);
+  if (pcm != (*media == session::StartParams::Media::kPcm)) {
+    SendError(id, conn, "wrong_media",
+              "binary kind " + KindHex(kind) + " does not match the started media '" +
+                  std::string(session::MediaName(*media)) + "'");
+    return;
+  }
+  session.conversation()->PushMedia(payload);
 }
 
 }  // namespace parley::app

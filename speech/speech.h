@@ -167,6 +167,23 @@ class RemoteRecognizer {
                                                 std::string* error) = 0;
 };
 
+// ---- Hearing: how a session listens ----------------------------------------------------------
+
+// The listening stage's options: end of turn, the offline recogniser and its pool, and the
+// remote engine (base_url set: transcribe there, PocketSphinx as the fallback).
+struct HearingConfig {
+  bool enabled = true;  // false: no VAD, no transcripts
+  EndpointConfig endpoint;
+  PocketSphinxConfig asr;
+  int threads = 2;                 // decoding threads (CPU-bound: about the number of cores)
+  int queue = 256;                 // utterances that may wait for a decoder, over all sessions
+  int partial_interval_ms = 300;   // transcript.partial at most this often per utterance
+  RemoteAsrConfig remote;          // base_url set: the remote engine, offline fallback
+  int remote_concurrency = 4;      // requests in flight to the remote service
+  // Every problem found, each naming the option; empty when valid.
+  std::vector<std::string> Validate() const;
+};
+
 // A 16 kHz mono 16-bit WAV file's bytes (libsndfile).
 std::string EncodeWav(std::span<const int16_t> pcm16k);
 

@@ -97,7 +97,7 @@ TEST_F(ConfigTest, AnyEndOfTurnSilenceInRangeIsAcceptedAndOutOfRangeIsNamed) {
   for (const char* ms : {"100", "250", "400", "5000"}) {
     const auto p = Parse({"--end-of-turn-ms", ms});
     ASSERT_TRUE(std::holds_alternative<AppConfig>(p.result)) << ms << ": " << p.err;
-    EXPECT_EQ(std::get<AppConfig>(p.result).endpoint.end_silence_ms, std::atoi(ms));
+    EXPECT_EQ(std::get<AppConfig>(p.result).conversation.hearing.endpoint.end_silence_ms, std::atoi(ms));
   }
   const auto p = Parse({"--end-of-turn-ms", "50"});
   ASSERT_TRUE(std::holds_alternative<int>(p.result));
@@ -122,8 +122,8 @@ TEST_F(ConfigTest, TheTranscriptionServiceComesFromOpenAiEnvironmentNames) {
   unsetenv("OPENAI_API_KEY");
   ASSERT_TRUE(std::holds_alternative<AppConfig>(p.result)) << p.err;
   const auto& c = std::get<AppConfig>(p.result);
-  EXPECT_EQ(c.remote_asr.base_url, "http://127.0.0.1:9/v1");
-  EXPECT_EQ(c.remote_asr.api_key, "sk-test");
+  EXPECT_EQ(c.conversation.hearing.remote.base_url, "http://127.0.0.1:9/v1");
+  EXPECT_EQ(c.conversation.hearing.remote.api_key, "sk-test");
 }
 
 TEST_F(ConfigTest, HelpListsEveryOptionWithItsEnvironmentName) {

@@ -86,8 +86,8 @@ class MediaLifecycle : public ::testing::Test {
   static void Tweak(app::AppConfig& c) {
     // Media alone: ASR and dlib hold ~100 MB models each, loaded once; they are not what is
     // measured here.
-    c.asr_enabled = false;
-    c.server_landmarks = false;
+    c.conversation.hearing.enabled = false;
+    c.conversation.server_landmarks = false;
     c.sessions.disconnect_grace_s = 0;
   }
 

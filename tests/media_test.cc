@@ -379,11 +379,12 @@ Streamed StreamWebm(const std::vector<std::string>& parts, uint32_t seed) {
   EXPECT_EQ(ws->state(), WsClient::State::kOpen);
   auto session = s.app().sessions().Find(id);
   std::mutex mu;
-  session->AddAudioConsumer([&](int64_t, std::span<const int16_t> pcm) {
+  session->conversation()->AddAudioTap([&](int64_t, std::span<const int16_t> pcm) {
     const std::lock_guard lock(mu);
     out.samples += pcm.size();
   });
-  session->AddVideoConsumer([&](int64_t, int w, int h, int, const uint8_t*) {
+  session->conversation()->AddVideoTap([&](int64_t, const media::VideoFrame& f) {
+    const int w = f.width, h = f.height;
     const std::lock_guard lock(mu);
     ++out.frames;
     out.width = w;
@@ -523,11 +524,12 @@ TEST(MediaOverWebSocket, BrowserRecordingInRandomChunksIsDecodedAndReported) {
   std::atomic<uint64_t> samples{0};
   std::atomic<int> frames{0};
   std::atomic<int64_t> last_t{-1};
-  session->AddAudioConsumer([&](int64_t t, std::span<const int16_t> pcm) {
+  session->conversation()->AddAudioTap([&](int64_t t, std::span<const int16_t> pcm) {
     samples += pcm.size();
     last_t = t;
   });
-  session->AddVideoConsumer([&](int64_t, int w, int h, int, const uint8_t*) {
+  session->conversation()->AddVideoTap([&](int64_t, const media::VideoFrame& f) {
+    const int w = f.width, h = f.height;
     if (w > 0 && h > 0) ++frames;
   });
   ws->SendText(R"({"type":"start","media":"webm"})");
@@ -606,7 +608,7 @@ TEST(MediaOverWebSocket, HumanSpeechSurvivesTheWebmOpusRoundTrip) {
   auto session = s.app().sessions().Find(id);
   std::mutex mu;
   std::vector<int16_t> received;
-  session->AddAudioConsumer([&](int64_t, std::span<const int16_t> pcm) {
+  session->conversation()->AddAudioTap([&](int64_t, std::span<const int16_t> pcm) {
     const std::lock_guard lock(mu);
     received.insert(received.end(), pcm.begin(), pcm.end());
   });

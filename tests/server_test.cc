@@ -62,7 +62,7 @@ TEST_F(ServerTest, ListsPersonasAndFetchesOne) {
 TEST_F(ServerTest, FullPracticeSessionCreateConnectHelloMessagesEnd) {
   TestServer s;
   std::atomic<int> hooks{0};
-  s.app().sessions().AddEndHook([&](app::Session&) { ++hooks; });
+  s.app().sessions().AddEndHook([&](session::Session&) { ++hooks; });
   const std::string id = s.CreateSession("alice");
   ASSERT_FALSE(id.empty());
   EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + id), "", s.Auth("alice")).JsonBody()["state"],
@@ -247,16 +247,18 @@ TEST_F(ServerTest, LandmarkEndpointNeedsNoStartAndRefusesPracticeControls) {
   auto next = ws->ReceiveJson();
   ASSERT_TRUE(next);
   EXPECT_EQ((*next)["type"], "pong") << core::ToJson(*next);
-  // Frames go to the session's consumer (tests may replace the vision one).
-  auto session = s.app().sessions().ListForUser("alice").front();
-  std::atomic<int> frames{0};
-  session->SetLandmarkTextSink([&](std::string_view) { ++frames; });
-  session->SetBinarySink(0x03, [&](std::string_view) { ++frames; });
+  // Both frame forms reach the session's vision stage: the JSON one is analysed, the
+  // truncated binary one refused.
+  const auto frames = [&](const char* outcome) {
+    return s.app().metrics().Read("parley_landmark_frames_total", {{"outcome", outcome}}).value_or(0);
+  };
+  const double analysed = frames("analysed"), rejected = frames("rejected");
   ws->SendText(R"({"t":2.0,"width":640,"height":480,"landmarks":[]})");
   ws->SendBinary(std::string("\x03PLM1", 5));
   ws->SendText(R"({"type":"ping"})");
   ASSERT_TRUE(ws->ReceiveType("pong"));
-  EXPECT_EQ(frames.load(), 2);
+  EXPECT_EQ(frames("analysed"), analysed + 1);
+  EXPECT_EQ(frames("rejected"), rejected + 1);
   ws->SendText(R"({"type":"start","media":"webm"})");
   auto err = ws->ReceiveType("error");
   ASSERT_TRUE(err);
@@ -465,7 +467,7 @@ TEST_F(ServerTest, ListsOwnSessionsNewestFirstWithPaging) {
 TEST_F(ServerTest, DeleteEndsAndRemovesTheSession) {
   TestServer s;
   std::atomic<int> hooks{0};
-  s.app().sessions().AddEndHook([&](app::Session&) { ++hooks; });
+  s.app().sessions().AddEndHook([&](session::Session&) { ++hooks; });
   const std::string id = s.CreateSession("alice");
   auto ws = s.Join(hub_, "practice", id, "alice");
   ASSERT_EQ(ws->state(), WsClient::State::kOpen);
@@ -480,7 +482,7 @@ TEST_F(ServerTest, DeleteEndsAndRemovesTheSession) {
 TEST_F(ServerTest, SessionEndsAfterTheDisconnectGracePeriod) {
   TestServer s([](app::AppConfig& c) { c.sessions.disconnect_grace_s = 1; });
   std::atomic<int> hooks{0};
-  s.app().sessions().AddEndHook([&](app::Session&) { ++hooks; });
+  s.app().sessions().AddEndHook([&](session::Session&) { ++hooks; });
   const std::string id = s.CreateSession("alice");
   {
     auto ws = s.Join(hub_, "practice", id, "alice");
@@ -531,7 +533,7 @@ TEST_F(ServerTest, MetricsCountMessagesBytesErrorsAndRequests) {
 TEST_F(ServerTest, ShutdownEndsLiveSessionsAndClosesSocketsWithGoingAway) {
   auto s = std::make_unique<TestServer>();
   std::atomic<int> hooks{0};
-  s->app().sessions().AddEndHook([&](app::Session&) { ++hooks; });
+  s->app().sessions().AddEndHook([&](session::Session&) { ++hooks; });
   std::vector<std::shared_ptr<WsClient>> clients;
   for (int i = 0; i < 5; ++i)
     clients.push_back(s->Join(hub_, "practice", s->CreateSession("u"), "u"));

@@ -901,9 +901,9 @@ TEST(HearingOverWebSocket, RemoteEngineTranscribesAndFallsBackToPocketSphinxWhen
   audio.insert(audio.end(), second.begin(), second.end());
   audio.insert(audio.end(), kRate, 0);
   TestServer s([&](app::AppConfig& c) {
-    c.remote_asr.base_url = service.url();
-    c.remote_asr.api_key = "sk-test";
-    c.remote_asr.retries = 0;
+    c.conversation.hearing.remote.base_url = service.url();
+    c.conversation.hearing.remote.api_key = "sk-test";
+    c.conversation.hearing.remote.retries = 0;
   });
   WsHub hub;
   const std::string id = s.CreateSession("alice");

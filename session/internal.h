@@ -1,0 +1,176 @@
+// Internal to session/: the stages a Conversation holds. Each stage is its own object with its
+// own lock and, where it runs work on the shared pools, its own strand; asynchronous work holds
+// the stage (shared_from_this) and reaches the session through a weak reference, so a session
+// that is gone is simply skipped. Stages never see sockets or wire JSON: they emit typed events
+// through the Session.
+#pragma once
+
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "session/session.h"
+
+namespace parley::session {
+
+// Rounds to a multiple of `unit` (report figures).
+inline double Round(double v, double unit) { return std::round(v / unit) * unit; }
+
+// ---- Ingest: binary media -> GStreamer -> 16 kHz PCM and video frames -----------------------
+
+class IngestStage : public std::enable_shared_from_this<IngestStage> {
+ public:
+  struct Sinks {
+    std::function<void(int64_t t_ms, std::span<const int16_t> pcm)> audio;
+    std::function<void(int64_t t_ms, const media::VideoFrame& frame)> video;
+  };
+  IngestStage(std::weak_ptr<Session> session, Services& services, Sinks sinks);
+
+  // Service thread: the pipeline is built on the stage's strand; bytes that arrive meanwhile
+  // wait (bounded by the media backlog).
+  bool Start(const StartParams& params, std::string* error);
+  void Stop();
+  void Push(std::string_view bytes);
+  // Worker: stops what is running, drains the strand here, adds metrics.media.
+  void End(Json::Value* patch);
+
+ private:
+  struct Totals {
+    std::atomic<uint64_t> audio_samples{0}, video_frames{0}, decode_errors{0}, bytes_in{0},
+        dropped_waiting_keyframe{0};
+    void Add(const media::IngestStats& s);
+  };
+  // Between the service thread (which feeds bytes) and the strand that builds the pipeline.
+  struct Feeder {
+    std::mutex mu;
+    std::unique_ptr<media::IngestPipeline> pipeline;  // null until built
+    std::vector<std::string> early;
+    size_t early_bytes = 0;
+    bool closed = false;  // stop/end: input refused; the pipeline is retired once built
+    bool failed = false;
+  };
+  void Retire();  // under mu_
+
+  std::weak_ptr<Session> session_;
+  Services& services_;
+  Sinks sinks_;
+  core::Strand strand_;  // builds and stops, in the order of start and stop messages
+  std::mutex mu_;
+  bool started_ever_ = false;
+  bool ended_ = false;
+  std::shared_ptr<Feeder> feeder_;  // the current start's
+  std::shared_ptr<Totals> totals_ = std::make_shared<Totals>();
+};
+
+// ---- Hearing: PCM -> endpointer -> streaming recognition -> transcripts ---------------------
+
+class HearingStage : public std::enable_shared_from_this<HearingStage> {
+ public:
+  HearingStage(std::weak_ptr<Session> session, Services& services);
+  // GStreamer's thread: the VAD runs here (a few µs per 10 ms); decoding goes to the ASR pool.
+  void Feed(int64_t t_ms, std::span<const int16_t> pcm);
+  // Ends a turn in progress.
+  void Flush();
+  // Worker: waits (bounded) for the session's last transcripts, adds the talk metrics.
+  void End(Json::Value* patch);
+
+ private:
+  struct Job;
+  void TrackUtterances(std::vector<speech::EndpointEvent>& events);
+  void EmitEndpointEvents(Session& s, const std::vector<speech::EndpointEvent>& events);
+  bool HasWork(const Job& job) const;
+  bool StreamsWhileSpoken() const;
+  void Kick();
+  void Retire(const std::shared_ptr<Job>& job);  // under mu_
+  void Pump(const std::shared_ptr<Job>& job);
+  void RequestDecoder(Session& s, const std::shared_ptr<Job>& job);
+  void MaybeEmitPartial(Session& s, Job& job);
+  void TranscribeRemotely(const std::shared_ptr<Job>& job);
+  void Deliver(Session& s, const Job& job, const speech::Recognition& r);
+
+  std::weak_ptr<Session> session_;
+  Services& services_;
+  const speech::HearingConfig& config_;
+
+  std::mutex mu_;
+  std::condition_variable idle_;
+  std::unique_ptr<speech::Endpointer> endpointer_;  // created with the first audio
+  bool ended_ = false;
+  std::vector<std::shared_ptr<Job>> jobs_;  // utterances not transcribed yet, in order
+  size_t streamed_ = 0;                     // samples of the utterance in progress handed over
+  speech::TalkStats talk_;
+  std::optional<int64_t> first_audio_ms_;
+  int64_t last_audio_ms_ = 0;
+  uint64_t utterances_ = 0, recognised_ = 0, failed_ = 0, refused_ = 0, fallbacks_ = 0;
+};
+
+// ---- Vision: landmark frames (client or dlib) -> FaceAnalyzer -> events and scores ----------
+
+class VisionStage : public std::enable_shared_from_this<VisionStage> {
+ public:
+  VisionStage(std::weak_ptr<Session> session, Services& services);
+  // The service thread: client frames are analysed right here (bounded CPU, ~7-25 µs).
+  void PushClientFrame(Conversation::LandmarkFormat format, std::string_view bytes);
+  // GStreamer's thread: a decoded video frame, for dlib while the client sends no landmarks.
+  void OnVideo(int64_t t_ms, const media::VideoFrame& frame);
+  // Worker: waits for dlib's frame in flight, adds the vision metrics and scores.
+  void End(Json::Value* patch);
+
+ private:
+  struct Input;
+  void Analyse(Session& s, Input& in);  // analysis_mu_ held
+  void Submit(Input in);                // any thread
+  void ReportError(Session& s, const std::string& code, const std::string& message);
+
+  std::weak_ptr<Session> session_;
+  Services& services_;
+  core::Counter& rejected_frames_;
+  core::Counter& late_frames_;
+  core::Counter& analysed_frames_;
+
+  // Shared by the service thread and the vision pool.
+  std::mutex mu_;
+  std::condition_variable idle_;
+  bool ended_ = false;
+  bool landmarker_busy_ = false;
+  std::chrono::steady_clock::time_point last_client_frame_{};
+
+  // Analysis: the service thread (client frames), a vision worker (server frames), End.
+  std::mutex analysis_mu_;
+  vision::FaceAnalyzer analyzer_;
+  vision::JsonFrameParser parser_;
+  std::unique_ptr<vision::Landmarker> landmarker_;  // vision pool only (one job at a time)
+  bool have_clock_ = false;
+  double client_t0_ = 0, session_t0_ = 0, last_client_t_ = 0;
+  double origin_ = -1;  // session-clock time of the analyzer's first frame
+  double last_t_ = -1;  // session-clock time of the last analysed frame
+  uint64_t frames_ = 0, rejected_ = 0, late_ = 0, skipped_ = 0, client_frames_ = 0,
+           server_frames_ = 0;
+  std::unordered_map<std::string, std::pair<std::chrono::steady_clock::time_point, int>> throttle_;
+  bool told_no_server_landmarks_ = false;
+};
+
+// ---- The conversation's stages, wired together ------------------------------------------------
+
+struct Conversation::Stages : std::enable_shared_from_this<Conversation::Stages> {
+  Stages(const std::shared_ptr<Session>& session, Services& services);
+  void Wire();  // after construction (the stages' sinks need weak_from_this)
+
+  std::weak_ptr<Session> session;
+  Services& services;
+  std::shared_ptr<HearingStage> hearing;
+  std::shared_ptr<VisionStage> vision;
+  std::shared_ptr<IngestStage> ingest;
+
+  std::mutex taps_mu;
+  std::vector<AudioTap> audio_taps;
+  std::vector<VideoTap> video_taps;
+  std::once_flag ended;
+};
+
+}  // namespace parley::session

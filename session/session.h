@@ -1,0 +1,456 @@
+// Parley sessions: one practice conversation from creation to its report.
+//
+// A Session owns its clock, its timeline (what the analysers measured), its connections (as
+// opaque ids) and its Conversation: the per-session object that holds the stages — ingest
+// (media), hearing, vision, dialogue and playback — each with its own strand on the shared
+// pools. The SessionRegistry owns every Session and decides its lifetime: created -> live
+// (first connection) -> ended (explicit end, disconnect grace, abandonment, shutdown). Ending
+// drains the conversation's stages and runs the end hooks exactly once, on the thread that
+// ended it (a worker or the shutdown thread), never on the WebSocket service thread.
+//
+// Inside, stages talk in typed events (below); the report is built as the stored document.
+// No sockets, URLs or wire JSON here: app/ maps events to the protocol.
+//
+// Thread safety: Session, Timeline, Conversation, Services and SessionRegistry may be used
+// from any thread. Conversation's Push*/Say/StartMedia/StopMedia never block (the WebSocket
+// service thread calls them); End() blocks (bounded) and runs on a worker.
+#pragma once
+
+#include <json/value.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "core/core.h"
+#include "media/media.h"
+#include "speech/speech.h"
+#include "vision/vision.h"
+
+namespace parley::session {
+
+enum class State { kCreated, kLive, kEnded };
+std::string_view StateName(State s);
+
+// ---- Typed events: what a session tells its clients ------------------------------------------
+
+struct ErrorEvent {
+  std::string code;
+  std::string message;
+  std::optional<bool> fatal;  // media errors say whether the stream stopped
+  int repeated = 0;           // errors of the same code folded into this one (throttling)
+};
+struct MediaNotice {
+  std::string event;  // "audio_started", "waiting_for_keyframe", "video_started"
+};
+struct SpeechStarted {};
+struct SpeechEnded {
+  bool too_short = false;  // a burst too short to be a turn (not transcribed)
+};
+struct TranscriptPartial {
+  std::string text;
+  int64_t t_start_ms = 0;
+};
+struct WordTiming {
+  std::string text;
+  int64_t t_start_ms = 0, t_end_ms = 0;
+  double confidence = 0;
+};
+struct ProsodySummary {
+  std::optional<double> f0_mean_hz, f0_std_semitones, f0_range_semitones, volume_dbfs,
+      loudness_lufs;
+};
+struct TranscriptFinal {
+  std::string text;
+  int64_t t_start_ms = 0, t_end_ms = 0;
+  double confidence = 0;
+  std::string engine;
+  std::vector<WordTiming> words;
+  ProsodySummary prosody;
+};
+struct AsrFallback {
+  std::string engine;  // the engine that took over
+  std::string reason;
+};
+struct VisionNotice {
+  std::string type;  // "blink", "gaze_away", "face_lost"...
+  std::optional<double> duration_ms;
+};
+struct LiveScores {
+  bool calibrated = false;
+  std::optional<double> frame_t;  // the client's own t of the frame that completed the second
+  double gaze_on_screen_ratio = 0, blink_rate_per_min = 0, smile_ratio = 0, face_visible_ratio = 0;
+  double yaw_deg = 0, pitch_deg = 0, roll_deg = 0;
+  int gaze = 0, blinking = 0, expression = 0, posture = 0;  // 0..100
+};
+using Event = std::variant<ErrorEvent, MediaNotice, SpeechStarted, SpeechEnded, TranscriptPartial,
+                           TranscriptFinal, AsrFallback, VisionNotice, LiveScores>;
+
+struct Envelope {
+  int64_t t_ms = 0;  // session clock
+  Event event;
+  bool droppable = false;  // may be dropped for a slow reader (live scores, partials)
+};
+
+// Where a session's events and audio go: implemented at the edge (app/), which knows the
+// connections behind the ids and the wire format. Called from any thread; must not block.
+class Outbox {
+ public:
+  virtual ~Outbox() = default;
+  virtual void Deliver(const std::vector<uint64_t>& connections, const Envelope& event) = 0;
+  // A finished binary packet of the persona's voice (docs/protocol.md "Playback").
+  virtual void DeliverAudio(const std::vector<uint64_t>& connections, std::string packet) = 0;
+};
+
+// ---- Timeline: the report's data ---------------------------------------------------------
+
+struct TranscriptTurn {
+  std::string role;  // "user" | "assistant"
+  std::string text;
+  int64_t t_start_ms = 0;
+  int64_t t_end_ms = 0;
+  Json::Value extra;  // words, confidence, played_ms... (null when none)
+};
+
+// What analysers append to while a session runs. Values are the stored report's own fields.
+class Timeline {
+ public:
+  static constexpr size_t kMaxEvents = 200'000;
+  static constexpr size_t kMaxSeconds = 6 * 3600;
+
+  // Merges `values` (an object) into the per-second sample for floor(t_ms / 1000).
+  void AddSample(int64_t t_ms, const Json::Value& values);
+  void AddEvent(int64_t t_ms, std::string type, Json::Value data = Json::Value());
+  void AddTurn(TranscriptTurn turn);
+
+  struct Snapshot {
+    Json::Value samples;     // [{"t": seconds, ...values}], ascending
+    Json::Value events;      // [{"t": ms, "type": ..., ...data}]
+    Json::Value transcript;  // [{"role","text","t_start","t_end",...}]
+    uint64_t dropped = 0;    // entries refused by the limits above
+  };
+  Snapshot Take() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<int64_t, Json::Value> samples_;
+  std::vector<Json::Value> events_;
+  std::vector<Json::Value> turns_;
+  uint64_t dropped_ = 0;
+};
+
+// ---- Shared services: what every session's stages use ----------------------------------------
+
+// Options of the stages (each module's own config struct inside).
+struct ConversationConfig {
+  media::MediaConfig media;
+  vision::VisionConfig vision;
+  // Server-side landmarks (dlib) for sessions that send video but no landmarks.
+  bool server_landmarks = true;
+  vision::LandmarkerConfig landmarker;
+  core::WorkerPoolConfig vision_workers{.name = "vision", .threads = 2, .queue_capacity = 64};
+  speech::HearingConfig hearing;
+  int end_wait_s = 20;  // how long an end waits for a stage's last results (transcripts)
+  std::vector<std::string> Validate() const;
+};
+
+// A model that is slow to load (~100 MB, ~1 s: dlib's landmarks, PocketSphinx's decoders),
+// loaded once on first use from a worker and shared afterwards. state() never waits.
+template <typename T>
+class LazyModel {
+ public:
+  // `load` returns the model, or null with the reason in its argument; the outcome is logged.
+  std::shared_ptr<T> Get(const std::function<std::shared_ptr<T>(std::string*)>& load,
+                         core::Logger& log, const std::string& what) {
+    const std::lock_guard lock(mu_);
+    if (!model_ && error_.empty()) {
+      state_ = "loading";
+      const auto t0 = std::chrono::steady_clock::now();
+      model_ = load(&error_);
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      state_ = model_ ? "ready" : "failed";
+      if (model_)
+        log.Info(what + " loaded", {{"load_ms", static_cast<Json::Int64>(ms)}});
+      else
+        log.Error(what + " could not load: off", {{"error", error_}});
+    }
+    return model_;
+  }
+  // "not_loaded", "loading", "ready" or "failed".
+  const char* state() const { return state_.load(); }
+  // The model when it has loaded; null otherwise (never waits for a load in progress).
+  std::shared_ptr<T> IfLoaded() const {
+    const std::unique_lock lock(mu_, std::try_to_lock);
+    return lock.owns_lock() ? model_ : nullptr;
+  }
+  std::string error() const {
+    const std::lock_guard lock(mu_);
+    return error_;
+  }
+
+ private:
+  mutable std::mutex mu_;  // held while loading
+  std::shared_ptr<T> model_;
+  std::string error_;
+  std::atomic<const char*> state_{"not_loaded"};
+};
+
+// The pools, models and engines all sessions share. Created once by the application.
+class Services {
+ public:
+  Services(const ConversationConfig& config, core::WorkerPool& general, core::Logger& log,
+           core::Metrics& metrics);
+  ~Services();  // Shutdown()
+  // Runs what is queued and joins the pools' threads. Idempotent.
+  void Shutdown();
+
+  const ConversationConfig& config() const { return config_; }
+  core::Logger& log() { return log_; }
+  core::Metrics& metrics() { return metrics_; }
+  core::WorkerPool& general() { return general_; }
+  core::WorkerPool& vision_pool() { return vision_pool_; }
+  core::WorkerPool& asr_pool() { return asr_pool_; }
+  core::WorkerPool& remote_pool() { return remote_pool_; }
+
+  // Loaded on first use (call from a worker); null when it cannot load (logged once).
+  std::shared_ptr<const vision::LandmarkerModel> Landmarker();
+  std::shared_ptr<speech::DecoderPool> Decoders();
+  const LazyModel<const vision::LandmarkerModel>& landmarker_state() const { return landmarker_; }
+  const LazyModel<speech::DecoderPool>& decoders_state() const { return decoders_; }
+  speech::RemoteRecognizer* remote_asr() { return remote_asr_.get(); }
+  // Starts loading what a session with this media will need (non-blocking).
+  void Preload(bool video);
+
+ private:
+  ConversationConfig config_;
+  core::WorkerPool& general_;
+  core::Logger& log_;
+  core::Metrics& metrics_;
+  core::WorkerPool vision_pool_;  // server-side landmarks: slow, kept off the general pool
+  core::WorkerPool asr_pool_;     // decoding; at most one task per utterance queued
+  core::WorkerPool remote_pool_;  // requests to the remote transcription service (network waits)
+  std::unique_ptr<speech::RemoteRecognizer> remote_asr_;
+  LazyModel<const vision::LandmarkerModel> landmarker_;
+  LazyModel<speech::DecoderPool> decoders_;
+};
+
+// ---- Session and its conversation -----------------------------------------------------------
+
+// Parameters of a practice "start" message.
+struct StartParams {
+  enum class Media { kWebm, kPcm } media = Media::kWebm;
+  int sample_rate = 0;  // pcm only
+};
+std::string_view MediaName(StartParams::Media m);
+
+class Session;
+
+// A session's stages. Created with the session; Session::conversation() returns it.
+class Conversation {
+ public:
+  // `session` is the session that owns this conversation (the stages keep a weak reference).
+  Conversation(const std::shared_ptr<Session>& session, Services& services);
+  ~Conversation();
+  Conversation(const Conversation&) = delete;
+  Conversation& operator=(const Conversation&) = delete;
+
+  // Non-blocking entry points (the service thread).
+  bool StartMedia(const StartParams& params, std::string* error);
+  void StopMedia();
+  // WebM (after a webm start) or PCM (after a pcm start) bytes, any chunking.
+  void PushMedia(std::string_view bytes);
+  enum class LandmarkFormat { kJson, kBinary };
+  void PushLandmarks(LandmarkFormat format, std::string_view bytes);
+
+  // Decoded media as the stages see it (session clock), for tests and tools: called on
+  // GStreamer's threads, must be quick.
+  using AudioTap = std::function<void(int64_t t_ms, std::span<const int16_t> pcm16k)>;
+  using VideoTap = std::function<void(int64_t t_ms, const media::VideoFrame& frame)>;
+  void AddAudioTap(AudioTap tap);
+  void AddVideoTap(VideoTap tap);
+
+  // Drains every stage (bounded) and merges their measures into the session's report.
+  // Blocks: a worker or the shutdown thread. Idempotent.
+  void End();
+
+  struct Stages;  // conversation.cc and the stage files
+
+ private:
+  std::shared_ptr<Stages> stages_;
+};
+
+// A session's facts, for its stored document and its report.
+struct SessionInfo {
+  std::string id, user_id, persona_id;
+  State state = State::kCreated;
+  std::chrono::system_clock::time_point created_at;
+  std::optional<std::chrono::system_clock::time_point> started_at, ended_at;
+  std::string end_reason;
+  size_t connections = 0;
+  std::optional<StartParams::Media> media;  // while media is started
+  double duration_s = 0;                    // started -> ended (or now), ms precision
+};
+
+class Session {
+ public:
+  Session(std::string id, std::string user_id, std::string persona_id, Outbox* outbox);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  const std::string& id() const { return id_; }
+  const std::string& user_id() const { return user_id_; }
+  const std::string& persona_id() const { return persona_id_; }
+  std::chrono::system_clock::time_point created_at() const { return created_at_; }
+
+  State state() const;
+  SessionInfo Info() const;
+  std::optional<StartParams::Media> media() const;
+  // Milliseconds on the session clock: 0 when it went live (always 0 before).
+  int64_t NowMs() const;
+  Timeline& timeline() { return timeline_; }
+  const Timeline& timeline() const { return timeline_; }
+  // The stages; null for sessions of a registry without services.
+  Conversation* conversation() { return conversation_.get(); }
+
+  // To every connection of this session; `t` is now unless given.
+  void Emit(Event event, bool droppable = false, std::optional<int64_t> t_ms = std::nullopt);
+  void EmitAudio(std::string packet);
+
+  // Analysers contribute to the report by merging a partial report, e.g.
+  // {"metrics": {"blinks": 12}, "feedback": {"blinking": 80}} (objects merge deeply).
+  void MergeReport(const Json::Value& patch);
+  Json::Value report_patch() const;
+
+ private:
+  friend class SessionRegistry;  // drives the transitions below; never the fields directly
+  // Each transition runs under the session's own lock; the registry decides when.
+  bool Attach(uint64_t connection, bool* went_live);  // false once ended
+  void Detach(uint64_t connection);
+  bool BeginMedia(const StartParams& params, std::string* error);
+  bool EndMediaMark(std::string* error);
+  void AbandonMedia();
+  // created/live -> ended; false when it had already ended. `connections` gets the open ones.
+  bool MarkEnded(const std::string& reason, std::vector<uint64_t>* connections);
+  // How long a live session has had no connection (nullopt: it has one, or is not live);
+  // marks it so that it expires once.
+  bool TakeExpiredGrace(std::chrono::steady_clock::time_point now,
+                        std::chrono::steady_clock::duration grace);
+
+  const std::string id_;
+  const std::string user_id_;
+  const std::string persona_id_;
+  const std::chrono::system_clock::time_point created_at_;
+  Outbox* const outbox_;
+  Timeline timeline_;
+
+  mutable std::mutex mu_;
+  State state_ = State::kCreated;
+  std::chrono::steady_clock::time_point live_steady_{};
+  std::optional<std::chrono::system_clock::time_point> started_at_;
+  std::optional<std::chrono::system_clock::time_point> ended_at_;
+  std::string end_reason_;
+  std::set<uint64_t> connections_;
+  std::optional<std::chrono::steady_clock::time_point> disconnected_since_;
+  std::optional<StartParams> media_;
+  Json::Value report_patch_{Json::objectValue};
+  // Last: destroyed first, while everything its stages use still exists.
+  std::unique_ptr<Conversation> conversation_;
+};
+
+struct SessionConfig {
+  int disconnect_grace_s = 30;      // live session with no connection for this long: ended
+  int unused_session_ttl_s = 3600;  // created but never connected for this long: ended
+  int max_sessions = 10'000;        // sessions held in memory (all states)
+  int end_hook_timeout_s = 20;      // shutdown waits this long for sessions to end
+  std::string Validate() const;
+};
+
+class SessionRegistry {
+ public:
+  using EndHook = std::function<void(Session&)>;
+  // Runs when a session ends, after the hooks: closes its connections.
+  using EndedCallback = std::function<void(Session&, const std::vector<uint64_t>& connections)>;
+
+  // `services` gives each session its conversation (null: sessions without stages).
+  SessionRegistry(const SessionConfig& config, core::WorkerPool& pool, core::Logger& log,
+                  core::Metrics& metrics, Services* services, Outbox* outbox);
+  ~SessionRegistry();  // stops the expiry thread; does not end sessions (see EndAll)
+
+  // Runs after the conversation has drained, before the ended callback.
+  void AddEndHook(EndHook hook);
+  void SetEndedCallback(EndedCallback cb);
+  // Runs on the service thread when a session goes live: must not block.
+  void SetLiveCallback(std::function<void(Session&)> cb);
+
+  // nullptr when the registry is full.
+  std::shared_ptr<Session> Create(const std::string& user_id, const std::string& persona_id);
+  std::shared_ptr<Session> Find(const std::string& id) const;
+  // The user's sessions, newest first.
+  std::vector<std::shared_ptr<Session>> ListForUser(const std::string& user_id) const;
+  size_t CountInState(State s) const;
+
+  // Attaches a connection: created -> live. False when the session has ended meanwhile.
+  bool Attach(Session& s, uint64_t connection);
+  void Detach(Session& s, uint64_t connection);
+  // start/stop control messages; false with `error` when refused.
+  bool Start(Session& s, const StartParams& params, std::string* error);
+  bool Stop(Session& s, std::string* error);
+
+  // Ends the session on this thread (its conversation drains here). False when it had ended.
+  bool End(Session& s, const std::string& reason);
+  // Removes an ended session from memory, remembering (bounded) that it ended.
+  void Remove(const std::string& id);
+  // True when `id` ended in this process and was removed from memory; `user_id` is its owner.
+  bool RecentlyEnded(const std::string& id, std::string* user_id) const;
+  // Ends every session that has not ended, in parallel on the pool; waits up to
+  // end_hook_timeout_s. Returns how many were ended.
+  size_t EndAll(const std::string& reason);
+
+ private:
+  void ExpiryLoop();
+  void CheckExpiry();
+
+  SessionConfig config_;
+  core::WorkerPool& pool_;
+  core::Logger& log_;
+  core::Metrics& metrics_;
+  Services* const services_;
+  Outbox* const outbox_;
+
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Session>> sessions_;
+  static constexpr size_t kMaxTombstones = 100'000;
+  std::unordered_map<std::string, std::string> tombstones_;  // id -> user, for 410 answers
+  std::deque<std::string> tombstone_order_;
+  std::vector<EndHook> end_hooks_;
+  EndedCallback ended_cb_;
+  std::function<void(Session&)> live_cb_;
+
+  std::mutex expiry_mu_;
+  std::condition_variable expiry_cv_;
+  bool stopping_ = false;
+  std::thread expiry_thread_;
+};
+
+// The report document (docs/protocol.md "Report") of an ended session, from its facts, its
+// timeline and its report patch; `persona_name` may be empty.
+Json::Value BuildReport(const Session& session, const std::string& persona_name);
+
+}  // namespace parley::session
