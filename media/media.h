@@ -2,10 +2,10 @@
 // mono PCM and decoded video frames (ingest), and synthesized PCM into paced Opus or PCM
 // packets for the page (playback).
 //
-// Threads: Push()/Cancel()/Enqueue() never block and may be called from any thread (the
-// WebSocket service thread included). Callbacks run on GStreamer's streaming threads or the
-// playback pacing thread: they must be quick and must not call back into the same object's
-// Stop(). Stop() blocks (bounded): call it from a worker thread.
+// Threads: Push() never blocks and may be called from any thread (the WebSocket service thread
+// included). Ingest callbacks run on GStreamer's streaming threads: they must be quick and must
+// not call back into the same object's Stop(). Stop() blocks (bounded): call it from a worker.
+// Playback's threading is described with it below.
 #pragma once
 
 #include <atomic>
@@ -87,7 +87,18 @@ class IngestPipeline {
   virtual bool failed() const = 0;
 };
 
-// Playback of synthesized speech: PCM in, paced packets out.
+// ---- Playback: synthesized PCM in, paced Opus (or PCM) packets out --------------------------
+//
+// One Pacer thread sends every session's packets at real time (not a thread per session); a
+// session's Playback queues utterances on it. An utterance is written while it is synthesized:
+// Begin() returns a writer, each Append() (a sentence, say) is encoded at once on the caller's
+// thread by a GStreamer pipeline (appsrc -> audioresample 48 kHz -> opusenc -> appsink) and
+// its packets join the pacer's queue, so the first sentence plays while the next is made.
+//
+// Threads: Pacer, Playback and a writer may be used from any thread. Append/Finish block for
+// the encoding (a few ms per second of audio): call them on a worker. Pause/Resume/Cancel never
+// block. The sink and the event callback run on the pacer thread: they must be quick.
+
 struct PlaybackConfig {
   bool opus = true;     // false: PCM S16LE mono 48 kHz frames (kind 0x11)
   int bitrate = 32000;  // Opus bits per second
@@ -102,25 +113,63 @@ inline constexpr int kPlaybackFrameMs = 20;
 // in 48 kHz samples since the utterance began, u16 utterance id, all big-endian.
 inline constexpr size_t kPacketHeaderBytes = 11;
 
+class Pacer {
+ public:
+  // Starts the pacing thread.
+  static std::shared_ptr<Pacer> Create(core::Metrics& metrics);
+  virtual ~Pacer() = default;           // joins the thread; every Playback must be gone first
+  virtual size_t channels() const = 0;  // playbacks registered
+};
+
+struct PlaybackEvent {
+  enum class Kind { kStarted, kEnded, kPaused, kResumed, kCancelled } kind;
+  uint16_t utterance = 0;
+  int64_t played_ms = 0;  // of the utterance, at the event (real time since its first packet)
+};
+
 class Playback {
  public:
-  // Sends a finished packet (header included) to the client; called on the pacing thread.
-  using Sink = std::function<void(std::string packet)>;
-  static std::unique_ptr<Playback> Create(const PlaybackConfig& config, Sink sink,
+  struct Callbacks {
+    // A finished packet (header included) for the client; the pacer thread.
+    std::function<void(std::string packet)> sink;
+    // The utterance's life; the pacer thread (kStarted, kEnded) or the caller (the others).
+    std::function<void(const PlaybackEvent&)> on_event;
+  };
+  static std::unique_ptr<Playback> Create(const PlaybackConfig& config,
+                                          std::shared_ptr<Pacer> pacer, Callbacks callbacks,
                                           core::Metrics& metrics, std::string* error);
-  virtual ~Playback() = default;
+  virtual ~Playback() = default;  // cancels what is queued
 
-  // Encodes an utterance of mono S16LE PCM at `rate` Hz on the calling thread (a worker: it
-  // takes a few ms per second of audio) and queues it for paced sending after any utterance
-  // still playing; returns its id (0 when the PCM could not be encoded).
-  virtual uint16_t Say(std::span<const int16_t> pcm, int rate) = 0;
-  // Stops at once: nothing more is sent. Returns the milliseconds of the current utterance
-  // that were sent (played, give or take the lead).
+  class Writer {
+   public:
+    virtual ~Writer() = default;  // releases the encoder; Finish() first to play the tail
+    virtual uint16_t utterance() const = 0;
+    // Encodes `pcm` (mono S16LE at `rate`) and queues its packets; false when the utterance
+    // was cancelled (stop synthesizing) or could not be encoded.
+    virtual bool Append(std::span<const int16_t> pcm, int rate) = 0;
+    // No more audio: the tail is encoded and queued; the utterance ends after its last packet.
+    virtual void Finish() = 0;
+    virtual bool cancelled() const = 0;
+  };
+  // A new utterance, played after the ones queued before it; null when it cannot be encoded.
+  virtual std::unique_ptr<Writer> Begin() = 0;
+  // Begin + Append + Finish: returns the utterance id (0 when it could not be encoded).
+  uint16_t Say(std::span<const int16_t> pcm, int rate);
+
+  // Holds packets (the client hears silence); Resume continues where it paused.
+  virtual void Pause() = 0;
+  virtual void Resume() = 0;
+  // Stops at once: no packet of the current or queued utterances follows. Returns the
+  // milliseconds of the current utterance that were played (0 when none was playing).
   virtual int64_t Cancel() = 0;
-  // True while packets remain to be sent.
+  virtual bool paused() const = 0;
+  // True while packets remain to be sent (or an utterance is still being written).
   virtual bool Busy() const = 0;
   // Blocks until everything queued was sent or `timeout` passed; true when idle.
   virtual bool WaitIdle(std::chrono::milliseconds timeout) = 0;
+  // The utterance playing now (0 when none) and how much of it has played.
+  virtual uint16_t current() const = 0;
+  virtual int64_t played_ms() const = 0;
 };
 
 }  // namespace parley::media

@@ -251,98 +251,221 @@ TEST_F(MediaTest, StreamCutInsideItsHeaderStopsWithoutWaitingForTheTimeout) {
 
 // ---- playback -----------------------------------------------------------------------------------
 
-TEST_F(MediaTest, PlaybackSendsPacedOpusThatDecodesBackToTheInputDuration) {
+struct Packet {
+  std::chrono::steady_clock::time_point at;
+  uint8_t kind;
+  uint32_t seq, position;
+  uint16_t utterance;
+  std::string payload;
+};
+
+Packet ParsePacket(const std::string& p) {
+  const auto u8 = [&](size_t i) { return static_cast<uint32_t>(static_cast<uint8_t>(p[i])); };
+  return {std::chrono::steady_clock::now(),
+          static_cast<uint8_t>(p[0]),
+          (u8(1) << 24) | (u8(2) << 16) | (u8(3) << 8) | u8(4),
+          (u8(5) << 24) | (u8(6) << 16) | (u8(7) << 8) | u8(8),
+          static_cast<uint16_t>((u8(9) << 8) | u8(10)),
+          p.substr(kPacketHeaderBytes)};
+}
+
+// A playback on a pacer that records its packets and events.
+struct Recorder {
   std::mutex mu;
-  std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> got;
+  std::vector<Packet> packets;
+  std::vector<PlaybackEvent> events;
+  Playback::Callbacks Callbacks() {
+    return {[this](std::string p) {
+              const std::lock_guard lock(mu);
+              packets.push_back(ParsePacket(p));
+            },
+            [this](const PlaybackEvent& e) {
+              const std::lock_guard lock(mu);
+              events.push_back(e);
+            }};
+  }
+  bool Saw(PlaybackEvent::Kind kind) {  // mu held by the caller
+    return std::any_of(events.begin(), events.end(), [&](const auto& e) { return e.kind == kind; });
+  }
+};
+
+std::vector<int16_t> Tone(double seconds, int rate, double hz = 300) {
+  std::vector<int16_t> pcm(static_cast<size_t>(seconds * rate));
+  for (size_t i = 0; i < pcm.size(); ++i)
+    pcm[i] = static_cast<int16_t>(6000 * std::sin(2 * M_PI * hz * i / rate));
+  return pcm;
+}
+
+// Decoded samples of Opus packets, in order.
+size_t DecodedSamples(const std::vector<Packet>& packets) {
+  int err = 0;
+  OpusDecoder* dec = opus_decoder_create(48000, 1, &err);
+  EXPECT_EQ(err, OPUS_OK);
+  std::vector<int16_t> out(5760);
+  size_t decoded = 0;
+  for (const auto& p : packets) {
+    const int n = opus_decode(dec, reinterpret_cast<const unsigned char*>(p.payload.data()),
+                              static_cast<opus_int32>(p.payload.size()), out.data(), 5760, 0);
+    EXPECT_GT(n, 0);
+    decoded += static_cast<size_t>(std::max(n, 0));
+  }
+  opus_decoder_destroy(dec);
+  return decoded;
+}
+
+TEST_F(MediaTest, PlaybackSendsPacedOpusThatDecodesBackToTheInputDuration) {
+  auto pacer = Pacer::Create(metrics_);
+  Recorder rec;
   std::string error;
   PlaybackConfig pc;
   pc.lead_ms = 60;
-  auto play = Playback::Create(
-      pc,
-      [&](std::string packet) {
-        const std::lock_guard lock(mu);
-        got.emplace_back(std::chrono::steady_clock::now(), std::move(packet));
-      },
-      metrics_, &error);
+  auto play = Playback::Create(pc, pacer, rec.Callbacks(), metrics_, &error);
   ASSERT_TRUE(play) << error;
-  std::vector<int16_t> pcm(22050 * 2);  // 2 s at 22.05 kHz, a synthesizer's rate
-  for (size_t i = 0; i < pcm.size(); ++i)
-    pcm[i] = static_cast<int16_t>(6000 * std::sin(2 * M_PI * 300.0 * i / 22050));
+  const auto pcm = Tone(2.0, 22050);  // a synthesizer's rate
   const auto start = std::chrono::steady_clock::now();
   ASSERT_NE(play->Say(pcm, 22050), 0);
   ASSERT_TRUE(play->WaitIdle(5s));
-  const auto took = std::chrono::steady_clock::now() - start;
-  EXPECT_GT(took, 1800ms);  // real time, not dumped at once
-  int err = 0;
-  OpusDecoder* dec = opus_decoder_create(48000, 1, &err);
-  ASSERT_EQ(err, OPUS_OK);
-  int decoded = 0;
-  std::vector<int16_t> out(5760);
-  const std::lock_guard lock(mu);
-  for (size_t i = 0; i < got.size(); ++i) {
-    const std::string& p = got[i].second;
-    ASSERT_EQ(static_cast<uint8_t>(p[0]), 0x10);
-    const uint32_t seq =
-        (uint8_t(p[1]) << 24) | (uint8_t(p[2]) << 16) | (uint8_t(p[3]) << 8) | uint8_t(p[4]);
-    const uint32_t pos =
-        (uint8_t(p[5]) << 24) | (uint8_t(p[6]) << 16) | (uint8_t(p[7]) << 8) | uint8_t(p[8]);
-    EXPECT_EQ(seq, i);
-    const int n =
-        opus_decode(dec, reinterpret_cast<const unsigned char*>(p.data() + kPacketHeaderBytes),
-                    static_cast<opus_int32>(p.size() - kPacketHeaderBytes), out.data(), 5760, 0);
-    ASSERT_GT(n, 0);
-    decoded += n;
+  EXPECT_GT(std::chrono::steady_clock::now() - start, 1800ms);  // real time, not dumped at once
+  const std::lock_guard lock(rec.mu);
+  for (size_t i = 0; i < rec.packets.size(); ++i) {
+    const Packet& p = rec.packets[i];
+    ASSERT_EQ(p.kind, 0x10);
+    EXPECT_EQ(p.seq, i);
     // Never more than the lead (plus scheduling slack) ahead of real time.
-    const auto ahead = std::chrono::milliseconds(pos * 1000 / 48000) -
-                       std::chrono::duration_cast<std::chrono::milliseconds>(got[i].first - start);
+    const auto ahead = std::chrono::milliseconds(p.position * 1000 / 48000) -
+                       std::chrono::duration_cast<std::chrono::milliseconds>(p.at - start);
     EXPECT_LT(ahead.count(), pc.lead_ms + 30) << "packet " << i;
   }
-  opus_decoder_destroy(dec);
-  EXPECT_NEAR(decoded / 48000.0, 2.0, 0.05);
+  EXPECT_NEAR(DecodedSamples(rec.packets) / 48000.0, 2.0, 0.05);
+  ASSERT_EQ(rec.events.size(), 2u);
+  EXPECT_EQ(rec.events[0].kind, PlaybackEvent::Kind::kStarted);
+  EXPECT_EQ(rec.events[1].kind, PlaybackEvent::Kind::kEnded);
+  EXPECT_NEAR(static_cast<double>(rec.events[1].played_ms), 2000.0, 40.0);
+}
+
+TEST_F(MediaTest, SentencesAppendedWhileTheFirstPlaysAreOneGaplessUtterance) {
+  auto pacer = Pacer::Create(metrics_);
+  Recorder rec;
+  std::string error;
+  auto play = Playback::Create({}, pacer, rec.Callbacks(), metrics_, &error);
+  ASSERT_TRUE(play) << error;
+  auto writer = play->Begin();
+  ASSERT_TRUE(writer);
+  // Three "sentences" of 0.6 s, each appended 0.3 s after the last (synthesis is quicker than
+  // playback): the packets continue one stream, positions without a gap.
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(writer->Append(Tone(0.6, 16000, 200 + 100 * i), 16000));
+    std::this_thread::sleep_for(300ms);
+  }
+  writer->Finish();
+  ASSERT_TRUE(play->WaitIdle(5s));
+  const std::lock_guard lock(rec.mu);
+  ASSERT_GT(rec.packets.size(), 80u);
+  for (size_t i = 1; i < rec.packets.size(); ++i) {
+    EXPECT_EQ(rec.packets[i].utterance, writer->utterance());
+    EXPECT_EQ(rec.packets[i].position - rec.packets[i - 1].position, 960u) << "packet " << i;
+  }
+  EXPECT_NEAR(DecodedSamples(rec.packets) / 48000.0, 1.8, 0.05);
+  EXPECT_EQ(metrics_.Read("parley_playback_stalls_total").value_or(0), 0);
+}
+
+TEST_F(MediaTest, OnePacerThreadServesEverySessionsPlayback) {
+  auto pacer = Pacer::Create(metrics_);
+  const int threads_before = core::CountThreads();
+  std::vector<std::unique_ptr<Recorder>> recs;
+  std::vector<std::unique_ptr<Playback>> plays;
+  std::string error;
+  for (int i = 0; i < 8; ++i) {
+    recs.push_back(std::make_unique<Recorder>());
+    plays.push_back(Playback::Create({}, pacer, recs.back()->Callbacks(), metrics_, &error));
+    ASSERT_TRUE(plays.back()) << error;
+  }
+  EXPECT_EQ(pacer->channels(), 8u);
+  EXPECT_EQ(core::CountThreads(), threads_before);  // no thread per playback
+  for (auto& p : plays) ASSERT_NE(p->Say(Tone(0.5, 16000), 16000), 0);
+  for (auto& p : plays) EXPECT_TRUE(p->WaitIdle(3s));
+  for (auto& r : recs) {
+    const std::lock_guard lock(r->mu);
+    EXPECT_NEAR(DecodedSamples(r->packets) / 48000.0, 0.5, 0.03);
+  }
+  plays.clear();
+  EXPECT_EQ(pacer->channels(), 0u);
 }
 
 TEST_F(MediaTest, CancelStopsPlaybackWithinOnePacketAndReportsWhatWasPlayed) {
-  std::atomic<int> packets{0};
+  auto pacer = Pacer::Create(metrics_);
+  Recorder rec;
   std::string error;
-  auto play = Playback::Create(
-      {}, [&](std::string) { ++packets; }, metrics_, &error);
+  auto play = Playback::Create({}, pacer, rec.Callbacks(), metrics_, &error);
   ASSERT_TRUE(play) << error;
-  std::vector<int16_t> pcm(16000 * 5, 1000);  // 5 s
-  ASSERT_NE(play->Say(pcm, 16000), 0);
+  const uint16_t id = play->Say(std::vector<int16_t>(16000 * 5, 1000), 16000);  // 5 s
+  ASSERT_NE(id, 0);
   std::this_thread::sleep_for(1000ms);
   const int64_t played = play->Cancel();
-  const int at_cancel = packets.load();
+  size_t at_cancel = 0;
+  {
+    const std::lock_guard lock(rec.mu);
+    at_cancel = rec.packets.size();
+  }
   std::this_thread::sleep_for(200ms);
-  EXPECT_LE(packets.load() - at_cancel, 1);
-  EXPECT_NEAR(static_cast<double>(played), 1000.0 + 60.0, 80.0);
+  const std::lock_guard lock(rec.mu);
+  EXPECT_LE(rec.packets.size() - at_cancel, 1u);
+  // What the client has played by now, not what was sent ahead of it.
+  EXPECT_NEAR(static_cast<double>(played), 1000.0, 60.0);
   EXPECT_FALSE(play->Busy());
+  ASSERT_FALSE(rec.events.empty());
+  EXPECT_EQ(rec.events.back().kind, PlaybackEvent::Kind::kCancelled);
+  EXPECT_EQ(rec.events.back().utterance, id);
+}
+
+TEST_F(MediaTest, PauseHoldsPacketsAndResumeContinuesWhereItPaused) {
+  auto pacer = Pacer::Create(metrics_);
+  Recorder rec;
+  std::string error;
+  auto play = Playback::Create({}, pacer, rec.Callbacks(), metrics_, &error);
+  ASSERT_TRUE(play) << error;
+  ASSERT_NE(play->Say(Tone(2.0, 16000), 16000), 0);
+  std::this_thread::sleep_for(500ms);
+  play->Pause();
+  size_t at_pause = 0;
+  {
+    const std::lock_guard lock(rec.mu);
+    at_pause = rec.packets.size();
+  }
+  std::this_thread::sleep_for(600ms);
+  {
+    const std::lock_guard lock(rec.mu);
+    EXPECT_LE(rec.packets.size() - at_pause, 1u) << "packets kept coming while paused";
+  }
+  EXPECT_NEAR(static_cast<double>(play->played_ms()), 500.0, 60.0);  // the pause does not count
+  play->Resume();
+  ASSERT_TRUE(play->WaitIdle(4s));
+  const std::lock_guard lock(rec.mu);
+  EXPECT_NEAR(DecodedSamples(rec.packets) / 48000.0, 2.0, 0.05);  // nothing skipped
+  EXPECT_TRUE(rec.Saw(PlaybackEvent::Kind::kPaused));
+  EXPECT_TRUE(rec.Saw(PlaybackEvent::Kind::kResumed));
+  EXPECT_EQ(rec.events.back().kind, PlaybackEvent::Kind::kEnded);
+  EXPECT_NEAR(static_cast<double>(rec.events.back().played_ms), 2000.0, 40.0);
 }
 
 TEST_F(MediaTest, PcmFallbackSendsTwentyMillisecondFramesAt48kHz) {
-  std::mutex mu;
-  std::vector<std::string> got;
+  auto pacer = Pacer::Create(metrics_);
+  Recorder rec;
   std::string error;
   PlaybackConfig pc;
   pc.opus = false;
-  auto play = Playback::Create(
-      pc,
-      [&](std::string p) {
-        const std::lock_guard lock(mu);
-        got.push_back(std::move(p));
-      },
-      metrics_, &error);
+  auto play = Playback::Create(pc, pacer, rec.Callbacks(), metrics_, &error);
   ASSERT_TRUE(play) << error;
-  std::vector<int16_t> pcm(16000, 500);  // 1 s at 16 kHz
-  ASSERT_NE(play->Say(pcm, 16000), 0);
+  ASSERT_NE(play->Say(std::vector<int16_t>(16000, 500), 16000), 0);  // 1 s at 16 kHz
   ASSERT_TRUE(play->WaitIdle(3s));
-  const std::lock_guard lock(mu);
+  const std::lock_guard lock(rec.mu);
   size_t samples = 0;
-  for (const auto& p : got) {
-    ASSERT_EQ(static_cast<uint8_t>(p[0]), 0x11);
-    samples += (p.size() - kPacketHeaderBytes) / 2;
+  for (const auto& p : rec.packets) {
+    ASSERT_EQ(p.kind, 0x11);
+    samples += p.payload.size() / 2;
   }
   EXPECT_NEAR(static_cast<double>(samples), 48000.0, 48000.0 * 0.01);
-  EXPECT_EQ(got.front().size() - kPacketHeaderBytes, 960u * 2);
+  EXPECT_EQ(rec.packets.front().payload.size(), 960u * 2);
 }
 
 }  // namespace
