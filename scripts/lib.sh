@@ -11,11 +11,11 @@ PARLEY_RUN_PACKAGES=(
   gstreamer1.0-plugins-good
   libsimdjson-dev libopencv-dev libdlib-dev libdlib-data liblapack-dev libblas-dev
   libpocketsphinx-dev libsphinxbase-dev pocketsphinx-en-us libwebrtc-audio-processing-dev
-  libcurl4-openssl-dev libsndfile1-dev libebur128-dev
+  libcurl4-openssl-dev libsndfile1-dev libebur128-dev flite1-dev
 )
 # Extra packages for the test suite and benchmarks.
 PARLEY_TEST_PACKAGES=(
-  libgtest-dev libgmock-dev libbenchmark-dev libopus-dev libcpp-httplib-dev flite1-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libopus-dev libcpp-httplib-dev
   pocketsphinx-testdata python3-skimage libdlib19.1
   asterisk-core-sounds-en-wav asterisk-core-sounds-en
 )

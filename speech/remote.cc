@@ -12,20 +12,16 @@
 #include <sstream>
 #include <thread>
 
+#include "core/curl_util.h"
 #include "speech/speech.h"
 
 namespace parley::speech {
 namespace {
 
-struct EasyDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
-struct MimeDeleter {
-  void operator()(curl_mime* m) const { curl_mime_free(m); }
-};
-struct SlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
+namespace http = core::http;
+
+using http::EasyDeleter;
+using http::MimeDeleter;
 
 // libsndfile writes through these callbacks into a string.
 struct MemoryFile {
@@ -61,14 +57,6 @@ sf_count_t MemWrite(const void* in, sf_count_t count, void* user) {
   return count;
 }
 sf_count_t MemTell(void* user) { return static_cast<MemoryFile*>(user)->pos; }
-
-size_t AppendBody(char* data, size_t size, size_t n, void* user) {
-  auto* body = static_cast<std::string*>(user);
-  // A transcription is small; a server streaming megabytes at us is not one.
-  if (body->size() + size * n > (8U << 20)) return 0;
-  body->append(data, size * n);
-  return size * n;
-}
 
 double Confidence(double avg_logprob) { return std::clamp(std::exp(avg_logprob), 0.0, 1.0); }
 
@@ -178,20 +166,18 @@ class RemoteRecognizerImpl final : public RemoteRecognizer {
     field("response_format", "verbose_json");
     field("timestamp_granularities[]", "word");
     field("timestamp_granularities[]", "segment");
-    std::unique_ptr<curl_slist, SlistDeleter> headers;
-    if (!config_.api_key.empty()) {
-      const std::string auth = "Authorization: Bearer " + config_.api_key;
-      headers.reset(curl_slist_append(nullptr, auth.c_str()));
-    }
-    std::string body;
+    const http::Slist headers = http::Headers(config_.api_key);
+    // A transcription is small; a server streaming megabytes at us is not one.
+    http::BoundedBody response;
+    const std::string& body = response.bytes;
     curl_easy_setopt(c, CURLOPT_URL, url_.c_str());
     curl_easy_setopt(c, CURLOPT_MIMEPOST, mime.get());
     if (headers) curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config_.connect_timeout_ms));
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(config_.timeout_ms));
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);  // timeouts without SIGALRM: we are threaded
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &AppendBody);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &http::BoundedBody::Write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &response);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "parley");
     const CURLcode rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
@@ -217,11 +203,11 @@ class RemoteRecognizerImpl final : public RemoteRecognizer {
 
 }  // namespace
 
-std::string EncodeWav(std::span<const int16_t> pcm) {
+std::string EncodeWav(std::span<const int16_t> pcm, int rate) {
   MemoryFile f;
   SF_VIRTUAL_IO io{&MemLength, &MemSeek, &MemRead, &MemWrite, &MemTell};
   SF_INFO info{};
-  info.samplerate = kSampleRate;
+  info.samplerate = rate;
   info.channels = 1;
   info.format = SF_FORMAT_WAV | SF_FORMAT_PCM_16;
   SNDFILE* snd = sf_open_virtual(&io, SFM_WRITE, &info, &f);
@@ -229,6 +215,40 @@ std::string EncodeWav(std::span<const int16_t> pcm) {
   sf_write_short(snd, pcm.data(), static_cast<sf_count_t>(pcm.size()));
   sf_close(snd);
   return std::move(f.bytes);
+}
+
+bool DecodeSound(std::string_view bytes, std::vector<int16_t>* pcm, int* rate, std::string* error,
+                 double max_seconds) {
+  MemoryFile f;
+  f.bytes.assign(bytes);
+  SF_VIRTUAL_IO io{&MemLength, &MemSeek, &MemRead, &MemWrite, &MemTell};
+  SF_INFO info{};
+  SNDFILE* snd = sf_open_virtual(&io, SFM_READ, &info, &f);
+  if (snd == nullptr) {
+    *error = std::string("not a sound file: ") + sf_strerror(nullptr);
+    return false;
+  }
+  if (info.channels < 1 || info.channels > 8 || info.samplerate < 8000 ||
+      info.samplerate > 192000) {
+    sf_close(snd);
+    *error = "unsupported sound: " + std::to_string(info.channels) + " channels at " +
+             std::to_string(info.samplerate) + " Hz";
+    return false;
+  }
+  const auto max_frames = static_cast<sf_count_t>(max_seconds * info.samplerate);
+  const sf_count_t frames = std::min<sf_count_t>(info.frames, max_frames);
+  std::vector<int16_t> interleaved(static_cast<size_t>(frames * info.channels));
+  const sf_count_t got = sf_readf_short(snd, interleaved.data(), frames);
+  sf_close(snd);
+  pcm->assign(static_cast<size_t>(got), 0);
+  for (sf_count_t i = 0; i < got; ++i) {
+    int sum = 0;
+    for (int c = 0; c < info.channels; ++c)
+      sum += interleaved[static_cast<size_t>(i * info.channels + c)];
+    (*pcm)[static_cast<size_t>(i)] = static_cast<int16_t>(sum / info.channels);
+  }
+  *rate = info.samplerate;
+  return true;
 }
 
 std::string RemoteAsrConfig::Validate() const {
@@ -253,9 +273,7 @@ std::unique_ptr<RemoteRecognizer> RemoteRecognizer::Create(const RemoteAsrConfig
     *error = "no transcription service is configured";
     return nullptr;
   }
-  // libcurl's global set-up is not thread-safe in every build: do it once, before any request.
-  static std::once_flag curl_ready;
-  std::call_once(curl_ready, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  http::InitCurl();
   return std::make_unique<RemoteRecognizerImpl>(config);
 }
 

@@ -1,6 +1,8 @@
-// Parley speech (listening half): voice activity and end of turn on the 16 kHz PCM from the
-// media pipeline; streaming speech recognition with a shared pool of PocketSphinx decoders, and
-// a remote OpenAI-compatible engine; prosody (pitch, loudness) and talk metrics.
+// Parley speech: signals and engines. Listening: voice activity and end of turn on the 16 kHz
+// PCM from the media pipeline; streaming speech recognition with a shared pool of PocketSphinx
+// decoders, and a remote OpenAI-compatible engine; prosody (pitch, loudness) and talk metrics.
+// Speaking: text to speech behind one Synthesizer interface (Flite in-process, or a remote
+// OpenAI-compatible service).
 //
 // Threads: an Endpointer, a RecognitionStream and a TalkStats belong to one session and are
 // used by one thread at a time. The DecoderPool is shared by all sessions. Calls that decode or
@@ -13,6 +15,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace parley::speech {
@@ -175,17 +178,74 @@ struct HearingConfig {
   bool enabled = true;  // false: no VAD, no transcripts
   EndpointConfig endpoint;
   PocketSphinxConfig asr;
-  int threads = 2;                 // decoding threads (CPU-bound: about the number of cores)
-  int queue = 256;                 // utterances that may wait for a decoder, over all sessions
-  int partial_interval_ms = 300;   // transcript.partial at most this often per utterance
-  RemoteAsrConfig remote;          // base_url set: the remote engine, offline fallback
-  int remote_concurrency = 4;      // requests in flight to the remote service
+  int threads = 2;                // decoding threads (CPU-bound: about the number of cores)
+  int queue = 256;                // utterances that may wait for a decoder, over all sessions
+  int partial_interval_ms = 300;  // transcript.partial at most this often per utterance
+  RemoteAsrConfig remote;         // base_url set: the remote engine, offline fallback
+  int remote_concurrency = 4;     // requests in flight to the remote service
   // Every problem found, each naming the option; empty when valid.
   std::vector<std::string> Validate() const;
 };
 
-// A 16 kHz mono 16-bit WAV file's bytes (libsndfile).
-std::string EncodeWav(std::span<const int16_t> pcm16k);
+// A mono 16-bit WAV file's bytes (libsndfile), 16 kHz unless `rate` says otherwise.
+std::string EncodeWav(std::span<const int16_t> pcm, int rate = kSampleRate);
+// Any WAV (or other libsndfile format) in memory as mono S16 (channels mixed down); false with
+// `error` when it is not a sound file. `max_seconds` bounds what is decoded.
+bool DecodeSound(std::string_view bytes, std::vector<int16_t>* pcm, int* rate, std::string* error,
+                 double max_seconds = 3600);
+
+// ---- Speaking: text to speech ------------------------------------------------------------------
+
+struct VoiceInfo {
+  std::string id;        // "slt", "rms"... (Flite) or the remote service's voice names
+  std::string engine;    // "flite" | "remote"
+  std::string language;  // "en"
+  std::string gender;    // "female" | "male" | "" (unknown)
+};
+
+struct SynthesisRequest {
+  std::string text;
+  std::string voice;  // one of Voices(); empty: the engine's default
+  double rate = 1.0;  // speaking-rate multiplier (above 1 is faster)
+};
+
+struct Synthesis {
+  std::vector<int16_t> pcm;  // mono S16
+  int sample_rate = 0;
+  std::string engine;
+  std::string voice;
+};
+
+// One engine behind one interface. Thread-safe; Synthesize blocks (CPU or network): workers.
+class Synthesizer {
+ public:
+  virtual ~Synthesizer() = default;
+  // nullopt with `error` on failure (unknown voice, engine error, timeout).
+  virtual std::optional<Synthesis> Synthesize(const SynthesisRequest& request,
+                                              std::string* error) = 0;
+  virtual std::vector<VoiceInfo> Voices() const = 0;
+  bool HasVoice(std::string_view id) const;
+};
+
+// Flite in-process (flite1-dev, BSD-style licence): voices slt (female), rms, awb, kal16 (male),
+// 16 kHz. Flite keeps global state, so one synthesis runs at a time per process.
+std::unique_ptr<Synthesizer> CreateFliteSynthesizer();
+
+// Any OpenAI-compatible POST /v1/audio/speech: {"model","input","voice","response_format":
+// "wav","speed"}; the WAV's own rate is kept.
+struct RemoteTtsConfig {
+  std::string base_url;  // empty: off
+  std::string api_key;
+  std::string model = "tts-1";
+  std::vector<std::string> voices = {"alloy"};  // the first is the default
+  int connect_timeout_ms = 2000;
+  int timeout_ms = 15000;
+  int retries = 1;
+  int retry_backoff_ms = 250;
+  std::string Validate() const;
+};
+std::unique_ptr<Synthesizer> CreateRemoteSynthesizer(const RemoteTtsConfig& config,
+                                                     std::string* error);
 
 // ---- Prosody -------------------------------------------------------------------------------
 
