@@ -103,6 +103,33 @@ HttpResponse App::Impl::Route(const HttpRequest& req) {
     }
   }
 
+  // ---- /api/voices, /api/tts ----------------------------------------------------------------
+  if (seg.size() == 2 && seg[1] == "voices") {
+    if (m != "GET") return WithRoute(MethodNotAllowed("GET"), "/api/voices");
+    Json::Value body(Json::objectValue);
+    body["voices"] = Json::Value(Json::arrayValue);
+    for (const auto& v : services.Voices()) {
+      Json::Value j(Json::objectValue);
+      j["id"] = v.id;
+      j["engine"] = v.engine;
+      j["language"] = v.language.empty() ? Json::Value() : Json::Value(v.language);
+      j["gender"] = v.gender.empty() ? Json::Value() : Json::Value(v.gender);
+      body["voices"].append(j);
+    }
+    return WithRoute(HttpResponse::Json(200, body), "/api/voices");
+  }
+  if (seg.size() == 2 && seg[1] == "tts") {
+    if (m != "POST") return WithRoute(MethodNotAllowed("POST"), "/api/tts");
+    if (!req.identity.authenticated) {
+      HttpResponse r = HttpResponse::Error(
+          401, "unauthorized",
+          req.identity.error.empty() ? "a bearer token is required" : req.identity.error);
+      r.headers.emplace_back("www-authenticate", "Bearer");
+      return WithRoute(std::move(r), "/api/tts");
+    }
+    return WithRoute(Synthesize(req), "/api/tts");
+  }
+
   // ---- /api/sessions (authenticated) -------------------------------------------------------
   if (seg.size() >= 2 && seg[1] == "sessions") {
     const std::string route = seg.size() == 2   ? "/api/sessions"
@@ -319,6 +346,66 @@ HttpResponse App::Impl::DeleteSession(const HttpRequest& req, const std::string&
   }
   HttpResponse r;
   r.status = 204;
+  return r;
+}
+
+// POST /api/tts {"text", "voice"?, "format": "wav"|"pcm"|"opus"} -> the audio.
+HttpResponse App::Impl::Synthesize(const HttpRequest& req) {
+  std::string parse_error;
+  const auto body = core::ParseJson(req.body, &parse_error);
+  if (!body)
+    return HttpResponse::Error(400, "invalid_json", "body is not valid JSON: " + parse_error);
+  if (!body->isObject())
+    return HttpResponse::Error(400, "invalid_request", "body must be a JSON object");
+  const Json::Value& text = (*body)["text"];
+  if (!text.isString() || text.asString().find_first_not_of(" \t\n") == std::string::npos)
+    return HttpResponse::Error(422, "invalid_request", "'text' (a non-empty string) is required");
+  if (text.asString().size() > kMaxTtsTextBytes)
+    return HttpResponse::Error(413, "text_too_long",
+                               "'text' is over " + std::to_string(kMaxTtsTextBytes) + " bytes");
+  const Json::Value& format_value = (*body)["format"];
+  const std::string format = format_value.isString() ? format_value.asString() : "wav";
+  if (format != "wav" && format != "pcm" && format != "opus")
+    return HttpResponse::Error(422, "invalid_request", "'format' must be wav, pcm or opus");
+  const Json::Value& voice_value = (*body)["voice"];
+  if (!voice_value.isNull() && !voice_value.isString())
+    return HttpResponse::Error(422, "invalid_request", "'voice' must be a string");
+  const std::string voice = voice_value.isString() ? voice_value.asString() : "";
+  speech::Synthesizer* engine = &services.flite();
+  if (!voice.empty()) {
+    if (services.remote_tts() != nullptr && services.remote_tts()->HasVoice(voice)) {
+      engine = services.remote_tts();
+    } else if (!services.flite().HasVoice(voice)) {
+      return HttpResponse::Error(422, "unknown_voice",
+                                 "no voice '" + voice + "'; see GET /api/voices");
+    }
+  } else if (services.remote_tts() != nullptr) {
+    engine = services.remote_tts();
+  }
+  std::string error;
+  auto audio = engine->Synthesize({text.asString(), voice, 1.0}, &error);
+  if (!audio && engine != &services.flite()) {  // the service failed: Flite speaks
+    log.Warn("remote speech synthesis failed: Flite speaks", {{"error", error}});
+    audio = services.flite().Synthesize({text.asString(), "", 1.0}, &error);
+  }
+  if (!audio) return HttpResponse::Error(503, "tts_failed", "speech synthesis failed: " + error);
+  HttpResponse r;
+  if (format == "wav") {
+    r.content_type = "audio/wav";
+    r.body = speech::EncodeWav(audio->pcm, audio->sample_rate);
+  } else if (format == "pcm") {
+    r.content_type = "audio/L16;rate=" + std::to_string(audio->sample_rate) + ";channels=1";
+    r.body.assign(reinterpret_cast<const char*>(audio->pcm.data()), audio->pcm.size() * 2);
+  } else {
+    r.content_type = "audio/ogg";
+    r.body = media::EncodeOggOpus(audio->pcm, audio->sample_rate,
+                                  config.conversation.playback.bitrate, &error);
+    if (r.body.empty())
+      return HttpResponse::Error(503, "tts_failed", "Opus encoding failed: " + error);
+  }
+  r.headers.emplace_back("x-parley-voice", audio->voice);
+  r.headers.emplace_back("x-parley-engine", audio->engine);
+  r.headers.emplace_back("x-parley-sample-rate", std::to_string(audio->sample_rate));
   return r;
 }
 

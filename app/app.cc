@@ -71,12 +71,17 @@ int App::port() const { return impl_->server ? impl_->server->port() : 0; }
 
 bool App::Start() {
   Impl& s = *impl_;
+  s.log.Info("effective configuration", {{"config", s.config.Describe()}});
   std::string error;
   s.personas = personas::Catalog::Load(s.config.personas_dir, &error);
   if (!s.personas) {
     s.log.Error("cannot load personas", {{"error", error}});
     return false;
   }
+  std::map<std::string, dialogue::PersonaProfile> profiles;
+  for (const auto& p : s.personas->all())
+    profiles.emplace(p.id, dialogue::ProfileFromDocument(p.id, p.doc));
+  s.services.SetPersonas(std::move(profiles));
   std::error_code ec;
   std::filesystem::create_directories(s.config.data_dir, ec);
   if (ec) {

@@ -40,6 +40,10 @@ struct AppConfig {
 
   // Every problem found, each a full sentence naming the option; empty when valid.
   std::vector<std::string> Validate() const;
+  // Registers every option (the modules' own AddFlags, and the application's).
+  void AddFlags(core::FlagSet& flags);
+  // The effective configuration, secrets masked (logged at start).
+  Json::Value Describe() const;
 };
 
 // Parses flags, falling back to environment variables (PORT, MONGODB_URI, ...), then

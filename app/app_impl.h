@@ -17,6 +17,8 @@ inline constexpr int kProtocolVersion = 1;
 // A text message on /ws/landmarks up to this size is checked for a control "type"; larger
 // ones are always landmark frames (docs/protocol.md).
 inline constexpr size_t kMaxControlMessageBytes = 4096;
+// Longest text POST /api/tts synthesizes (413 above).
+inline constexpr size_t kMaxTtsTextBytes = 4000;
 
 // Binary frame kinds (first byte of a binary WebSocket message), see docs/protocol.md.
 enum class FrameKind : uint8_t {
@@ -62,6 +64,7 @@ struct App::Impl final : signaling::Handler, session::Outbox {
   signaling::HttpResponse Report(const signaling::HttpRequest& req, const std::string& id,
                                  const std::string& format);
   signaling::HttpResponse DeleteSession(const signaling::HttpRequest& req, const std::string& id);
+  signaling::HttpResponse Synthesize(const signaling::HttpRequest& req);  // POST /api/tts
 
   // Lifecycle glue (app.cc).
   bool PersistSession(const session::Session& s);

@@ -1,5 +1,6 @@
 // WebSocket protocol for /ws/practice and /ws/landmarks (runs on the service thread: parse,
 // route, never block). docs/protocol.md is the reference for every message here.
+#include <cmath>
 #include <cstdio>
 
 #include "app/app_impl.h"
@@ -192,6 +193,13 @@ void App::Impl::OnControl(signaling::ConnectionId id, LiveConn& conn, const Json
       }
       params.sample_rate = rate.asInt();
     }
+    const Json::Value& playback = msg["playback"];
+    if (!playback.isNull() &&
+        (!playback.isString() || (playback.asString() != "opus" && playback.asString() != "pcm"))) {
+      SendError(id, conn, "bad_start", "\"playback\" must be \"opus\" or \"pcm\"");
+      return;
+    }
+    params.pcm_playback = playback.isString() && playback.asString() == "pcm";
     std::string error;
     if (!registry.Start(session, params, &error)) {
       SendError(id, conn, "bad_start", error);
@@ -215,6 +223,30 @@ void App::Impl::OnControl(signaling::ConnectionId id, LiveConn& conn, const Json
     ok["type"] = "stopped";
     ok["t"] = Json::Int64(session.NowMs());
     server->SendJson(id, ok);
+    return;
+  }
+  if (type == "say") {
+    const Json::Value& text = msg["text"];
+    std::string error;
+    if (!text.isString()) {
+      SendError(id, conn, "bad_say", "\"say\" needs a string \"text\"");
+    } else if (!session.conversation()->Say(text.asString(), &error)) {
+      SendError(id, conn, "bad_say", error);
+    }
+    return;
+  }
+  if (type == "playback") {
+    const Json::Value& utterance = msg["utterance"];
+    const Json::Value& played = msg["played_ms"];
+    std::string error;
+    if (!utterance.isInt() || !played.isNumeric() || !std::isfinite(played.asDouble()) ||
+        played.asDouble() < 0 || played.asDouble() > 1e9) {
+      SendError(id, conn, "bad_playback",
+                "\"playback\" needs an integer \"utterance\" and a number \"played_ms\"");
+    } else if (!session.conversation()->PlaybackPosition(
+                   utterance.asInt(), static_cast<int64_t>(played.asDouble()), &error)) {
+      SendError(id, conn, "bad_playback", error);
+    }
     return;
   }
   SendError(id, conn, "unknown_type", "unknown message type '" + type + "'");

@@ -85,6 +85,61 @@ struct ToJson {
     m["scores"]["expression"] = e.expression;
     m["scores"]["posture"] = e.posture;
   }
+  void operator()(const ReplyDelta& e) const {
+    m["type"] = "reply.delta";
+    m["utterance"] = e.utterance;
+    m["text"] = e.text;
+  }
+  void operator()(const ReplyEvent& e) const {
+    m["type"] = "reply";
+    m["utterance"] = e.utterance;
+    m["text"] = e.text;
+    m["engine"] = e.engine;
+    m["intimacy"] = e.intimacy;
+    m["style"] = e.style;
+    if (e.safety) m["safety"] = true;
+    Json::Value& t = m["latency_ms"];
+    const auto put = [&](const char* k, const std::optional<int64_t>& v) {
+      t[k] = v ? Json::Value(Json::Int64(*v)) : Json::Value();
+    };
+    put("transcript", e.timing.transcript_ms);
+    put("first_text", e.timing.first_text_ms);
+    put("first_audio", e.timing.first_audio_ms);
+  }
+  void operator()(const PlaybackNotice& e) const {
+    switch (e.kind) {
+      case PlaybackNotice::Kind::kStart:
+        m["type"] = "playback.start";
+        break;
+      case PlaybackNotice::Kind::kEnd:
+        m["type"] = "playback.end";
+        break;
+      case PlaybackNotice::Kind::kPaused:
+        m["type"] = "playback.paused";
+        break;
+      case PlaybackNotice::Kind::kResumed:
+        m["type"] = "playback.resumed";
+        break;
+      case PlaybackNotice::Kind::kCancelled:
+        m["type"] = "playback.cancelled";
+        m["reason"] = e.reason;
+        break;
+    }
+    m["utterance"] = e.utterance;
+    if (e.kind != PlaybackNotice::Kind::kStart) m["played_ms"] = Json::Int64(e.played_ms);
+    if (e.reply_latency_ms) m["reply_latency_ms"] = Json::Int64(*e.reply_latency_ms);
+  }
+  void operator()(const SafetyNotice& e) const {
+    m["type"] = "safety";
+    m["category"] = e.category;
+    m["message"] = e.message;
+  }
+  void operator()(const EngineFallback& e) const {
+    m["type"] = "engine_fallback";
+    m["stage"] = e.stage;
+    m["engine"] = e.engine;
+    m["reason"] = e.reason;
+  }
 };
 
 }  // namespace

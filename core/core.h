@@ -8,6 +8,7 @@
 #include <json/value.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -201,6 +202,78 @@ class Strand {
   static void RunQueued(const std::shared_ptr<State>& state);
   WorkerPool* pool_;
   std::shared_ptr<State> state_;
+};
+
+// One thread that runs callbacks at their time, for every session's timers (a persona that
+// speaks up after a silence): not a thread or a sleeping task per session. Callbacks must be
+// quick (post real work to a pool). Thread-safe.
+class TimerQueue {
+ public:
+  using Clock = std::chrono::steady_clock;
+  TimerQueue();
+  ~TimerQueue();  // joins; pending callbacks are dropped
+  TimerQueue(const TimerQueue&) = delete;
+  TimerQueue& operator=(const TimerQueue&) = delete;
+  // Runs `fn` at `at` (or at once when it has passed); returns an id for Cancel.
+  uint64_t Schedule(Clock::time_point at, std::function<void()> fn);
+  // False when it already ran (or is running) or was cancelled.
+  bool Cancel(uint64_t id);
+  size_t pending() const;
+
+ private:
+  void Run();
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::multimap<Clock::time_point, std::pair<uint64_t, std::function<void()>>> timers_;
+  uint64_t next_id_ = 1;
+  bool quit_ = false;
+  std::thread thread_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Options: each module's config struct registers its own fields here (name, environment
+// variable, help) in AddFlags(); the application turns the set into its command line (CLI11)
+// and logs the effective values at start with Describe(). Modules stay free of the CLI library.
+
+class FlagSet {
+ public:
+  struct Flag {
+    std::string name;  // "--port"
+    std::string env;   // "PORT" (empty: none)
+    std::string help;
+    std::string group;
+    bool secret = false;  // shown as "***" by Describe()
+    bool has_default = true;
+    std::function<std::string()> get;                     // the current value, as text
+    std::function<std::string(const std::string&)> set;   // parses; an error message or ""
+    std::string type = "TEXT";                            // for --help: INT, NUMBER, BOOL...
+  };
+  // Options added after this belong to `group` ("Server", "Hearing"...).
+  void Group(std::string group) { group_ = std::move(group); }
+  void Add(const std::string& name, int* target, const std::string& help,
+           const std::string& env = "");
+  void Add(const std::string& name, double* target, const std::string& help,
+           const std::string& env = "");
+  void Add(const std::string& name, bool* target, const std::string& help,
+           const std::string& env = "");
+  void Add(const std::string& name, std::string* target, const std::string& help,
+           const std::string& env = "", bool secret = false);
+  // A comma-separated list.
+  void Add(const std::string& name, std::vector<std::string>* target, const std::string& help,
+           const std::string& env = "");
+  // A byte count given in KiB.
+  void AddKiB(const std::string& name, size_t* bytes, const std::string& help,
+              const std::string& env = "");
+  // Any other shape.
+  void AddCustom(Flag flag);
+  const std::vector<Flag>& flags() const { return flags_; }
+  // "--name=value" for every flag, secrets masked: the effective configuration.
+  Json::Value Describe() const;
+
+ private:
+  Flag Make(const std::string& name, const std::string& help, const std::string& env);
+  std::string group_ = "General";
+  std::vector<Flag> flags_;
 };
 
 // ---------------------------------------------------------------------------------------------

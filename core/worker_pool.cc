@@ -139,4 +139,66 @@ size_t Strand::Pending() const {
   return state_->queue.size() + (state_->running ? 1 : 0);
 }
 
+// ---- TimerQueue -----------------------------------------------------------------------------
+
+TimerQueue::TimerQueue() { thread_ = std::thread([this] { Run(); }); }
+
+TimerQueue::~TimerQueue() {
+  {
+    const std::lock_guard lock(mu_);
+    quit_ = true;
+    timers_.clear();
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+uint64_t TimerQueue::Schedule(Clock::time_point at, std::function<void()> fn) {
+  uint64_t id = 0;
+  {
+    const std::lock_guard lock(mu_);
+    id = next_id_++;
+    timers_.emplace(at, std::make_pair(id, std::move(fn)));
+  }
+  cv_.notify_all();
+  return id;
+}
+
+bool TimerQueue::Cancel(uint64_t id) {
+  const std::lock_guard lock(mu_);
+  for (auto it = timers_.begin(); it != timers_.end(); ++it) {
+    if (it->second.first == id) {
+      timers_.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+size_t TimerQueue::pending() const {
+  const std::lock_guard lock(mu_);
+  return timers_.size();
+}
+
+void TimerQueue::Run() {
+  std::unique_lock lock(mu_);
+  while (!quit_) {
+    if (timers_.empty()) {
+      cv_.wait(lock);
+      continue;
+    }
+    const auto first = timers_.begin();
+    if (first->first > Clock::now()) {
+      cv_.wait_until(lock, first->first);
+      continue;
+    }
+    auto fn = std::move(first->second.second);
+    timers_.erase(first);
+    lock.unlock();
+    fn();
+    fn = nullptr;
+    lock.lock();
+  }
+}
+
 }  // namespace parley::core

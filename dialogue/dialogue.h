@@ -26,6 +26,10 @@
 #include <string_view>
 #include <vector>
 
+namespace parley::core {
+class FlagSet;
+}  // namespace parley::core
+
 namespace parley::dialogue {
 
 // ---- Persona ---------------------------------------------------------------------------------
@@ -145,6 +149,7 @@ struct LlmConfig {
   int max_tokens = 200;
   double temperature = 0.8;
   std::string Validate() const;
+  void AddFlags(core::FlagSet& flags);
 };
 
 // POST {base}/chat/completions with "stream": true; SSE "data:" lines of chat.completion.chunk
@@ -198,6 +203,7 @@ struct TurnTakingConfig {
   int speak_up_after_ms = 12000;  // quiet this long (nobody speaking, nothing pending): speak up
   int max_speak_ups = 2;          // in a row without an answer from the user
   std::string Validate() const;
+  void AddFlags(core::FlagSet& flags);
 };
 
 // When the persona speaks: answers a finished user turn (several finals in a row join into

@@ -29,6 +29,7 @@ struct MediaConfig {
   size_t max_backlog_bytes = 8 << 20;  // bytes waiting to be decoded before the overflow policy
   int stop_timeout_ms = 2000;          // how long Stop() waits for EOS to drain
   std::string Validate() const;
+  void AddFlags(core::FlagSet& flags);
 };
 
 // Initialises GStreamer once per process; false (with `error`) when a required element is
@@ -104,6 +105,7 @@ struct PlaybackConfig {
   int bitrate = 32000;  // Opus bits per second
   int lead_ms = 60;     // how far ahead of real time packets may be sent
   std::string Validate() const;
+  void AddFlags(core::FlagSet& flags);
 };
 
 inline constexpr int kPlaybackRate = 48000;
@@ -171,5 +173,9 @@ class Playback {
   virtual uint16_t current() const = 0;
   virtual int64_t played_ms() const = 0;
 };
+
+// A whole utterance as an Ogg Opus file (for downloads: POST /api/tts). Empty with `error` on
+// failure. Blocks (a worker).
+std::string EncodeOggOpus(std::span<const int16_t> pcm, int rate, int bitrate, std::string* error);
 
 }  // namespace parley::media

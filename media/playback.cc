@@ -568,4 +568,43 @@ std::unique_ptr<Playback> Playback::Create(const PlaybackConfig& config,
   return std::make_unique<PlaybackImpl>(config, std::move(impl), std::move(callbacks), metrics);
 }
 
+std::string EncodeOggOpus(std::span<const int16_t> pcm, int rate, int bitrate, std::string* error) {
+  if (!InitGStreamer(error)) return {};
+  if (pcm.empty() || rate < 8000 || rate > 192000) {
+    *error = "no audio to encode";
+    return {};
+  }
+  GError* gerr = nullptr;
+  const std::string description =
+      "appsrc name=src format=time caps=audio/x-raw,format=S16LE,channels=1,layout=interleaved,"
+      "rate=" +
+      std::to_string(rate) +
+      " ! audioconvert ! audioresample ! audio/x-raw,rate=48000 ! opusenc bitrate=" +
+      std::to_string(bitrate) + " ! oggmux ! appsink name=sink sync=false";
+  GstPtr<GstElement> pipeline(gst_parse_launch(description.c_str(), &gerr));
+  if (gerr != nullptr) {
+    *error = std::string("cannot build the Ogg Opus encoder: ") + gerr->message;
+    g_error_free(gerr);
+    return {};
+  }
+  GstPtr<GstElement> src(gst_bin_get_by_name(GST_BIN(pipeline.get()), "src"));
+  GstPtr<GstElement> sink(gst_bin_get_by_name(GST_BIN(pipeline.get()), "sink"));
+  gst_element_set_state(pipeline.get(), GST_STATE_PLAYING);
+  GstBuffer* buffer = gst_buffer_new_memdup(pcm.data(), pcm.size_bytes());
+  GST_BUFFER_PTS(buffer) = 0;
+  GST_BUFFER_DURATION(buffer) = gst_util_uint64_scale(pcm.size(), GST_SECOND, rate);
+  gst_app_src_push_buffer(GST_APP_SRC(src.get()), buffer);
+  gst_app_src_end_of_stream(GST_APP_SRC(src.get()));
+  std::string out;
+  for (;;) {
+    const SamplePtr sample(gst_app_sink_try_pull_sample(GST_APP_SINK(sink.get()), 10 * GST_SECOND));
+    if (!sample) break;  // EOS
+    const MappedBuffer map(gst_sample_get_buffer(sample.get()));
+    if (map.ok()) out.append(reinterpret_cast<const char*>(map.data()), map.size());
+  }
+  gst_element_set_state(pipeline.get(), GST_STATE_NULL);
+  if (out.empty()) *error = "the Ogg Opus encoder produced nothing";
+  return out;
+}
+
 }  // namespace parley::media

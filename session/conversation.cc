@@ -35,6 +35,27 @@ void Conversation::Stages::Wire() {
     for (const auto& tap : taps) tap(t_ms, frame);
   };
   ingest = std::make_shared<IngestStage>(session, services, std::move(sinks));
+  playback = std::make_shared<PlaybackStage>(session, services);
+  dialogue = std::make_shared<DialogueStage>(session, services, playback, hearing);
+  std::weak_ptr<DialogueStage> talk = dialogue;
+  HearingStage::Listener heard;
+  heard.speech_start = [talk](int64_t t) {
+    if (const auto d = talk.lock()) d->OnSpeechStart(t);
+  };
+  heard.speech_end = [talk](int64_t t) {
+    if (const auto d = talk.lock()) d->OnSpeechEnd(t);
+  };
+  heard.final_transcript = [talk](const std::string& text, int64_t t_end) {
+    if (const auto d = talk.lock()) d->OnFinal(text, t_end);
+  };
+  hearing->SetListener(std::move(heard));
+  vision->SetListener([talk](const std::string& type) {
+    if (const auto d = talk.lock()) d->OnVisionEvent(type);
+  });
+  playback->SetListener([talk](const media::PlaybackEvent& e) -> std::optional<int64_t> {
+    if (const auto d = talk.lock()) return d->OnPlayback(e);
+    return std::nullopt;
+  });
 }
 
 Conversation::Conversation(const std::shared_ptr<Session>& session, Services& services)
@@ -45,10 +66,24 @@ Conversation::Conversation(const std::shared_ptr<Session>& session, Services& se
 Conversation::~Conversation() = default;
 
 bool Conversation::StartMedia(const StartParams& params, std::string* error) {
-  return stages_->ingest->Start(params, error);
+  if (!stages_->ingest->Start(params, error)) return false;
+  stages_->playback->SetPcm(params.pcm_playback);
+  stages_->dialogue->OnMediaStarted();  // the persona greets once media starts
+  return true;
 }
 
-void Conversation::StopMedia() { stages_->ingest->Stop(); }
+void Conversation::StopMedia() {
+  stages_->ingest->Stop();
+  stages_->playback->Cancel("stop");
+}
+
+bool Conversation::Say(const std::string& text, std::string* error) {
+  return stages_->dialogue->Say(text, error);
+}
+
+bool Conversation::PlaybackPosition(int utterance, int64_t played_ms, std::string* error) {
+  return stages_->playback->ClientPosition(utterance, played_ms, error);
+}
 
 void Conversation::PushMedia(std::string_view bytes) { stages_->ingest->Push(bytes); }
 
@@ -70,10 +105,22 @@ void Conversation::End() {
   std::call_once(stages_->ended, [this] {
     Stages& st = *stages_;
     Json::Value patch(Json::objectValue);
-    // Media first: the pipeline drains into hearing and vision, which then finish.
+    // Media first: the pipeline drains into hearing and vision. The dialogue stops answering
+    // and the voice is cut (its last turn goes to the transcript) before hearing sums up, so
+    // the persona's speech is not counted as the user's pauses.
     st.ingest->End(&patch);
     st.vision->End(&patch);
+    st.dialogue->Stop();
+    st.playback->End(&patch);
     st.hearing->End(&patch);
+    st.dialogue->Measures(&patch);
+    // Who talked how much: the user's share of the speech of both.
+    const Json::Value& read = patch;  // const: reading adds no members
+    const Json::Value& user = read["metrics"]["speech"]["speech_s"];
+    const Json::Value& persona = read["metrics"]["conversation"]["persona_speech_s"];
+    if (user.isNumeric() && persona.isNumeric() && user.asDouble() + persona.asDouble() > 0)
+      patch["metrics"]["conversation"]["user_share_of_speech"] =
+          Round(user.asDouble() / (user.asDouble() + persona.asDouble()), 0.001);
     if (const auto s = st.session.lock()) s->MergeReport(patch);
   });
 }

@@ -140,6 +140,8 @@ void HearingStage::EmitEndpointEvents(Session& s,
     else
       s.Emit(SpeechEnded{!e.utterance}, false, e.t_ms);
     s.timeline().AddEvent(e.t_ms, start ? "speech_start" : "speech_end");
+    const auto& notify = start ? listener_.speech_start : listener_.speech_end;
+    if (notify) notify(e.t_ms);
   }
 }
 
@@ -415,9 +417,17 @@ void HearingStage::Deliver(Session& s, const Job& job, const speech::Recognition
     s.timeline().AddTurn(std::move(turn));
   }
   s.Emit(std::move(final_event));
+  {
+    const std::lock_guard lock(mu_);
+    ++recognised_;
+    talk_.AddTurn(r, u.t_start_ms, u.t_end_ms, prosody);
+  }
+  if (listener_.final_transcript) listener_.final_transcript(r.text, u.t_end_ms);
+}
+
+void HearingStage::AddPartnerSpeech(int64_t t_start_ms, int64_t t_end_ms) {
   const std::lock_guard lock(mu_);
-  ++recognised_;
-  talk_.AddTurn(r, u.t_start_ms, u.t_end_ms, prosody);
+  talk_.AddPartnerSpeech(t_start_ms, t_end_ms);
 }
 
 // Ends a turn in progress. (Not on `stop`: the pipeline still drains after it, and the
@@ -455,8 +465,6 @@ void HearingStage::End(Json::Value* patch) {
   mx["filler_words"] = t.filler_words;
   mx["questions_asked"] = t.questions_asked;
   mx["longest_pause_s"] = Round(t.longest_pause_s, 0.01);
-  // No persona speech is played yet, so there is no reply to respond to (docs/scoring.md).
-  mx["response_latency_s"] = Json::Value();
   if (t.has_pitch) {
     mx["pitch_hz"]["mean"] = Round(t.f0_mean_hz, 0.1);
     mx["pitch_hz"]["std"] = Round(t.f0_std_hz, 0.1);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -71,7 +72,15 @@ class IngestStage : public std::enable_shared_from_this<IngestStage> {
 
 class HearingStage : public std::enable_shared_from_this<HearingStage> {
  public:
+  // What the dialogue hears of the user's turns (called on the threads that found them).
+  struct Listener {
+    std::function<void(int64_t t_ms)> speech_start, speech_end;
+    std::function<void(const std::string& text, int64_t t_end_ms)> final_transcript;
+  };
   HearingStage(std::weak_ptr<Session> session, Services& services);
+  void SetListener(Listener listener) { listener_ = std::move(listener); }  // before any audio
+  // The persona's voice over [t_start, t_end] (session clock): not the user's pause.
+  void AddPartnerSpeech(int64_t t_start_ms, int64_t t_end_ms);
   // GStreamer's thread: the VAD runs here (a few µs per 10 ms); decoding goes to the ASR pool.
   void Feed(int64_t t_ms, std::span<const int16_t> pcm);
   // Ends a turn in progress.
@@ -96,6 +105,7 @@ class HearingStage : public std::enable_shared_from_this<HearingStage> {
   std::weak_ptr<Session> session_;
   Services& services_;
   const speech::HearingConfig& config_;
+  Listener listener_;
 
   std::mutex mu_;
   std::condition_variable idle_;
@@ -114,6 +124,10 @@ class HearingStage : public std::enable_shared_from_this<HearingStage> {
 class VisionStage : public std::enable_shared_from_this<VisionStage> {
  public:
   VisionStage(std::weak_ptr<Session> session, Services& services);
+  // Each vision event's type ("smile_start"...), for the dialogue's intimacy; set before frames.
+  void SetListener(std::function<void(const std::string& type)> on_event) {
+    on_event_ = std::move(on_event);
+  }
   // The service thread: client frames are analysed right here (bounded CPU, ~7-25 µs).
   void PushClientFrame(Conversation::LandmarkFormat format, std::string_view bytes);
   // GStreamer's thread: a decoded video frame, for dlib while the client sends no landmarks.
@@ -129,6 +143,7 @@ class VisionStage : public std::enable_shared_from_this<VisionStage> {
 
   std::weak_ptr<Session> session_;
   Services& services_;
+  std::function<void(const std::string&)> on_event_;
   core::Counter& rejected_frames_;
   core::Counter& late_frames_;
   core::Counter& analysed_frames_;
@@ -155,6 +170,126 @@ class VisionStage : public std::enable_shared_from_this<VisionStage> {
   bool told_no_server_landmarks_ = false;
 };
 
+// ---- Playback: the persona's voice (synthesis and paced packets) ----------------------------
+
+class PlaybackStage : public std::enable_shared_from_this<PlaybackStage> {
+ public:
+  PlaybackStage(std::weak_ptr<Session> session, Services& services);
+  ~PlaybackStage();
+  // The packet format for the next utterances (a start message's "playback").
+  void SetPcm(bool pcm);
+  // The voice's life, for the dialogue (the pacer thread or the caller; must be quick).
+  using Listener = std::function<std::optional<int64_t>(const media::PlaybackEvent&)>;
+  void SetListener(Listener on_event) { on_event_ = std::move(on_event); }
+
+  // An utterance being spoken, sentence by sentence (Speak blocks: a worker).
+  class Utterance {
+   public:
+    uint16_t id() const { return writer_ ? writer_->utterance() : 0; }
+    // Synthesizes and queues `sentence`; false when nothing could be synthesized or the
+    // utterance was cancelled.
+    bool Speak(const std::string& sentence);
+    void Finish();
+    bool cancelled() const { return writer_ && writer_->cancelled(); }
+    int64_t audio_ms() const { return audio_ms_; }  // synthesized so far
+
+   private:
+    friend class PlaybackStage;
+    std::shared_ptr<PlaybackStage> stage_;
+    std::unique_ptr<media::Playback::Writer> writer_;
+    std::string voice_;
+    double rate_ = 1.0;
+    int64_t audio_ms_ = 0;
+    bool told_fallback_ = false;
+  };
+  // Null when no playback can be made (logged).
+  std::unique_ptr<Utterance> Begin(const std::string& voice, double rate);
+  // Stops the voice at once (`reason` goes in playback.cancelled).
+  void Cancel(const std::string& reason);
+  bool ClientPosition(int utterance, int64_t played_ms, std::string* error);
+  // The client's last report for `utterance` (nullopt: none).
+  std::optional<int64_t> ClientPlayed(uint16_t utterance) const;
+  void End(Json::Value* patch);
+
+ private:
+  void OnEvent(const media::PlaybackEvent& e);
+
+  std::weak_ptr<Session> session_;
+  Services& services_;
+  Listener on_event_;
+  mutable std::mutex mu_;
+  std::unique_ptr<media::Playback> playback_;
+  bool pcm_ = false;
+  std::string cancel_reason_;
+  uint16_t last_utterance_ = 0;
+  std::map<uint16_t, int64_t> client_played_;  // bounded: the last few utterances
+  uint64_t synthesized_ms_ = 0, fallbacks_ = 0, failures_ = 0, utterances_ = 0;
+};
+
+// ---- Dialogue: when and what the persona answers ------------------------------------------------
+
+class DialogueStage : public std::enable_shared_from_this<DialogueStage> {
+ public:
+  DialogueStage(std::weak_ptr<Session> session, Services& services,
+                std::shared_ptr<PlaybackStage> playback, std::shared_ptr<HearingStage> hearing);
+  ~DialogueStage();
+  // Inputs; any thread, non-blocking.
+  void OnMediaStarted();
+  void OnSpeechStart(int64_t t_ms);
+  void OnSpeechEnd(int64_t t_ms);
+  void OnFinal(const std::string& text, int64_t t_end_ms);
+  bool Say(const std::string& text, std::string* error);
+  void OnVisionEvent(const std::string& type);
+  // The voice's life; returns the reply latency for a start (user's turn end -> first packet).
+  std::optional<int64_t> OnPlayback(const media::PlaybackEvent& e);
+  // Worker: no new reply from now on; waits for the one in progress.
+  void Stop();
+  // The conversation measures (after the playback stage has ended: its last turn is in).
+  void Measures(Json::Value* patch);
+
+ private:
+  struct Turn;  // the user's turn being answered
+  void Step();  // asks the turn-taking what to do now; schedules its next deadline
+  void RunReply(dialogue::TurnTaking::Action action);  // the strand
+  int64_t Now() const;
+
+  std::weak_ptr<Session> session_;
+  Services& services_;
+  std::shared_ptr<PlaybackStage> playback_;
+  std::weak_ptr<HearingStage> hearing_;
+  core::Strand strand_;  // replies, one at a time, in order
+  dialogue::PersonaProfile persona_;
+
+  mutable std::mutex mu_;
+  bool ended_ = false;
+  dialogue::TurnTaking turn_taking_;
+  dialogue::IntimacyModel intimacy_;
+  std::unique_ptr<dialogue::OfflineEngine> offline_;  // the strand only
+  std::vector<dialogue::Message> history_;
+  uint64_t timer_ = 0;
+  bool smiling_ = false, smiled_in_turn_ = false, user_speaking_ = false;
+  std::optional<int64_t> turn_end_ms_;  // the user's last turn ended (for the reply latency)
+  std::optional<int64_t> final_at_ms_;  // ...and its transcript came
+  std::optional<int64_t> persona_ended_ms_;  // the persona's voice stopped; the user not yet on
+  struct Spoken {  // an utterance playing (or queued), for the transcript when it ends
+    std::string text, engine, style;
+    int intimacy = 0;
+    std::optional<int64_t> turn_end_ms;
+    ReplyTiming timing;
+    std::optional<int64_t> started_ms;
+    std::optional<int64_t> reply_latency_ms;
+  };
+  std::map<uint16_t, Spoken> spoken_;
+  // Measures.
+  int persona_turns_ = 0, persona_questions_ = 0, typed_turns_ = 0, safety_events_ = 0;
+  int engine_fallbacks_ = 0;
+  int64_t persona_speech_ms_ = 0;
+  std::vector<int64_t> response_latencies_ms_, reply_latencies_ms_;
+  int intimacy_start_ = 0, intimacy_max_ = 0;
+  std::map<std::string, int> engines_;
+  Json::Value safety_log_{Json::arrayValue};
+};
+
 // ---- The conversation's stages, wired together ------------------------------------------------
 
 struct Conversation::Stages : std::enable_shared_from_this<Conversation::Stages> {
@@ -166,6 +301,8 @@ struct Conversation::Stages : std::enable_shared_from_this<Conversation::Stages>
   std::shared_ptr<HearingStage> hearing;
   std::shared_ptr<VisionStage> vision;
   std::shared_ptr<IngestStage> ingest;
+  std::shared_ptr<PlaybackStage> playback;
+  std::shared_ptr<DialogueStage> dialogue;
 
   std::mutex taps_mu;
   std::vector<AudioTap> audio_taps;

@@ -87,6 +87,8 @@ Json::Value BuildReport(const Session& session, const std::string& persona_name)
   r["timeline"] = tl.samples;
   r["events"] = tl.events;
   r["tips"] = patch["tips"].isArray() ? patch["tips"] : Json::Value(Json::arrayValue);
+  // Crisis words were heard: what and when (docs/protocol.md "safety").
+  if (patch["safety"].isObject()) r["safety"] = patch["safety"];
   if (tl.dropped > 0) r["timeline_dropped"] = static_cast<Json::UInt64>(tl.dropped);
   return r;
 }

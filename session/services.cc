@@ -12,6 +12,14 @@ std::vector<std::string> ConversationConfig::Validate() const {
   check("vision workers", vision_workers.Validate());
   if (server_landmarks) check("server landmarks", landmarker.Validate());
   for (const auto& p : hearing.Validate()) problems.push_back(p);
+  check("dialogue engine", llm.Validate());
+  check("turn-taking", turn_taking.Validate());
+  check("speech service", remote_tts.Validate());
+  check("playback", playback.Validate());
+  check("voice workers", voice_workers.Validate());
+  if (history_turns < 0 || history_turns > 200) problems.push_back("--llm-history-turns must be 0..200");
+  if (max_say_chars < 1 || max_say_chars > 100000)
+    problems.push_back("--max-say-chars must be 1..100000");
   if (end_wait_s < 1 || end_wait_s > 600) problems.push_back("end wait must be 1..600 s");
   return problems;
 }
@@ -33,7 +41,20 @@ Services::Services(const ConversationConfig& config, core::WorkerPool& general, 
                                                          ? 1
                                                          : config.hearing.remote_concurrency,
                                           .queue_capacity = 4096},
-                   metrics) {
+                   metrics),
+      voice_pool_(config.voice_workers, metrics),
+      pacer_(media::Pacer::Create(metrics)),
+      flite_(speech::CreateFliteSynthesizer()) {
+  if (!config_.remote_tts.base_url.empty()) {
+    std::string error;
+    remote_tts_ = speech::CreateRemoteSynthesizer(config_.remote_tts, &error);
+    if (!remote_tts_) log_.Error("remote speech synthesis is unavailable", {{"error", error}});
+  }
+  if (!config_.llm.base_url.empty()) {
+    std::string error;
+    llm_ = dialogue::LlmEngine::Create(config_.llm, &error);
+    if (!llm_) log_.Error("the dialogue service is unavailable", {{"error", error}});
+  }
   if (!config_.hearing.remote.base_url.empty()) {
     std::string error;
     remote_asr_ = speech::RemoteRecognizer::Create(config_.hearing.remote, &error);
@@ -44,6 +65,7 @@ Services::Services(const ConversationConfig& config, core::WorkerPool& general, 
 Services::~Services() { Shutdown(); }
 
 void Services::Shutdown() {
+  voice_pool_.Shutdown();
   asr_pool_.Shutdown();
   remote_pool_.Shutdown();
   vision_pool_.Shutdown();
@@ -70,6 +92,36 @@ std::shared_ptr<speech::DecoderPool> Services::Decoders() {
 void Services::Preload(bool video) {
   if (video && config_.server_landmarks) vision_pool_.TrySubmit([this] { Landmarker(); });
   if (config_.hearing.enabled) asr_pool_.TrySubmit([this] { Decoders(); });
+}
+
+std::vector<speech::VoiceInfo> Services::Voices() const {
+  std::vector<speech::VoiceInfo> out = flite_->Voices();
+  if (remote_tts_) {
+    const auto remote = remote_tts_->Voices();
+    out.insert(out.end(), remote.begin(), remote.end());
+  }
+  return out;
+}
+
+void Services::SetPersonas(std::map<std::string, dialogue::PersonaProfile> personas) {
+  const std::lock_guard lock(personas_mu_);
+  personas_ = std::move(personas);
+}
+
+dialogue::PersonaProfile Services::Persona(const std::string& id) const {
+  {
+    const std::lock_guard lock(personas_mu_);
+    if (const auto it = personas_.find(id); it != personas_.end()) return it->second;
+  }
+  dialogue::PersonaProfile p;
+  p.id = id;
+  p.name = "Alex";
+  p.occupation = "Conversation partner";
+  p.greeting = "Hello, it's nice to meet you.";
+  p.hobbies = {"reading", "walking"};
+  p.styles = {{0, "formal", "Polite and clear.", {}}, {50, "casual", "Relaxed.", {}}};
+  p.voice = "slt";
+  return p;
 }
 
 }  // namespace parley::session

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "core/core.h"
+#include "dialogue/dialogue.h"
 #include "media/media.h"
 #include "speech/speech.h"
 #include "vision/vision.h"
@@ -98,8 +99,45 @@ struct LiveScores {
   double yaw_deg = 0, pitch_deg = 0, roll_deg = 0;
   int gaze = 0, blinking = 0, expression = 0, posture = 0;  // 0..100
 };
+struct ReplyDelta {
+  uint16_t utterance = 0;
+  std::string text;  // the next piece of the persona's reply as it is generated
+};
+// What reply latency is made of, in ms after the user's turn ended (its last voiced sample, or
+// the arrival of a typed turn); null when the step did not happen.
+struct ReplyTiming {
+  std::optional<int64_t> transcript_ms;   // the final transcript came
+  std::optional<int64_t> first_text_ms;   // the engine's first words
+  std::optional<int64_t> first_audio_ms;  // the first sentence was synthesized
+};
+struct ReplyEvent {
+  uint16_t utterance = 0;  // the voice's utterance id (0: no voice)
+  std::string text;
+  std::string engine;  // "offline" | "llm"
+  int intimacy = 0;
+  std::string style;
+  bool safety = false;  // the persona stepped out of role (a safety message)
+  ReplyTiming timing;
+};
+struct PlaybackNotice {
+  enum class Kind { kStart, kEnd, kPaused, kResumed, kCancelled } kind = Kind::kStart;
+  uint16_t utterance = 0;
+  int64_t played_ms = 0;
+  std::string reason;                      // kCancelled: "barge_in", "stop", "session_ended"
+  std::optional<int64_t> reply_latency_ms;  // kStart: user's turn end -> this first packet
+};
+struct SafetyNotice {
+  std::string category;  // "self_harm", "abuse", "violence"
+  std::string message;
+};
+struct EngineFallback {
+  std::string stage;   // "dialogue" | "tts"
+  std::string engine;  // the engine that took over
+  std::string reason;
+};
 using Event = std::variant<ErrorEvent, MediaNotice, SpeechStarted, SpeechEnded, TranscriptPartial,
-                           TranscriptFinal, AsrFallback, VisionNotice, LiveScores>;
+                           TranscriptFinal, AsrFallback, VisionNotice, LiveScores, ReplyDelta,
+                           ReplyEvent, PlaybackNotice, SafetyNotice, EngineFallback>;
 
 struct Envelope {
   int64_t t_ms = 0;  // session clock
@@ -165,8 +203,18 @@ struct ConversationConfig {
   vision::LandmarkerConfig landmarker;
   core::WorkerPoolConfig vision_workers{.name = "vision", .threads = 2, .queue_capacity = 64};
   speech::HearingConfig hearing;
+  // Answering: the dialogue engines, turn-taking, the voice.
+  dialogue::LlmConfig llm;  // base_url set: the LLM answers, the offline engine as fallback
+  dialogue::TurnTakingConfig turn_taking;
+  int history_turns = 12;      // earlier turns given to the LLM
+  int max_say_chars = 2000;    // longest typed turn
+  speech::RemoteTtsConfig remote_tts;  // base_url set: remote speech, Flite as fallback
+  media::PlaybackConfig playback;
+  core::WorkerPoolConfig voice_workers{.name = "voice", .threads = 3, .queue_capacity = 4096};
   int end_wait_s = 20;  // how long an end waits for a stage's last results (transcripts)
   std::vector<std::string> Validate() const;
+  // Every stage's options (each module's AddFlags), and the ones of the stages themselves.
+  void AddFlags(core::FlagSet& flags);
 };
 
 // A model that is slow to load (~100 MB, ~1 s: dlib's landmarks, PocketSphinx's decoders),
@@ -237,6 +285,18 @@ class Services {
   // Starts loading what a session with this media will need (non-blocking).
   void Preload(bool video);
 
+  core::WorkerPool& voice_pool() { return voice_pool_; }
+  core::TimerQueue& timers() { return timers_; }
+  const std::shared_ptr<media::Pacer>& pacer() const { return pacer_; }
+  speech::Synthesizer& flite() { return *flite_; }
+  speech::Synthesizer* remote_tts() { return remote_tts_.get(); }
+  dialogue::LlmEngine* llm() { return llm_.get(); }
+  // Every voice a persona may name, Flite's and the remote service's.
+  std::vector<speech::VoiceInfo> Voices() const;
+  // The personas, set once before sessions are created; a missing one gets a neutral profile.
+  void SetPersonas(std::map<std::string, dialogue::PersonaProfile> personas);
+  dialogue::PersonaProfile Persona(const std::string& id) const;
+
  private:
   ConversationConfig config_;
   core::WorkerPool& general_;
@@ -248,6 +308,14 @@ class Services {
   std::unique_ptr<speech::RemoteRecognizer> remote_asr_;
   LazyModel<const vision::LandmarkerModel> landmarker_;
   LazyModel<speech::DecoderPool> decoders_;
+  core::WorkerPool voice_pool_;  // replies: engine calls (network waits) and synthesis
+  core::TimerQueue timers_;
+  std::shared_ptr<media::Pacer> pacer_;
+  std::unique_ptr<speech::Synthesizer> flite_;
+  std::unique_ptr<speech::Synthesizer> remote_tts_;
+  std::unique_ptr<dialogue::LlmEngine> llm_;
+  mutable std::mutex personas_mu_;
+  std::map<std::string, dialogue::PersonaProfile> personas_;
 };
 
 // ---- Session and its conversation -----------------------------------------------------------
@@ -255,7 +323,8 @@ class Services {
 // Parameters of a practice "start" message.
 struct StartParams {
   enum class Media { kWebm, kPcm } media = Media::kWebm;
-  int sample_rate = 0;  // pcm only
+  int sample_rate = 0;        // pcm only
+  bool pcm_playback = false;  // the persona's voice as PCM (0x11) instead of Opus (0x10)
 };
 std::string_view MediaName(StartParams::Media m);
 
@@ -277,6 +346,11 @@ class Conversation {
   void PushMedia(std::string_view bytes);
   enum class LandmarkFormat { kJson, kBinary };
   void PushLandmarks(LandmarkFormat format, std::string_view bytes);
+  // A typed user turn: answered exactly as speech is. False with `error` when refused.
+  bool Say(const std::string& text, std::string* error);
+  // The client's report of how much of `utterance` it has played. False with `error` when it
+  // names no utterance of this session or an impossible position.
+  bool PlaybackPosition(int utterance, int64_t played_ms, std::string* error);
 
   // Decoded media as the stages see it (session clock), for tests and tools: called on
   // GStreamer's threads, must be quick.
@@ -380,6 +454,7 @@ struct SessionConfig {
   int max_sessions = 10'000;        // sessions held in memory (all states)
   int end_hook_timeout_s = 20;      // shutdown waits this long for sessions to end
   std::string Validate() const;
+  void AddFlags(core::FlagSet& flags);
 };
 
 class SessionRegistry {

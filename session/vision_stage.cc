@@ -123,6 +123,7 @@ void VisionStage::Analyse(Session& s, Input& in) {
     }
     s.Emit(std::move(notice), false, at);
     s.timeline().AddEvent(at, e.type, data);
+    if (on_event_) on_event_(e.type);
   }
   if (auto sc = analyzer_.TakeScoresIfDue()) {
     const auto at = static_cast<int64_t>(std::llround(origin_ + sc->t_ms));

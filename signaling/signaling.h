@@ -55,6 +55,7 @@ struct ServerConfig {
   // clients that send no Origin (non-browser programs) are always allowed; "*" allows any.
   std::vector<std::string> allowed_origins;
   std::string Validate() const;
+  void AddFlags(core::FlagSet& flags);  // --bind, --port, limits...
 };
 
 struct AuthConfig {
@@ -63,6 +64,7 @@ struct AuthConfig {
   std::string dev_user_id = "local";
   int clock_leeway_s = 30;  // tolerated clock skew for exp/nbf
   std::string Validate() const;
+  void AddFlags(core::FlagSet& flags);  // --jwt-secret-key
 };
 
 struct Identity {

@@ -18,6 +18,10 @@
 #include <string_view>
 #include <vector>
 
+namespace parley::core {
+class FlagSet;
+}  // namespace parley::core
+
 namespace parley::speech {
 
 inline constexpr int kSampleRate = 16000;
@@ -185,6 +189,7 @@ struct HearingConfig {
   int remote_concurrency = 4;     // requests in flight to the remote service
   // Every problem found, each naming the option; empty when valid.
   std::vector<std::string> Validate() const;
+  void AddFlags(core::FlagSet& flags);
 };
 
 // A mono 16-bit WAV file's bytes (libsndfile), 16 kHz unless `rate` says otherwise.
@@ -243,6 +248,7 @@ struct RemoteTtsConfig {
   int retries = 1;
   int retry_backoff_ms = 250;
   std::string Validate() const;
+  void AddFlags(core::FlagSet& flags);
 };
 std::unique_ptr<Synthesizer> CreateRemoteSynthesizer(const RemoteTtsConfig& config,
                                                      std::string* error);
@@ -301,6 +307,8 @@ class TalkStats {
  public:
   // A finished user turn: its recognition, bounds on the session clock, and its prosody.
   void AddTurn(const Recognition& r, int64_t t_start_ms, int64_t t_end_ms, const Prosody& prosody);
+  // The persona's voice over [t_start, t_end]: its time in a gap is not the person's pause.
+  void AddPartnerSpeech(int64_t t_start_ms, int64_t t_end_ms);
   TalkSummary Summarize(double session_s) const;
   // Whether a recognised turn reads as a question (a "?" from a punctuating engine, an opening
   // interrogative or auxiliary, or a rising end).
@@ -317,6 +325,7 @@ class TalkStats {
   int questions_ = 0;
   std::vector<double> f0_, volume_;
   std::vector<double> lufs_;
+  std::vector<std::pair<int64_t, int64_t>> partner_;
 };
 
 }  // namespace parley::speech

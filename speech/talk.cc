@@ -111,6 +111,10 @@ void TalkStats::AddTurn(const Recognition& r, int64_t t_start_ms, int64_t t_end_
   if (prosody.loudness_lufs) lufs_.push_back(*prosody.loudness_lufs);
 }
 
+void TalkStats::AddPartnerSpeech(int64_t t_start_ms, int64_t t_end_ms) {
+  if (t_end_ms > t_start_ms) partner_.emplace_back(t_start_ms, t_end_ms);
+}
+
 TalkSummary TalkStats::Summarize(double session_s) const {
   TalkSummary s;
   s.turns = static_cast<int>(turns_.size());
@@ -124,7 +128,14 @@ TalkSummary TalkStats::Summarize(double session_s) const {
     content_words += t.words_content;
     s.speech_s += static_cast<double>(t.t_end_ms - t.t_start_ms) / 1000;
     std::vector<double> pauses = {t.longest_gap_s};
-    if (i > 0) pauses.push_back(static_cast<double>(t.t_start_ms - ordered[i - 1].t_end_ms) / 1000);
+    if (i > 0) {
+      // A gap the persona spoke in is not the person's pause: only what followed its voice
+      // (their response latency) counts.
+      int64_t from = ordered[i - 1].t_end_ms;
+      for (const auto& [a, b] : partner_)
+        if (a < t.t_start_ms && b > from) from = std::max(from, std::min(b, t.t_start_ms));
+      pauses.push_back(static_cast<double>(t.t_start_ms - from) / 1000);
+    }
     for (const double p : pauses) {
       s.longest_pause_s = std::max(s.longest_pause_s, p);
       if (p > 1.0) ++s.pauses_over_1s;

@@ -33,6 +33,7 @@ struct StoreConfig {
   int retries = 2;                         // extra attempts on transient errors before spooling
   int replay_interval_ms = 1000;           // how often the spool is retried while MongoDB is away
   std::string Validate() const;
+  void AddFlags(core::FlagSet& flags);  // data_dir is the application's
 };
 
 enum class Collection { kSessions, kReports };

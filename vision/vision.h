@@ -14,6 +14,10 @@
 #include <string_view>
 #include <vector>
 
+namespace parley::core {
+class FlagSet;
+}  // namespace parley::core
+
 namespace parley::vision {
 
 // ---- Landmark frames ------------------------------------------------------------------------
@@ -136,6 +140,7 @@ struct VisionConfig {
   double min_smile_ms = 400;
   double scores_interval_ms = 1000;  // a scores message about once a second (frame clock)
   std::string Validate() const;
+  void AddFlags(core::FlagSet& flags);
 };
 
 struct Event {
@@ -210,6 +215,7 @@ struct LandmarkerConfig {
   int detect_width = 480;  // faces are detected on the frame scaled to this width
   int redetect_every = 5;  // frames between full detections; tracked in between
   std::string Validate() const;
+  void AddFlags(core::FlagSet& flags);
 };
 
 // dlib's 68-point shape predictor on BGR frames. Loading the model takes ~100 MB and ~1 s;

@@ -1,0 +1,41 @@
+#include "session/internal.h"
+
+namespace parley::session {
+
+void SessionConfig::AddFlags(core::FlagSet& f) {
+  f.Group("Sessions");
+  f.Add("--max-sessions", &max_sessions, "Sessions held in memory", "PARLEY_MAX_SESSIONS");
+  f.Add("--disconnect-grace", &disconnect_grace_s,
+        "Seconds a live session survives with no connection before it ends",
+        "PARLEY_DISCONNECT_GRACE");
+  f.Add("--unused-session-ttl", &unused_session_ttl_s,
+        "Seconds a created session may wait for its first connection", "PARLEY_UNUSED_SESSION_TTL");
+}
+
+void ConversationConfig::AddFlags(core::FlagSet& f) {
+  media.AddFlags(f);
+  vision.AddFlags(f);
+  f.Group("Vision");
+  f.Add("--server-landmarks", &server_landmarks,
+        "Find landmarks with dlib in the video of sessions that send none",
+        "PARLEY_SERVER_LANDMARKS");
+  landmarker.AddFlags(f);
+  f.Group("Vision");
+  f.Add("--vision-threads", &vision_workers.threads, "Threads for server-side landmarks",
+        "PARLEY_VISION_THREADS");
+  hearing.AddFlags(f);
+  llm.AddFlags(f);
+  turn_taking.AddFlags(f);
+  f.Group("Dialogue");
+  f.Add("--llm-history-turns", &history_turns, "Earlier turns (each way) sent to the LLM",
+        "PARLEY_LLM_HISTORY_TURNS");
+  f.Add("--max-say-chars", &max_say_chars, "Longest typed turn (a say message), in bytes",
+        "PARLEY_MAX_SAY_CHARS");
+  remote_tts.AddFlags(f);
+  playback.AddFlags(f);
+  f.Group("Voice");
+  f.Add("--voice-threads", &voice_workers.threads,
+        "Threads making replies (engine requests and speech synthesis)", "PARLEY_VOICE_THREADS");
+}
+
+}  // namespace parley::session
