@@ -59,7 +59,8 @@ void AppConfig::AddFlags(core::FlagSet& f) {
                [this](const std::string& v) -> std::string {
                  char* end = nullptr;
                  const long long n = std::strtoll(v.c_str(), &end, 10);
-                 if (v.empty() || *end != '\0' || n < 0) return "--worker-queue: '" + v + "' is not a count";
+                 if (v.empty() || *end != '\0' || n < 0)
+                   return "--worker-queue: '" + v + "' is not a count";
                  workers.queue_capacity = static_cast<size_t>(n);
                  return {};
                }});

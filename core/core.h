@@ -244,9 +244,9 @@ class FlagSet {
     std::string group;
     bool secret = false;  // shown as "***" by Describe()
     bool has_default = true;
-    std::function<std::string()> get;                     // the current value, as text
-    std::function<std::string(const std::string&)> set;   // parses; an error message or ""
-    std::string type = "TEXT";                            // for --help: INT, NUMBER, BOOL...
+    std::function<std::string()> get;                    // the current value, as text
+    std::function<std::string(const std::string&)> set;  // parses; an error message or ""
+    std::string type = "TEXT";                           // for --help: INT, NUMBER, BOOL...
   };
   // Options added after this belong to `group` ("Server", "Hearing"...).
   void Group(std::string group) { group_ = std::move(group); }

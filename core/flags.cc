@@ -59,7 +59,8 @@ void FlagSet::Add(const std::string& name, double* target, const std::string& he
     const std::string t = Trim(text);
     char* end = nullptr;
     const double v = std::strtod(t.c_str(), &end);
-    if (t.empty() || *end != '\0' || !std::isfinite(v)) return name + ": '" + text + "' is not a number";
+    if (t.empty() || *end != '\0' || !std::isfinite(v))
+      return name + ": '" + text + "' is not a number";
     *target = v;
     return {};
   };

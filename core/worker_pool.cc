@@ -141,7 +141,9 @@ size_t Strand::Pending() const {
 
 // ---- TimerQueue -----------------------------------------------------------------------------
 
-TimerQueue::TimerQueue() { thread_ = std::thread([this] { Run(); }); }
+TimerQueue::TimerQueue() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 TimerQueue::~TimerQueue() {
   {

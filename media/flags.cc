@@ -4,8 +4,8 @@ namespace parley::media {
 
 void MediaConfig::AddFlags(core::FlagSet& f) {
   f.Group("Media");
-  f.Add("--analysis-width", &analysis_width, "Decoded video is scaled to fit this width for analysis",
-        "PARLEY_ANALYSIS_WIDTH");
+  f.Add("--analysis-width", &analysis_width,
+        "Decoded video is scaled to fit this width for analysis", "PARLEY_ANALYSIS_WIDTH");
   f.Add("--analysis-height", &analysis_height,
         "Decoded video is scaled to fit this height for analysis", "PARLEY_ANALYSIS_HEIGHT");
   f.Add("--analysis-fps", &analysis_fps, "Most video frames per second analysed",

@@ -248,9 +248,9 @@ void DialogueStage::RunReply(dialogue::TurnTaking::Action action) {
                    : action.kind == Kind::kSpeakUp ? dialogue::ReplyRequest::Kind::kSpeakUp
                                                    : dialogue::ReplyRequest::Kind::kAnswer;
     const size_t keep = static_cast<size_t>(services_.config().history_turns) * 2;
-    request.history.assign(history_.size() > keep ? history_.end() - static_cast<long>(keep)
-                                                  : history_.begin(),
-                           history_.end());
+    request.history.assign(
+        history_.size() > keep ? history_.end() - static_cast<long>(keep) : history_.begin(),
+        history_.end());
     if (action.kind == Kind::kAnswer) {
       request.user_text = action.text;
       intimacy_.Update(dialogue::AnalyzeTurn(action.text, smiled_in_turn_));

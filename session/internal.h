@@ -268,8 +268,8 @@ class DialogueStage : public std::enable_shared_from_this<DialogueStage> {
   std::vector<dialogue::Message> history_;
   uint64_t timer_ = 0;
   bool smiling_ = false, smiled_in_turn_ = false, user_speaking_ = false;
-  std::optional<int64_t> turn_end_ms_;  // the user's last turn ended (for the reply latency)
-  std::optional<int64_t> final_at_ms_;  // ...and its transcript came
+  std::optional<int64_t> turn_end_ms_;       // the user's last turn ended (for the reply latency)
+  std::optional<int64_t> final_at_ms_;       // ...and its transcript came
   std::optional<int64_t> persona_ended_ms_;  // the persona's voice stopped; the user not yet on
   struct Spoken {  // an utterance playing (or queued), for the transcript when it ends
     std::string text, engine, style;

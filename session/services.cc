@@ -17,7 +17,8 @@ std::vector<std::string> ConversationConfig::Validate() const {
   check("speech service", remote_tts.Validate());
   check("playback", playback.Validate());
   check("voice workers", voice_workers.Validate());
-  if (history_turns < 0 || history_turns > 200) problems.push_back("--llm-history-turns must be 0..200");
+  if (history_turns < 0 || history_turns > 200)
+    problems.push_back("--llm-history-turns must be 0..200");
   if (max_say_chars < 1 || max_say_chars > 100000)
     problems.push_back("--max-say-chars must be 1..100000");
   if (end_wait_s < 1 || end_wait_s > 600) problems.push_back("end wait must be 1..600 s");

@@ -123,7 +123,7 @@ struct PlaybackNotice {
   enum class Kind { kStart, kEnd, kPaused, kResumed, kCancelled } kind = Kind::kStart;
   uint16_t utterance = 0;
   int64_t played_ms = 0;
-  std::string reason;                      // kCancelled: "barge_in", "stop", "session_ended"
+  std::string reason;                       // kCancelled: "barge_in", "stop", "session_ended"
   std::optional<int64_t> reply_latency_ms;  // kStart: user's turn end -> this first packet
 };
 struct SafetyNotice {
@@ -206,8 +206,8 @@ struct ConversationConfig {
   // Answering: the dialogue engines, turn-taking, the voice.
   dialogue::LlmConfig llm;  // base_url set: the LLM answers, the offline engine as fallback
   dialogue::TurnTakingConfig turn_taking;
-  int history_turns = 12;      // earlier turns given to the LLM
-  int max_say_chars = 2000;    // longest typed turn
+  int history_turns = 12;              // earlier turns given to the LLM
+  int max_say_chars = 2000;            // longest typed turn
   speech::RemoteTtsConfig remote_tts;  // base_url set: remote speech, Flite as fallback
   media::PlaybackConfig playback;
   core::WorkerPoolConfig voice_workers{.name = "voice", .threads = 3, .queue_capacity = 4096};

@@ -25,14 +25,14 @@ void ServerConfig::AddFlags(core::FlagSet& f) {
   f.Add("--idle-timeout", &idle_timeout_s,
         "Seconds without a client message before a WebSocket is closed (1001)",
         "PARLEY_IDLE_TIMEOUT");
-  f.Add("--ping-interval", &ping_interval_s, "Seconds of silence before the server pings a WebSocket",
-        "PARLEY_PING_INTERVAL");
+  f.Add("--ping-interval", &ping_interval_s,
+        "Seconds of silence before the server pings a WebSocket", "PARLEY_PING_INTERVAL");
   f.Add("--pong-timeout", &pong_timeout_s,
         "Seconds to wait for any traffic after a ping before hanging up", "PARLEY_PONG_TIMEOUT");
   f.Add("--max-connections", &max_connections, "WebSocket connections in all",
         "PARLEY_MAX_CONNECTIONS");
-  f.Add("--max-connections-per-ip", &max_connections_per_ip, "WebSocket connections from one address",
-        "PARLEY_MAX_CONNECTIONS_PER_IP");
+  f.Add("--max-connections-per-ip", &max_connections_per_ip,
+        "WebSocket connections from one address", "PARLEY_MAX_CONNECTIONS_PER_IP");
   f.AddKiB("--send-queue-kib", &send_queue_max_bytes,
            "Outgoing bytes queued per WebSocket before the slow-consumer policy applies",
            "PARLEY_SEND_QUEUE_KIB");

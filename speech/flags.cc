@@ -47,10 +47,10 @@ void HearingConfig::AddFlags(core::FlagSet& f) {
         "PARLEY_ASR_LANGUAGE_MODEL");
   f.Add("--vad-aggressiveness", &endpoint.aggressiveness,
         "WebRTC VAD mode 0..3 (3 rejects the most non-speech)", "PARLEY_VAD_AGGRESSIVENESS");
-  f.Add("--end-of-turn-ms", &endpoint.end_silence_ms, "Trailing silence that ends the person's turn",
-        "PARLEY_END_OF_TURN_MS");
-  f.Add("--min-utterance-ms", &endpoint.min_utterance_ms, "Shorter voiced bursts are not transcribed",
-        "PARLEY_MIN_UTTERANCE_MS");
+  f.Add("--end-of-turn-ms", &endpoint.end_silence_ms,
+        "Trailing silence that ends the person's turn", "PARLEY_END_OF_TURN_MS");
+  f.Add("--min-utterance-ms", &endpoint.min_utterance_ms,
+        "Shorter voiced bursts are not transcribed", "PARLEY_MIN_UTTERANCE_MS");
 }
 
 void RemoteTtsConfig::AddFlags(core::FlagSet& f) {

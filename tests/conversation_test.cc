@@ -1,0 +1,369 @@
+// The persona answers, through the real server: typed and spoken turns get a reply streamed as
+// reply.delta then reply, and a paced voice (Opus or PCM packets between playback.start and
+// playback.end) that decodes back to what was synthesized; the greeting when media starts;
+// safety words; the LLM engine against a real local OpenAI-compatible server, its failures
+// falling back to the offline engine; /api/voices and /api/tts with their bad inputs.
+#include <gtest/gtest.h>
+#include <json/json.h>
+#include <opus/opus.h>
+
+#include <atomic>
+#include <chrono>
+#include <set>
+#include <thread>
+
+#include "speech/speech.h"
+#include "tests/support/audio_files.h"
+#include "tests/support/fake_openai.h"
+#include "tests/support/test_server.h"
+
+namespace parley::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Every message until `until` (a text message of that type) or the timeout; audio packets too.
+struct Heard {
+  std::vector<Json::Value> events;
+  std::vector<std::string> packets;  // binary, header included
+  const Json::Value* Find(const std::string& type, int nth = 0) const {
+    for (const auto& e : events)
+      if (e["type"] == type && nth-- == 0) return &e;
+    return nullptr;
+  }
+  int Count(const std::string& type) const {
+    int n = 0;
+    for (const auto& e : events) n += e["type"] == type ? 1 : 0;
+    return n;
+  }
+};
+
+Heard ListenUntil(WsClient& ws, const std::string& until, std::chrono::milliseconds timeout,
+                  int occurrences = 1) {
+  Heard h;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int seen = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto m = ws.Receive(std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now()));
+    if (!m) break;
+    if (m->binary) {
+      h.packets.push_back(m->data);
+      continue;
+    }
+    Json::Value v;
+    Json::CharReaderBuilder b;
+    std::string err;
+    std::istringstream in(m->data);
+    if (!Json::parseFromStream(b, in, &v, &err)) continue;
+    h.events.push_back(v);
+    if (v["type"] == until && ++seen == occurrences) break;
+  }
+  return h;
+}
+
+uint16_t PacketUtterance(const std::string& p) {
+  return static_cast<uint16_t>((static_cast<uint8_t>(p[9]) << 8) | static_cast<uint8_t>(p[10]));
+}
+
+// Samples at 48 kHz of the Opus packets of `utterance`.
+size_t DecodedSamples(const std::vector<std::string>& packets, uint16_t utterance) {
+  int err = 0;
+  OpusDecoder* dec = opus_decoder_create(48000, 1, &err);
+  std::vector<int16_t> out(5760);
+  size_t n = 0;
+  for (const auto& p : packets) {
+    if (p[0] != '\x10' || PacketUtterance(p) != utterance) continue;
+    const int got = opus_decode(dec, reinterpret_cast<const unsigned char*>(p.data() + 11),
+                                static_cast<opus_int32>(p.size() - 11), out.data(), 5760, 0);
+    if (got > 0) n += static_cast<size_t>(got);
+  }
+  opus_decoder_destroy(dec);
+  return n;
+}
+
+void NoAsr(app::AppConfig& c) {
+  c.conversation.hearing.enabled = false;
+  c.conversation.server_landmarks = false;
+}
+
+TEST(Conversation, ATypedTurnGetsAStreamedReplyAndAPacedVoiceThatDecodesToItsLength) {
+  TestServer s(NoAsr);
+  WsHub hub;
+  const std::string id = s.CreateSession("alice", "seoa");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  ws->SendText(R"({"type":"say","text":"What do you do for a living?"})");
+  const Heard h = ListenUntil(*ws, "playback.end", 20s);
+  const Json::Value* reply = h.Find("reply");
+  ASSERT_TRUE(reply) << "no reply";
+  EXPECT_EQ((*reply)["engine"].asString(), "offline");
+  EXPECT_NE((*reply)["text"].asString().find("marketing lead"), std::string::npos);
+  EXPECT_EQ((*reply)["style"].asString(), "formal");
+  EXPECT_TRUE((*reply)["intimacy"].isInt());
+  const auto utterance = static_cast<uint16_t>((*reply)["utterance"].asUInt());
+  ASSERT_NE(utterance, 0);
+  // The deltas spell the reply, and came first.
+  std::string deltas;
+  for (const auto& e : h.events)
+    if (e["type"] == "reply.delta") deltas += e["text"].asString();
+  EXPECT_EQ(deltas, (*reply)["text"].asString());
+  const Json::Value* start = h.Find("playback.start");
+  const Json::Value* end = h.Find("playback.end");
+  ASSERT_TRUE(start && end);
+  EXPECT_EQ((*start)["utterance"].asUInt(), utterance);
+  EXPECT_TRUE((*start)["reply_latency_ms"].isInt());
+  // The voice: Opus packets of that utterance, as long as playback.end says was played.
+  const double voice_ms = DecodedSamples(h.packets, utterance) / 48.0;
+  EXPECT_GT(voice_ms, 1000);
+  EXPECT_NEAR((*end)["played_ms"].asDouble(), voice_ms, 60);
+
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  const Json::Value report =
+      Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
+  ASSERT_EQ(report["transcript"].size(), 2u) << report["transcript"];
+  EXPECT_EQ(report["transcript"][0]["role"].asString(), "user");
+  EXPECT_TRUE(report["transcript"][0]["typed"].asBool());
+  const Json::Value& said = report["transcript"][1];
+  EXPECT_EQ(said["role"].asString(), "assistant");
+  EXPECT_EQ(said["text"], (*reply)["text"]);
+  EXPECT_NEAR(said["played_ms"].asDouble(), voice_ms, 60);
+  EXPECT_FALSE(said["interrupted"].asBool());
+  EXPECT_EQ(report["metrics"]["conversation"]["persona_turns"].asInt(), 1);
+  EXPECT_EQ(report["metrics"]["conversation"]["typed_turns"].asInt(), 1);
+}
+
+TEST(Conversation, ThePersonaGreetsWhenMediaStartsAndAnswersSpeech) {
+  TestServer s([](app::AppConfig& c) { c.conversation.server_landmarks = false; });
+  WsHub hub;
+  const std::string id = s.CreateSession("alice", "mina");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+  const Heard greeting = ListenUntil(*ws, "playback.end", 20s);
+  const Json::Value* hello = greeting.Find("reply");
+  ASSERT_TRUE(hello);
+  EXPECT_EQ((*hello)["text"].asString(), "Hello, it's good to see you. How are you feeling today?");
+  EXPECT_GT(greeting.packets.size(), 50u);
+
+  // A human turn: read at real time, then silence so the turn ends.
+  std::vector<int16_t> audio = DecodeTo16k(
+      "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav");
+  ASSERT_FALSE(audio.empty());
+  audio.resize(audio.size() + 16000 * 2, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t off = 0, i = 0; off < audio.size(); off += 1600, ++i) {
+    std::this_thread::sleep_until(t0 + i * 100ms);
+    const size_t n = std::min<size_t>(1600, audio.size() - off);
+    ws->SendBinary("\x02" + std::string(reinterpret_cast<const char*>(audio.data() + off), n * 2));
+  }
+  const Heard answer = ListenUntil(*ws, "reply", 30s);  // the voice starts before the whole text
+  const Json::Value* final_text = answer.Find("transcript.final");
+  const Json::Value* reply = answer.Find("reply");
+  ASSERT_TRUE(final_text && reply) << "no transcript or no reply: " << [&] {
+    std::string types;
+    for (const auto& e : answer.events) types += e["type"].asString() + " ";
+    return types;
+  }();
+  EXPECT_FALSE((*reply)["text"].asString().empty());
+  const Json::Value* start = answer.Find("playback.start");
+  ASSERT_TRUE(start);
+  EXPECT_EQ((*start)["utterance"], (*reply)["utterance"]);
+  // Its latency is counted from the turn's last voiced sample.
+  EXPECT_GT((*start)["reply_latency_ms"].asInt(), 0);
+  EXPECT_LT((*start)["reply_latency_ms"].asInt(), 5000);
+  EXPECT_TRUE((*reply)["latency_ms"]["transcript"].isInt());
+}
+
+TEST(Conversation, CrisisWordsMakeThePersonaStepOutOfRoleAndTheReportSaysSo) {
+  TestServer s(NoAsr);
+  WsHub hub;
+  const std::string id = s.CreateSession("alice", "daniel");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  ws->SendText(R"({"type":"say","text":"Honestly, sometimes I want to kill myself."})");
+  const Heard h = ListenUntil(*ws, "reply", 20s);
+  const Json::Value* safety = h.Find("safety");
+  ASSERT_TRUE(safety);
+  EXPECT_EQ((*safety)["category"].asString(), "self_harm");
+  const Json::Value* reply = h.Find("reply");
+  ASSERT_TRUE(reply);
+  EXPECT_TRUE((*reply)["safety"].asBool());
+  EXPECT_NE((*reply)["text"].asString().find("988"), std::string::npos);
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  const Json::Value report =
+      Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
+  EXPECT_EQ(report["safety"]["count"].asInt(), 1);
+  EXPECT_EQ(report["safety"]["events"][0]["category"].asString(), "self_harm");
+}
+
+TEST(Conversation, TheLlmStreamsRepliesAndWhenItDiesTheOfflineEngineFinishesTheSession) {
+  FakeOpenAi llm([](int index, const Json::Value&) {
+    FakeOpenAi::Chat c;
+    if (index == 0) {
+      c.pieces = FakeOpenAi::Split(
+          FakeOpenAi::StreamBody("That sounds wonderful. Where did you go hiking?"), 9);
+      c.piece_delay_ms = 2;
+    } else {  // the service dies mid-reply
+      std::string body = FakeOpenAi::StreamBody("Oh I see and then");
+      body = body.substr(0, body.find("then"));
+      body = body.substr(0, body.rfind("data:"));
+      c.pieces = {body, "data: {\"error\":{\"message\":\"upstream crashed\"}}\n\n"};
+    }
+    return c;
+  });
+  TestServer s([&](app::AppConfig& c) {
+    NoAsr(c);
+    c.conversation.llm.base_url = llm.url();
+    c.conversation.llm.model = "test-model";
+    c.conversation.llm.retry_backoff_ms = 10;
+  });
+  WsHub hub;
+  const std::string id = s.CreateSession("alice", "seoa");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  ws->SendText(R"({"type":"say","text":"I went hiking last weekend."})");
+  Heard first = ListenUntil(*ws, "reply", 20s);
+  const Json::Value* reply = first.Find("reply");
+  ASSERT_TRUE(reply);
+  EXPECT_EQ((*reply)["engine"].asString(), "llm");
+  EXPECT_EQ((*reply)["text"].asString(), "That sounds wonderful. Where did you go hiking?");
+  EXPECT_GE(first.Count("reply.delta"), 5);
+  // The prompt carried the persona.
+  ASSERT_FALSE(llm.chat_requests().empty());
+  EXPECT_NE(llm.chat_requests()[0]["messages"][0]["content"].asString().find("Seoa Lee"),
+            std::string::npos);
+  ListenUntil(*ws, "playback.end", 20s);
+
+  ws->SendText(R"({"type":"say","text":"It was near the river."})");
+  Heard second = ListenUntil(*ws, "reply", 20s);
+  const Json::Value* fallback = second.Find("engine_fallback");
+  ASSERT_TRUE(fallback);
+  EXPECT_EQ((*fallback)["stage"].asString(), "dialogue");
+  EXPECT_NE((*fallback)["reason"].asString().find("upstream crashed"), std::string::npos);
+  reply = second.Find("reply");
+  ASSERT_TRUE(reply);
+  EXPECT_EQ((*reply)["engine"].asString(), "offline");
+  EXPECT_EQ((*reply)["text"].asString().rfind("Oh I see and", 0), 0u);  // what was said stays
+  EXPECT_GT((*reply)["text"].asString().size(), std::string("Oh I see and ").size());
+
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  const Json::Value report =
+      Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
+  EXPECT_EQ(report["metrics"]["conversation"]["engines"]["llm"].asInt(), 1);
+  EXPECT_EQ(report["metrics"]["conversation"]["engines"]["offline"].asInt(), 1);
+  EXPECT_EQ(report["metrics"]["conversation"]["engine_fallbacks"].asInt(), 1);
+  EXPECT_EQ(report["transcript"].size(), 4u);
+}
+
+TEST(Conversation, AClientMayAskForPcmVoiceAndReportWhatItPlayed) {
+  TestServer s(NoAsr);
+  WsHub hub;
+  const std::string id = s.CreateSession("alice", "seoa");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000,"playback":"pcm"})");
+  const Heard greeting = ListenUntil(*ws, "reply", 20s);  // the voice has started by then
+  const Json::Value* reply = greeting.Find("reply");
+  ASSERT_TRUE(reply);
+  const Heard more = ListenUntil(*ws, "playback.end", 20s);
+  std::vector<std::string> all = greeting.packets;
+  all.insert(all.end(), more.packets.begin(), more.packets.end());
+  ASSERT_FALSE(all.empty());
+  for (const auto& p : all) EXPECT_EQ(p[0], '\x11');
+  const int u = (*reply)["utterance"].asInt();
+  ws->SendText(R"({"type":"playback","utterance":)" + std::to_string(u) + R"(,"played_ms":800})");
+  ws->SendText(R"({"type":"playback","utterance":999,"played_ms":10})");
+  ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000,"playback":"mp3"})");
+  const Heard errors = ListenUntil(*ws, "none", 1500ms);
+  int bad_playback = 0, bad_start = 0;
+  for (const auto& e : errors.events) {
+    if (e["type"] != "error") continue;
+    bad_playback += e["error"]["code"] == "bad_playback";
+    bad_start += e["error"]["code"] == "bad_start";
+  }
+  EXPECT_EQ(bad_playback, 1);  // the unknown utterance only
+  EXPECT_EQ(bad_start, 1);
+  ws->SendText(R"({"type":"say","text":""})");
+  const auto err = ws->ReceiveType("error");
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["error"]["code"].asString(), "bad_say");
+}
+
+TEST(Conversation, VoicesAreListedAndTtsAnswersEachFormatAndRefusesBadInput) {
+  TestServer s(NoAsr);
+  const auto voices = Http("GET", s.Url("/api/voices")).JsonBody();
+  ASSERT_GE(voices["voices"].size(), 4u);
+  std::set<std::string> ids;
+  for (const auto& v : voices["voices"]) ids.insert(v["id"].asString());
+  for (const char* v : {"slt", "rms", "awb", "kal16"}) EXPECT_TRUE(ids.contains(v)) << v;
+  const auto auth = s.Auth("alice");
+  const auto wav =
+      Http("POST", s.Url("/api/tts"), R"({"text":"Hello there.","voice":"rms"})", auth);
+  ASSERT_EQ(wav.status, 200) << wav.body;
+  EXPECT_EQ(wav.Header("content-type"), "audio/wav");
+  std::vector<int16_t> pcm;
+  int rate = 0;
+  std::string error;
+  ASSERT_TRUE(speech::DecodeSound(wav.body, &pcm, &rate, &error)) << error;
+  EXPECT_EQ(rate, 16000);
+  EXPECT_GT(pcm.size(), 8000u);
+  const auto raw =
+      Http("POST", s.Url("/api/tts"), R"({"text":"Hello there.","format":"pcm"})", auth);
+  ASSERT_EQ(raw.status, 200);
+  EXPECT_EQ(raw.Header("content-type"), "audio/L16;rate=16000;channels=1");
+  const auto ogg =
+      Http("POST", s.Url("/api/tts"), R"({"text":"Hello there.","format":"opus"})", auth);
+  ASSERT_EQ(ogg.status, 200) << ogg.body;
+  EXPECT_EQ(ogg.body.substr(0, 4), "OggS");
+  const auto code = [&](const std::string& body) {
+    const auto r = Http("POST", s.Url("/api/tts"), body, auth);
+    return std::make_pair(r.status, r.JsonBody()["error"]["code"].asString());
+  };
+  EXPECT_EQ(code(R"({"text":""})").first, 422);
+  EXPECT_EQ(code(R"({"text":"hi","voice":"nobody"})"),
+            std::make_pair(422L, std::string("unknown_voice")));
+  EXPECT_EQ(code(R"({"text":"hi","format":"mp3"})").first, 422);
+  EXPECT_EQ(code("{\"text\":\"" + std::string(5000, 'a') + "\"}").first, 413);
+  EXPECT_EQ(code("not json").first, 400);
+  EXPECT_EQ(Http("POST", s.Url("/api/tts"), R"({"text":"hi"})").status, 401);
+  EXPECT_EQ(Http("GET", s.Url("/api/tts"), "", auth).status, 405);
+}
+
+TEST(Conversation, TheRemoteSpeechServiceSpeaksAndFliteTakesOverWhenItFails) {
+  const auto flite_wav = speech::EncodeWav(std::vector<int16_t>(24000, 300), 24000);  // 1 s
+  std::atomic<bool> healthy{true};
+  FakeOpenAi service([](int, const Json::Value&) { return FakeOpenAi::Chat{}; },
+                     [&](int, const Json::Value&) {
+                       FakeOpenAi::Speech r;
+                       if (healthy) {
+                         r.body = flite_wav;
+                       } else {
+                         r.status = 500;
+                         r.content_type = "application/json";
+                         r.body = R"({"error":{"message":"voice farm down"}})";
+                       }
+                       return r;
+                     });
+  TestServer s([&](app::AppConfig& c) {
+    NoAsr(c);
+    c.conversation.remote_tts.base_url = service.url();
+    c.conversation.remote_tts.retries = 0;
+  });
+  WsHub hub;
+  const std::string id = s.CreateSession("alice", "seoa");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  ws->SendText(R"({"type":"say","text":"Hi!"})");
+  const Heard first = ListenUntil(*ws, "playback.end", 20s);
+  EXPECT_FALSE(first.Find("engine_fallback"));
+  ASSERT_FALSE(service.speech_requests().empty());
+  const Json::Value req = service.speech_requests()[0];
+  EXPECT_EQ(req["response_format"].asString(), "wav");
+  EXPECT_FALSE(req["input"].asString().empty());
+  healthy = false;
+  ws->SendText(R"({"type":"say","text":"Tell me about yourself."})");
+  const Heard second = ListenUntil(*ws, "playback.end", 20s);
+  const Json::Value* fallback = second.Find("engine_fallback");
+  ASSERT_TRUE(fallback);
+  EXPECT_EQ((*fallback)["stage"].asString(), "tts");
+  EXPECT_EQ((*fallback)["engine"].asString(), "flite");
+  EXPECT_GT(second.packets.size(), 20u);  // Flite spoke instead
+}
+
+}  // namespace
+}  // namespace parley::testing
