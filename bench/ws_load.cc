@@ -397,6 +397,173 @@ int RunSpeech(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int
   return 0;
 }
 
+// Each session holds a spoken conversation: it speaks a human recording (librivox, real-time
+// PCM, the microphone's silence around it), waits for the persona's reply to play out, then
+// speaks the next. Voice-to-voice latency is measured on the client: the last voiced sample
+// of the recording sent -> the first voice packet of the reply received. The server's own
+// breakdown comes with the reply (ms after the turn's last voiced sample: final transcript,
+// first text, first synthesized audio) and playback.start (first packet sent).
+int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int duration_s,
+                    const std::string& base, pid_t pid, pid_t child) {
+  std::vector<std::vector<int16_t>> recordings;
+  for (const char* id : {"0870", "0880", "0890", "0920", "0930"}) {
+    auto pcm = parley::testing::DecodeTo16k(
+        std::string("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-") +
+        id + ".wav");
+    if (!pcm.empty()) recordings.push_back(std::move(pcm));
+  }
+  if (recordings.empty()) {
+    std::cerr << "ws_load: --conversation needs pocketsphinx-testdata\n";
+    return 2;
+  }
+  // Where each recording's voice ends: the last 10 ms over -40 dBFS.
+  std::vector<size_t> last_voiced;
+  for (const auto& r : recordings) {
+    size_t last = 0;
+    for (size_t off = 0; off + 160 <= r.size(); off += 160) {
+      double e = 0;
+      for (size_t i = off; i < off + 160; ++i) e += double(r[i]) * r[i];
+      if (std::sqrt(e / 160) > 32768 * 0.01) last = off + 160;
+    }
+    last_voiced.push_back(last);
+  }
+  const double rss_before = pid > 0 ? RssKib(pid) / 1024.0 : 0;
+  struct Round {
+    double v2v_ms = -1, end_of_turn_ms = -1;
+    Json::Value reply, start;
+    bool measured = false;
+  };
+  std::mutex mu;
+  std::vector<Round> rounds;
+  int missing = 0;
+  const auto start = Clock::now();
+  const auto measure_from = start + std::chrono::seconds(warmup_s);
+  const auto stop_at = measure_from + std::chrono::seconds(duration_s);
+  double cpu_before = 0;
+  std::thread meter([&] {
+    std::this_thread::sleep_until(measure_from);
+    cpu_before = pid > 0 ? CpuSeconds(pid) : 0;
+  });
+  std::vector<std::thread> talkers;
+  for (size_t ci = 0; ci < clients.size(); ++ci) {
+    talkers.emplace_back([&, ci] {
+      WsClient& ws = *clients[ci];
+      ws.SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+      const std::string silence = "\x02" + std::string(3200, '\0');
+      auto tick = Clock::now();
+      // Sends one 100 ms chunk per tick; meanwhile reads what came. Returns when `done`.
+      const auto pump = [&](const std::function<bool(const parley::testing::WsMessage&)>& seen,
+                            const std::function<std::string()>& next_chunk,
+                            Clock::time_point give_up) {
+        for (;;) {
+          if (Clock::now() >= tick) {
+            ws.SendBinary(next_chunk());
+            tick += 100ms;
+          }
+          const auto wait = std::max(Clock::now(), std::min(tick, give_up)) - Clock::now();
+          auto m = ws.Receive(std::chrono::duration_cast<std::chrono::milliseconds>(wait) + 1ms);
+          if (m && seen(*m)) return true;
+          if (Clock::now() >= give_up) return false;
+        }
+      };
+      const auto type_of = [](const parley::testing::WsMessage& m) {
+        if (m.binary) return std::string("packet");
+        const auto v = parley::core::ParseJson(m.data);
+        return v ? (*v)["type"].asString() : std::string();
+      };
+      // The greeting plays first.
+      pump([&](const auto& m) { return type_of(m) == "playback.end"; }, [&] { return silence; },
+           Clock::now() + 30s);
+      for (size_t turn = ci; Clock::now() < stop_at; ++turn) {
+        const auto& rec = recordings[turn % recordings.size()];
+        const size_t voiced_end = last_voiced[turn % recordings.size()];
+        size_t off = 0;
+        Clock::time_point voiced_sent{};
+        const auto speak = [&] {
+          if (off >= rec.size()) return silence;
+          const size_t n = std::min<size_t>(1600, rec.size() - off);
+          std::string chunk = "\x02" + std::string(reinterpret_cast<const char*>(rec.data() + off), n * 2);
+          off += n;
+          // The chunk holding the last voiced sample leaves now (as a microphone's would, once
+          // its 100 ms were recorded).
+          if (off >= voiced_end && voiced_sent == Clock::time_point{}) voiced_sent = Clock::now();
+          return chunk;
+        };
+        Round r;
+        Clock::time_point speech_end_at{};
+        bool got_packet = false;
+        const bool answered = pump(
+            [&](const auto& m) {
+              const std::string t = type_of(m);
+              if (t == "speech_end" && off >= voiced_end && speech_end_at == Clock::time_point{})
+                speech_end_at = Clock::now();
+              if (t == "packet" && voiced_sent != Clock::time_point{} && !got_packet) {
+                got_packet = true;
+                r.v2v_ms = std::chrono::duration<double, std::milli>(m.received - voiced_sent).count();
+              }
+              if (t == "reply") r.reply = *parley::core::ParseJson(m.data);
+              if (t == "playback.start") r.start = *parley::core::ParseJson(m.data);
+              return t == "playback.end" && got_packet;
+            },
+            speak, Clock::now() + std::chrono::milliseconds(rec.size() / 16) + 20s);
+        if (speech_end_at != Clock::time_point{} && voiced_sent != Clock::time_point{})
+          r.end_of_turn_ms =
+              std::chrono::duration<double, std::milli>(speech_end_at - voiced_sent).count();
+        r.measured = voiced_sent >= measure_from && voiced_sent < stop_at;
+        const std::lock_guard lock(mu);
+        if (!answered && r.measured) ++missing;
+        if (answered) rounds.push_back(std::move(r));
+        // A breath before the next turn.
+        pump([](const auto&) { return false; }, [&] { return silence; }, Clock::now() + 400ms);
+      }
+    });
+  }
+  for (auto& t : talkers) t.join();
+  meter.join();
+  const double cpu = pid > 0 ? CpuSeconds(pid) - cpu_before : 0;
+  const double rss_end = pid > 0 ? RssKib(pid) / 1024.0 : 0;
+  std::vector<double> v2v, eot, transcript, first_text, first_audio, server_first_packet;
+  for (const auto& r : rounds) {
+    if (!r.measured) continue;
+    v2v.push_back(r.v2v_ms);
+    if (r.end_of_turn_ms >= 0) eot.push_back(r.end_of_turn_ms);
+    const Json::Value& l = r.reply["latency_ms"];
+    if (l["transcript"].isNumeric()) transcript.push_back(l["transcript"].asDouble());
+    if (l["first_text"].isNumeric()) first_text.push_back(l["first_text"].asDouble());
+    if (l["first_audio"].isNumeric()) first_audio.push_back(l["first_audio"].asDouble());
+    if (r.start["reply_latency_ms"].isNumeric())
+      server_first_packet.push_back(r.start["reply_latency_ms"].asDouble());
+  }
+  const auto pct = [](std::vector<double> v, double p) {
+    if (v.empty()) return 0.0;
+    std::sort(v.begin(), v.end());
+    return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+  };
+  Json::Value out(Json::objectValue);
+  out["sessions"] = static_cast<Json::UInt64>(clients.size());
+  out["measured_s"] = duration_s;
+  out["turns_answered"] = static_cast<Json::UInt64>(v2v.size());
+  out["turns_missing_reply"] = missing;
+  out["voice_to_voice_ms"]["p50"] = pct(v2v, 0.5);
+  out["voice_to_voice_ms"]["p95"] = pct(v2v, 0.95);
+  Json::Value& b = out["breakdown_median_ms"];  // after the turn's last voiced sample
+  b["end_of_turn_seen_by_client"] = pct(eot, 0.5);
+  b["final_transcript"] = pct(transcript, 0.5);
+  b["first_reply_text"] = pct(first_text, 0.5);
+  b["first_sentence_synthesized"] = pct(first_audio, 0.5);
+  b["first_packet_sent"] = pct(server_first_packet, 0.5);
+  out["server_first_packet_ms"]["p95"] = pct(server_first_packet, 0.95);
+  out["server_cpu_cores"] = cpu / duration_s;
+  out["server_cpu_s_per_conversation_minute"] =
+      clients.empty() ? 0.0 : cpu / (static_cast<double>(clients.size()) * duration_s / 60.0);
+  out["server_rss_mib"] = rss_end;
+  out["rss_per_session_mib"] = clients.empty() ? 0.0 : (rss_end - rss_before) / clients.size();
+  std::cout << parley::core::ToJson(out) << std::endl;
+  for (auto& c : clients) c->Close();
+  StopChild(child);
+  return 0;
+}
+
 // Short media sessions one after another (create, connect, start, stream a recording as fast
 // as the server takes it, end), each kind and ending in turn; the server's descriptors, memory
 // and live pipelines from its /metrics at the start, after a warm-up and at each quarter.
@@ -523,6 +690,11 @@ int main(int argc, char** argv) {
   cli.add_flag("--no-sessions", no_sessions,
                "Connect straight to /ws/<endpoint> without creating sessions (another server, "
                "e.g. bench/python_seed); frames per CPU second then count frames sent");
+  bool conversation = false;
+  cli.add_flag("--conversation", conversation,
+               "Each connection holds a spoken conversation with the persona (librivox turns as "
+               "real-time PCM, waiting for each reply's voice); reports voice-to-voice latency "
+               "with the server's breakdown, CPU per conversation-minute and memory per session");
   int soak = 0;
   cli.add_option("--soak", soak,
                  "Run this many short media sessions back to back (--media WebM; every third "
@@ -560,8 +732,8 @@ int main(int argc, char** argv) {
 
   // One session per 50 landmark connections (several trackers per practice session); one
   // session per connection when streaming media.
-  const int per_session = media_file.empty() && !faces && !speech ? 50 : 1;
-  if (!media_file.empty() || speech) endpoint = "practice";
+  const int per_session = media_file.empty() && !faces && !speech && !conversation ? 50 : 1;
+  if (!media_file.empty() || speech || conversation) endpoint = "practice";
   SpeechLog speech_log;
   std::vector<std::string> sessions;
   for (int i = 0; !no_sessions && i < (connections + per_session - 1) / per_session; ++i) {
@@ -589,7 +761,7 @@ int main(int argc, char** argv) {
             ? "/ws/" + endpoint
             : "/ws/" + endpoint + "?session=" + sessions[static_cast<size_t>(i / per_session)],
         auth);
-    c->SetOnMessage([&, i](const parley::testing::WsMessage& m) {
+    if (!conversation) c->SetOnMessage([&, i](const parley::testing::WsMessage& m) {
       ++received;
       if (speech) {
         speech_log.OnMessage(static_cast<size_t>(i), m);
@@ -626,6 +798,9 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  if (conversation) {
+    return RunConversation(clients, warmup_s, duration_s, base, pid_arg, child.pid);
+  }
   if (speech) {
     const char* partials = std::getenv("PARLEY_ASR_PARTIALS");
     return RunSpeech(clients, warmup_s, duration_s, base, pid_arg, child.pid, speech_log,
