@@ -191,7 +191,8 @@ void TimerQueue::Run() {
     }
     const auto first = timers_.begin();
     if (first->first > Clock::now()) {
-      cv_.wait_until(lock, first->first);
+      const Clock::time_point when = first->first;  // a copy: Cancel may erase the node
+      cv_.wait_until(lock, when);
       continue;
     }
     auto fn = std::move(first->second.second);

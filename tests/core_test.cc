@@ -146,6 +146,42 @@ TEST(Strand, DrainWaitsForTheTaskInProgress) {
   releaser.join();
 }
 
+TEST(TimerQueue, RunsCallbacksInTimeOrderAndCancelledOnesNever) {
+  TimerQueue timers;
+  std::mutex mu;
+  std::vector<int> order;
+  std::promise<void> last;
+  const auto now = TimerQueue::Clock::now();
+  const auto note = [&](int i) {
+    return [&, i] {
+      const std::lock_guard lock(mu);
+      order.push_back(i);
+    };
+  };
+  timers.Schedule(now + std::chrono::milliseconds(60), note(2));
+  const uint64_t cancelled = timers.Schedule(now + std::chrono::milliseconds(30), note(99));
+  timers.Schedule(now + std::chrono::milliseconds(10), note(1));
+  timers.Schedule(now + std::chrono::milliseconds(90), [&] { last.set_value(); });
+  // Cancelled while the queue's thread waits for the earliest one (the one before it).
+  EXPECT_TRUE(timers.Cancel(cancelled));
+  EXPECT_FALSE(timers.Cancel(cancelled));
+  ASSERT_EQ(last.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  const std::lock_guard lock(mu);
+  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+  EXPECT_EQ(timers.pending(), 0u);
+}
+
+TEST(TimerQueue, CancellingTheTimerItWaitsForIsSafe) {
+  TimerQueue timers;
+  for (int i = 0; i < 200; ++i) {
+    const auto id =
+        timers.Schedule(TimerQueue::Clock::now() + std::chrono::milliseconds(5), [] {});
+    std::this_thread::sleep_for(std::chrono::microseconds(100 * (i % 7)));
+    timers.Cancel(id);
+  }
+  SUCCEED();  // under AddressSanitizer: no use of a freed timer
+}
+
 TEST(ProcessMetrics, CountDescriptorsAndMemoryOfThisProcess) {
   Metrics m;
   AddProcessMetrics(m);
