@@ -167,10 +167,17 @@ TEST(Conversation, ThePersonaGreetsWhenMediaStartsAndAnswersSpeech) {
   const Json::Value* start = answer.Find("playback.start");
   ASSERT_TRUE(start);
   EXPECT_EQ((*start)["utterance"], (*reply)["utterance"]);
-  // Its latency is counted from the turn's last voiced sample.
-  EXPECT_GT((*start)["reply_latency_ms"].asInt(), 0);
-  EXPECT_LT((*start)["reply_latency_ms"].asInt(), 5000);
-  EXPECT_TRUE((*reply)["latency_ms"]["transcript"].isInt());
+  // Its latency is counted from the turn's last voiced sample, through its steps in order: the
+  // final transcript (after the end-of-turn silence), the first text, the first synthesized
+  // sentence, then the first packet right after it.
+  const Json::Value& steps = (*reply)["latency_ms"];
+  ASSERT_TRUE(steps["transcript"].isInt() && steps["first_audio"].isInt()) << steps;
+  EXPECT_GE(steps["transcript"].asInt(), 400);
+  EXPECT_GE(steps["first_text"].asInt(), steps["transcript"].asInt());
+  EXPECT_GE(steps["first_audio"].asInt(), steps["first_text"].asInt());
+  const int first_packet = (*start)["reply_latency_ms"].asInt();
+  EXPECT_GE(first_packet, steps["first_audio"].asInt());
+  EXPECT_LT(first_packet - steps["first_audio"].asInt(), 1000);
 }
 
 TEST(Conversation, CrisisWordsMakeThePersonaStepOutOfRoleAndTheReportSaysSo) {
