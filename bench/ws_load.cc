@@ -408,7 +408,8 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   std::vector<std::vector<int16_t>> recordings;
   for (const char* id : {"0870", "0880", "0890", "0920", "0930"}) {
     auto pcm = parley::testing::DecodeTo16k(
-        std::string("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-") +
+        std::string(
+            "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-") +
         id + ".wav");
     if (!pcm.empty()) recordings.push_back(std::move(pcm));
   }
@@ -482,7 +483,8 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
         const auto speak = [&] {
           if (off >= rec.size()) return silence;
           const size_t n = std::min<size_t>(1600, rec.size() - off);
-          std::string chunk = "\x02" + std::string(reinterpret_cast<const char*>(rec.data() + off), n * 2);
+          std::string chunk =
+              "\x02" + std::string(reinterpret_cast<const char*>(rec.data() + off), n * 2);
           off += n;
           // The chunk holding the last voiced sample leaves now (as a microphone's would, once
           // its 100 ms were recorded).
@@ -499,7 +501,8 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
                 speech_end_at = Clock::now();
               if (t == "packet" && voiced_sent != Clock::time_point{} && !got_packet) {
                 got_packet = true;
-                r.v2v_ms = std::chrono::duration<double, std::milli>(m.received - voiced_sent).count();
+                r.v2v_ms =
+                    std::chrono::duration<double, std::milli>(m.received - voiced_sent).count();
               }
               if (t == "reply") r.reply = *parley::core::ParseJson(m.data);
               if (t == "playback.start") r.start = *parley::core::ParseJson(m.data);
@@ -552,7 +555,12 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   b["first_reply_text"] = pct(first_text, 0.5);
   b["first_sentence_synthesized"] = pct(first_audio, 0.5);
   b["first_packet_sent"] = pct(server_first_packet, 0.5);
-  out["server_first_packet_ms"]["p95"] = pct(server_first_packet, 0.95);
+  Json::Value& b95 = out["breakdown_p95_ms"];
+  b95["end_of_turn_seen_by_client"] = pct(eot, 0.95);
+  b95["final_transcript"] = pct(transcript, 0.95);
+  b95["first_reply_text"] = pct(first_text, 0.95);
+  b95["first_sentence_synthesized"] = pct(first_audio, 0.95);
+  b95["first_packet_sent"] = pct(server_first_packet, 0.95);
   out["server_cpu_cores"] = cpu / duration_s;
   out["server_cpu_s_per_conversation_minute"] =
       clients.empty() ? 0.0 : cpu / (static_cast<double>(clients.size()) * duration_s / 60.0);
@@ -761,34 +769,35 @@ int main(int argc, char** argv) {
             ? "/ws/" + endpoint
             : "/ws/" + endpoint + "?session=" + sessions[static_cast<size_t>(i / per_session)],
         auth);
-    if (!conversation) c->SetOnMessage([&, i](const parley::testing::WsMessage& m) {
-      ++received;
-      if (speech) {
-        speech_log.OnMessage(static_cast<size_t>(i), m);
-        return;
-      }
-      if (faces && !m.binary && measuring && m.data.find("\"scores\"") != std::string::npos) {
-        const auto v = parley::core::ParseJson(m.data);
-        if (v && (*v)["frame_t"].isNumeric()) {
-          const double now_ms =
-              std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-          const std::lock_guard lock(rtt_mu);
-          scores_ms.push_back(now_ms - (*v)["frame_t"].asDouble());
+    if (!conversation)
+      c->SetOnMessage([&, i](const parley::testing::WsMessage& m) {
+        ++received;
+        if (speech) {
+          speech_log.OnMessage(static_cast<size_t>(i), m);
+          return;
         }
-        return;
-      }
-      if (m.binary || m.data.find("\"pong\"") == std::string::npos) return;
-      const auto v = parley::core::ParseJson(m.data);
-      if (!v || !(*v)["id"].isInt64()) return;
-      const double sent_us = static_cast<double>((*v)["id"].asInt64());
-      const double now_us = static_cast<double>(
-          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now().time_since_epoch())
-              .count());
-      if (measuring) {
-        const std::lock_guard lock(rtt_mu);
-        rtts_ms.push_back((now_us - sent_us) / 1000.0);
-      }
-    });
+        if (faces && !m.binary && measuring && m.data.find("\"scores\"") != std::string::npos) {
+          const auto v = parley::core::ParseJson(m.data);
+          if (v && (*v)["frame_t"].isNumeric()) {
+            const double now_ms =
+                std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+            const std::lock_guard lock(rtt_mu);
+            scores_ms.push_back(now_ms - (*v)["frame_t"].asDouble());
+          }
+          return;
+        }
+        if (m.binary || m.data.find("\"pong\"") == std::string::npos) return;
+        const auto v = parley::core::ParseJson(m.data);
+        if (!v || !(*v)["id"].isInt64()) return;
+        const double sent_us = static_cast<double>((*v)["id"].asInt64());
+        const double now_us = static_cast<double>(
+            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now().time_since_epoch())
+                .count());
+        if (measuring) {
+          const std::lock_guard lock(rtt_mu);
+          rtts_ms.push_back((now_us - sent_us) / 1000.0);
+        }
+      });
     clients.push_back(std::move(c));
   }
   int open = 0;

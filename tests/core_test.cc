@@ -174,8 +174,7 @@ TEST(TimerQueue, RunsCallbacksInTimeOrderAndCancelledOnesNever) {
 TEST(TimerQueue, CancellingTheTimerItWaitsForIsSafe) {
   TimerQueue timers;
   for (int i = 0; i < 200; ++i) {
-    const auto id =
-        timers.Schedule(TimerQueue::Clock::now() + std::chrono::milliseconds(5), [] {});
+    const auto id = timers.Schedule(TimerQueue::Clock::now() + std::chrono::milliseconds(5), [] {});
     std::this_thread::sleep_for(std::chrono::microseconds(100 * (i % 7)));
     timers.Cancel(id);
   }
