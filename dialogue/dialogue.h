@@ -247,4 +247,66 @@ class TurnTaking {
   int speak_ups_ = 0;
 };
 
+// ---- Interruptions ----------------------------------------------------------------------------
+
+struct InterruptionConfig {
+  // User speech while the persona speaks pauses its voice at once; it becomes a real
+  // interruption (the reply is cut) when the speech lasts this long...
+  int min_speech_ms = 500;
+  // ...or the partial transcript has this many words that are not backchannels.
+  int min_words = 2;
+  // Paused this long with no real words (a cough, "mhm"): the voice resumes where it paused.
+  int false_interruption_ms = 2000;
+  // In the persona's first moments of speech (its echo, if any, not yet learnt), a real
+  // interruption needs this much speech and one more word.
+  int warmup_ms = 1500;
+  int warmup_min_speech_ms = 900;
+  // Words that keep the floor with the persona ("mhm", "yeah"...): never an interruption.
+  std::vector<std::string> backchannels = {
+      "mhm",  "mm", "hmm",   "hm",   "uh", "huh", "um",  "uh-huh", "yeah", "yes", "yep",
+      "okay", "ok", "right", "sure", "oh", "ah",  "wow", "really", "i",    "see", "alright"};
+  std::string Validate() const;
+  void AddFlags(core::FlagSet& flags);
+};
+
+// Whether user speech during the persona's voice pauses, cancels or leaves it. Pure: every
+// input carries the time; Poll() applies the timers.
+class InterruptionPolicy {
+ public:
+  explicit InterruptionPolicy(InterruptionConfig config);
+
+  enum class Action { kNone, kPause, kResume, kCancel };
+
+  void OnPersonaSpeechStart(int64_t now_ms);
+  void OnPersonaSpeechEnd(int64_t now_ms);  // its voice ended or was cancelled
+  Action OnUserSpeechStart(int64_t now_ms);
+  Action OnUserSpeechEnd(int64_t now_ms);
+  // How much the user has actually spoken in the current turn (start to the end of its last
+  // voiced step, the trailing silence left out).
+  Action OnUserSpeechProgress(int64_t spoken_ms, int64_t now_ms);
+  // The running (or final) hypothesis of the user's current turn.
+  Action OnUserWords(const std::string& text, int64_t now_ms);
+  Action Poll(int64_t now_ms);
+  std::optional<int64_t> NextDeadline() const;
+
+  // Non-backchannel words in `text`.
+  int RealWords(const std::string& text) const;
+  bool persona_speaking() const { return persona_speaking_; }
+  bool paused() const { return paused_; }
+  int interruptions() const { return interruptions_; }
+  int false_interruptions() const { return false_interruptions_; }
+
+ private:
+  bool InWarmup(int64_t now_ms) const;
+  Action Cancel();
+
+  InterruptionConfig config_;
+  bool persona_speaking_ = false, paused_ = false, user_speaking_ = false;
+  int64_t persona_started_ms_ = 0, user_started_ms_ = 0, paused_at_ms_ = 0;
+  int words_ = 0;
+  int64_t spoken_ms_ = 0;
+  bool backchannel_only_ = false;
+  int interruptions_ = 0, false_interruptions_ = 0;
+};
+
 }  // namespace parley::dialogue

@@ -48,6 +48,12 @@ void Conversation::Stages::Wire() {
   heard.final_transcript = [talk](const std::string& text, int64_t t_end) {
     if (const auto d = talk.lock()) d->OnFinal(text, t_end);
   };
+  heard.partial = [talk](const std::string& text) {
+    if (const auto d = talk.lock()) d->OnPartial(text);
+  };
+  heard.speech_progress = [talk](int64_t spoken_ms) {
+    if (const auto d = talk.lock()) d->OnSpeechProgress(spoken_ms);
+  };
   hearing->SetListener(std::move(heard));
   vision->SetListener([talk](const std::string& type) {
     if (const auto d = talk.lock()) d->OnVisionEvent(type);

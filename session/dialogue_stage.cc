@@ -7,6 +7,7 @@
 // is still being written.
 #include <algorithm>
 #include <numeric>
+#include <sstream>
 
 #include "session/internal.h"
 
@@ -37,6 +38,29 @@ Json::Value TimingJson(const ReplyTiming& t) {
   return j;
 }
 
+// The words of a reply heard by `played_ms`: whole sentences that had played, and the share of
+// the next one's words that its played part stands for.
+std::string HeardText(const std::vector<std::pair<std::string, int64_t>>& sentences,
+                      int64_t played_ms) {
+  std::string heard;
+  int64_t begin = 0;
+  for (const auto& [sentence, end] : sentences) {
+    if (played_ms >= end) {
+      heard += (heard.empty() ? "" : " ") + sentence;
+    } else {
+      const double share = end > begin ? static_cast<double>(played_ms - begin) / (end - begin) : 0;
+      std::istringstream in(sentence);
+      std::vector<std::string> words;
+      for (std::string w; in >> w;) words.push_back(w);
+      const auto n = static_cast<size_t>(std::max(0.0, share) * static_cast<double>(words.size()));
+      for (size_t i = 0; i < n; ++i) heard += (heard.empty() ? "" : " ") + words[i];
+      break;
+    }
+    begin = end;
+  }
+  return heard;
+}
+
 }  // namespace
 
 DialogueStage::DialogueStage(std::weak_ptr<Session> session, Services& services,
@@ -47,7 +71,8 @@ DialogueStage::DialogueStage(std::weak_ptr<Session> session, Services& services,
       playback_(std::move(playback)),
       hearing_(hearing),
       strand_(services.voice_pool()),
-      turn_taking_(services.config().turn_taking) {
+      turn_taking_(services.config().turn_taking),
+      interruptions_(services.config().interruption) {
   if (const auto s = session_.lock()) persona_ = services.Persona(s->persona_id());
   intimacy_start_ = intimacy_max_ = intimacy_.level();
 }
@@ -70,8 +95,11 @@ void DialogueStage::OnMediaStarted() {
 }
 
 void DialogueStage::OnSpeechStart(int64_t t_ms) {
+  dialogue::InterruptionPolicy::Action act;
   {
     const std::lock_guard lock(mu_);
+    act = interruptions_.OnUserSpeechStart(Now());
+    if (interruptions_.persona_speaking()) ++overlaps_;
     turn_taking_.OnUserSpeechStart(Now());
     user_speaking_ = true;
     smiled_in_turn_ = smiling_;
@@ -80,19 +108,73 @@ void DialogueStage::OnSpeechStart(int64_t t_ms) {
       response_latencies_ms_.push_back(t_ms - *persona_ended_ms_);
     persona_ended_ms_.reset();
   }
+  Apply(act);
   Step();
 }
 
 void DialogueStage::OnSpeechEnd(int64_t) {
+  dialogue::InterruptionPolicy::Action act;
   {
     const std::lock_guard lock(mu_);
     turn_taking_.OnUserSpeechEnd(Now());
     user_speaking_ = false;
+    act = interruptions_.OnUserSpeechEnd(Now());
   }
+  Apply(act);
   Step();
 }
 
+void DialogueStage::OnSpeechProgress(int64_t spoken_ms) {
+  dialogue::InterruptionPolicy::Action act;
+  {
+    const std::lock_guard lock(mu_);
+    if (!interruptions_.paused()) return;  // nothing to decide (the common case: cheap)
+    act = interruptions_.OnUserSpeechProgress(spoken_ms, Now());
+  }
+  Apply(act);
+  if (act != dialogue::InterruptionPolicy::Action::kNone) Step();
+}
+
+void DialogueStage::OnPartial(const std::string& text) {
+  dialogue::InterruptionPolicy::Action act;
+  {
+    const std::lock_guard lock(mu_);
+    act = interruptions_.OnUserWords(text, Now());
+  }
+  Apply(act);
+  Step();
+}
+
+// Outside mu_: the playback calls back (OnPlayback) with its events.
+void DialogueStage::Apply(dialogue::InterruptionPolicy::Action act) {
+  using Act = dialogue::InterruptionPolicy::Action;
+  switch (act) {
+    case Act::kPause:
+      playback_->Pause();
+      break;
+    case Act::kResume:
+      playback_->Resume();
+      break;
+    case Act::kCancel: {
+      {
+        const std::lock_guard lock(mu_);
+        barge_in_pending_ = true;
+      }
+      playback_->Cancel("barge_in");
+      break;
+    }
+    case Act::kNone:
+      break;
+  }
+}
+
 void DialogueStage::OnFinal(const std::string& text, int64_t t_end_ms) {
+  dialogue::InterruptionPolicy::Action act;
+  {
+    const std::lock_guard lock(mu_);
+    act = interruptions_.OnUserWords(text, Now());
+  }
+  Apply(act);
   {
     const std::lock_guard lock(mu_);
     if (text.find_first_not_of(' ') == std::string::npos) return;
@@ -182,6 +264,20 @@ std::optional<int64_t> DialogueStage::OnPlayback(const media::PlaybackEvent& e) 
       played = std::min(played, *client);
     const int64_t start = sp.started_ms.value_or(now - played);
     persona_speech_ms_ += played;
+    const bool cut = e.kind == media::PlaybackEvent::Kind::kCancelled;
+    const std::string heard = cut ? HeardText(sp.sentences, played) : sp.text;
+    if (cut) {
+      sp.heard = heard;
+      if (barge_in_pending_) {
+        barge_in_pending_ = false;
+        ++interrupted_turns_;
+        interrupted_at_ms_.push_back(played);
+      }
+      // The history holds what the user heard, not what the engine wrote.
+      if (sp.history_index && *sp.history_index < history_.size())
+        history_[*sp.history_index].text = heard;
+    }
+    interruptions_.OnPersonaSpeechEnd(now);
     if (s) {
       TranscriptTurn turn;
       turn.role = "assistant";
@@ -191,7 +287,8 @@ std::optional<int64_t> DialogueStage::OnPlayback(const media::PlaybackEvent& e) 
       turn.extra = Json::Value(Json::objectValue);
       turn.extra["utterance"] = e.utterance;
       turn.extra["played_ms"] = Json::Int64(played);
-      turn.extra["interrupted"] = e.kind == media::PlaybackEvent::Kind::kCancelled;
+      turn.extra["interrupted"] = cut;
+      if (cut) turn.extra["heard_text"] = heard;
       turn.extra["engine"] = sp.engine;
       turn.extra["intimacy"] = sp.intimacy;
       turn.extra["style"] = sp.style;
@@ -200,7 +297,11 @@ std::optional<int64_t> DialogueStage::OnPlayback(const media::PlaybackEvent& e) 
       s->timeline().AddTurn(std::move(turn));
     }
     if (const auto hearing = hearing_.lock()) hearing->AddPartnerSpeech(start, start + played);
-    spoken_.erase(it);
+    if (!cut || sp.done) {
+      spoken_.erase(it);
+    } else {
+      sp.recorded = true;  // the reply is still being written: RunReply lets it go
+    }
     persona_ended_ms_ = now;
     turn_taking_.OnPersonaSpeechEnd(now);
   }
@@ -210,14 +311,18 @@ std::optional<int64_t> DialogueStage::OnPlayback(const media::PlaybackEvent& e) 
 
 void DialogueStage::Step() {
   dialogue::TurnTaking::Action action;
+  auto interrupt = dialogue::InterruptionPolicy::Action::kNone;
   {
     const std::lock_guard lock(mu_);
     if (ended_) return;
     const int64_t now = Now();
+    interrupt = interruptions_.Poll(now);
     action = turn_taking_.Poll(now);
     if (timer_ != 0) services_.timers().Cancel(timer_);
     timer_ = 0;
-    const auto deadline = turn_taking_.NextDeadline();
+    auto deadline = turn_taking_.NextDeadline();
+    if (const auto d = interruptions_.NextDeadline(); d && (!deadline || *d < *deadline))
+      deadline = d;
     if (action.kind == dialogue::TurnTaking::Action::Kind::kNone && deadline) {
       const auto at = core::TimerQueue::Clock::now() +
                       std::chrono::milliseconds(std::max<int64_t>(0, *deadline - now));
@@ -225,6 +330,11 @@ void DialogueStage::Step() {
         if (const auto self = weak.lock()) self->Step();
       });
     }
+  }
+  if (interrupt != dialogue::InterruptionPolicy::Action::kNone) {
+    Apply(interrupt);
+    Step();  // the cancel or resume changed what the turn-taking may do
+    return;
   }
   if (action.kind == dialogue::TurnTaking::Action::Kind::kNone) return;
   // Refused by a full pool, it stays queued and runs with the next reply or at the end.
@@ -271,6 +381,8 @@ void DialogueStage::RunReply(dialogue::TurnTaking::Action action) {
     sp.turn_end_ms = turn_end;
     sp.intimacy = request.intimacy;
     sp.style = style.name;
+    // The persona holds the floor from now: user speech pauses (or holds back) its voice.
+    interruptions_.OnPersonaSpeechStart(Now());
   }
   const auto since_turn = [&]() -> std::optional<int64_t> {
     if (!turn_end) return std::nullopt;
@@ -283,6 +395,9 @@ void DialogueStage::RunReply(dialogue::TurnTaking::Action action) {
     if (!utterance || !utterance->Speak(sentence)) return;
     spoke = true;
     if (!timing.first_audio_ms) timing.first_audio_ms = since_turn();
+    const std::lock_guard lock(mu_);
+    if (const auto it = spoken_.find(id); it != spoken_.end())
+      it->second.sentences.emplace_back(sentence, utterance->audio_ms());
   };
   const dialogue::DeltaSink on_delta = [&](std::string_view delta) {
     if (!timing.first_text_ms) timing.first_text_ms = since_turn();
@@ -292,6 +407,8 @@ void DialogueStage::RunReply(dialogue::TurnTaking::Action action) {
     splitter.Feed(delta, &sentences);
     for (const auto& sentence : sentences) speak(sentence);
     const std::lock_guard lock(mu_);
+    if (const auto it = spoken_.find(id); it != spoken_.end())
+      it->second.text = streamed.substr(std::min(streamed.find_first_not_of(' '), streamed.size()));
     return !ended_ && !(utterance && utterance->cancelled());
   };
 
@@ -349,14 +466,21 @@ void DialogueStage::RunReply(dialogue::TurnTaking::Action action) {
   if (auto rest = splitter.Flush()) speak(*rest);
   std::string text = streamed;
   text.erase(0, text.find_first_not_of(' '));
-  bool playing = false;
+  bool playing = false, cut = false;
+  std::string heard;
   {
     const std::lock_guard lock(mu_);
     if (const auto it = spoken_.find(id); it != spoken_.end()) {
-      if (spoke) {
-        it->second.text = text;
-        it->second.engine = engine;
-        it->second.timing = timing;
+      Spoken& sp = it->second;
+      if (sp.recorded) {  // interrupted while it was being written: its turn is in already
+        cut = true;
+        heard = sp.heard;
+        spoken_.erase(it);
+      } else if (spoke) {
+        sp.text = text;
+        sp.engine = engine;
+        sp.timing = timing;
+        sp.done = true;
         playing = true;
       } else {
         spoken_.erase(it);
@@ -369,19 +493,23 @@ void DialogueStage::RunReply(dialogue::TurnTaking::Action action) {
   {
     const std::lock_guard lock(mu_);
     if (!text.empty()) {
-      history_.push_back({dialogue::Message::Role::kAssistant, text});
+      // The LLM's history holds what the user heard of an interrupted reply.
+      history_.push_back({dialogue::Message::Role::kAssistant, cut ? heard : text});
+      if (const auto it = spoken_.find(id); it != spoken_.end())
+        it->second.history_index = history_.size() - 1;
       ++persona_turns_;
       if (text.find('?') != std::string::npos) ++persona_questions_;
       ++engines_[engine];
     }
-    // Ended already (a short voice), or no voice at all: the persona is listening again.
+    // Ended already (a short voice, or interrupted), or no voice at all: listening again.
     const bool still_playing = playing && spoken_.contains(id);
     if (text.empty()) {
       turn_taking_.OnReplyFailed(Now());
     } else {
       turn_taking_.OnReplyReady(Now(), still_playing);
     }
-    if (!text.empty() && !playing) {  // no voice: the text alone is the turn
+    if (!playing && !cut) interruptions_.OnPersonaSpeechEnd(Now());
+    if (!text.empty() && !playing && !cut) {  // no voice: the text alone is the turn
       TranscriptTurn turn;
       turn.role = "assistant";
       turn.text = text;
@@ -434,6 +562,13 @@ void DialogueStage::Measures(Json::Value* patch) {
   c["engines"] = Json::Value(Json::objectValue);
   for (const auto& [name, n] : engines_) c["engines"][name] = n;
   c["engine_fallbacks"] = engine_fallbacks_;
+  Json::Value& in = c["interruptions"];
+  in["count"] = interrupted_turns_;
+  in["false_alarms"] = interruptions_.false_interruptions();
+  in["overlaps"] = overlaps_;
+  const double minutes = static_cast<double>(Now()) / 60000.0;
+  in["per_min"] = minutes > 0 ? Round(interrupted_turns_ / minutes, 0.01) : 0.0;
+  in["into_turn_ms"] = LatencySummary(interrupted_at_ms_);
   c["safety_events"] = safety_events_;
   if (safety_events_ > 0) {
     (*patch)["safety"]["events"] = safety_log_;

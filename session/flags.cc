@@ -26,6 +26,7 @@ void ConversationConfig::AddFlags(core::FlagSet& f) {
   hearing.AddFlags(f);
   llm.AddFlags(f);
   turn_taking.AddFlags(f);
+  interruption.AddFlags(f);
   f.Group("Dialogue");
   f.Add("--llm-history-turns", &history_turns, "Earlier turns (each way) sent to the LLM",
         "PARLEY_LLM_HISTORY_TURNS");

@@ -72,6 +72,7 @@ void HearingStage::Feed(int64_t t_ms, std::span<const int16_t> pcm) {
   const auto s = session_.lock();
   if (!s) return;
   std::vector<speech::EndpointEvent> events;
+  int64_t spoken_ms = 0;
   {
     const std::lock_guard lock(mu_);
     if (ended_) return;
@@ -88,6 +89,7 @@ void HearingStage::Feed(int64_t t_ms, std::span<const int16_t> pcm) {
     last_audio_ms_ = t_ms + static_cast<int64_t>(pcm.size()) * 1000 / speech::kSampleRate;
     endpointer_->Feed(t_ms, pcm, &events);
     TrackUtterances(events);
+    spoken_ms = endpointer_->current_span_ms();
     // The utterance in progress streams to its recogniser as it is spoken.
     if (StreamsWhileSpoken() && endpointer_->in_speech() && !jobs_.empty()) {
       const auto audio = endpointer_->current_audio();
@@ -99,6 +101,7 @@ void HearingStage::Feed(int64_t t_ms, std::span<const int16_t> pcm) {
     }
   }
   EmitEndpointEvents(*s, events);
+  if (spoken_ms > 0 && listener_.speech_progress) listener_.speech_progress(spoken_ms);
   Kick();
 }
 
@@ -325,6 +328,7 @@ void HearingStage::MaybeEmitPartial(Session& s, Job& job) {
   job.decode_s += ThreadCpuSeconds() - t0;
   if (text.empty() || text == job.last_partial) return;
   job.last_partial = text;
+  if (listener_.partial) listener_.partial(text);
   s.Emit(TranscriptPartial{text, job.t_start_ms}, /*droppable=*/true);
 }
 

@@ -76,6 +76,9 @@ class HearingStage : public std::enable_shared_from_this<HearingStage> {
   struct Listener {
     std::function<void(int64_t t_ms)> speech_start, speech_end;
     std::function<void(const std::string& text, int64_t t_end_ms)> final_transcript;
+    std::function<void(const std::string& text)> partial;
+    // While the user speaks (each frame): how much of the turn is speech so far.
+    std::function<void(int64_t spoken_ms)> speech_progress;
   };
   HearingStage(std::weak_ptr<Session> session, Services& services);
   void SetListener(Listener listener) { listener_ = std::move(listener); }  // before any audio
@@ -206,6 +209,9 @@ class PlaybackStage : public std::enable_shared_from_this<PlaybackStage> {
   std::unique_ptr<Utterance> Begin(const std::string& voice, double rate);
   // Stops the voice at once (`reason` goes in playback.cancelled).
   void Cancel(const std::string& reason);
+  // Holds the voice (packets stop within one) and lets it go on where it stopped.
+  void Pause();
+  void Resume();
   bool ClientPosition(int utterance, int64_t played_ms, std::string* error);
   // The client's last report for `utterance` (nullopt: none).
   std::optional<int64_t> ClientPlayed(uint16_t utterance) const;
@@ -239,6 +245,8 @@ class DialogueStage : public std::enable_shared_from_this<DialogueStage> {
   void OnSpeechEnd(int64_t t_ms);
   void OnFinal(const std::string& text, int64_t t_end_ms);
   bool Say(const std::string& text, std::string* error);
+  void OnPartial(const std::string& text);  // the user's running hypothesis
+  void OnSpeechProgress(int64_t spoken_ms);
   void OnVisionEvent(const std::string& type);
   // The voice's life; returns the reply latency for a start (user's turn end -> first packet).
   std::optional<int64_t> OnPlayback(const media::PlaybackEvent& e);
@@ -250,7 +258,8 @@ class DialogueStage : public std::enable_shared_from_this<DialogueStage> {
  private:
   struct Turn;  // the user's turn being answered
   void Step();  // asks the turn-taking what to do now; schedules its next deadline
-  void RunReply(dialogue::TurnTaking::Action action);  // the strand
+  void RunReply(dialogue::TurnTaking::Action action);    // the strand
+  void Apply(dialogue::InterruptionPolicy::Action act);  // outside mu_
   int64_t Now() const;
 
   std::weak_ptr<Session> session_;
@@ -263,6 +272,10 @@ class DialogueStage : public std::enable_shared_from_this<DialogueStage> {
   mutable std::mutex mu_;
   bool ended_ = false;
   dialogue::TurnTaking turn_taking_;
+  dialogue::InterruptionPolicy interruptions_;
+  bool barge_in_pending_ = false;
+  int interrupted_turns_ = 0, overlaps_ = 0;
+  std::vector<int64_t> interrupted_at_ms_;
   dialogue::IntimacyModel intimacy_;
   std::unique_ptr<dialogue::OfflineEngine> offline_;  // the strand only
   std::vector<dialogue::Message> history_;
@@ -278,6 +291,11 @@ class DialogueStage : public std::enable_shared_from_this<DialogueStage> {
     ReplyTiming timing;
     std::optional<int64_t> started_ms;
     std::optional<int64_t> reply_latency_ms;
+    std::vector<std::pair<std::string, int64_t>> sentences;  // each with the audio ms it ends at
+    std::optional<size_t> history_index;                     // its assistant message in history_
+    std::string heard;                                       // what had played when it was cut
+    bool done = false;      // the reply is written (RunReply let it go to play)
+    bool recorded = false;  // cut while being written; its transcript turn is in
   };
   std::map<uint16_t, Spoken> spoken_;
   // Measures.

@@ -142,6 +142,24 @@ void PlaybackStage::Cancel(const std::string& reason) {
   playback->Cancel();  // its event comes back through OnEvent (with the reason) on this thread
 }
 
+void PlaybackStage::Pause() {
+  media::Playback* playback = nullptr;
+  {
+    const std::lock_guard lock(mu_);
+    playback = playback_.get();
+  }
+  if (playback != nullptr) playback->Pause();
+}
+
+void PlaybackStage::Resume() {
+  media::Playback* playback = nullptr;
+  {
+    const std::lock_guard lock(mu_);
+    playback = playback_.get();
+  }
+  if (playback != nullptr) playback->Resume();
+}
+
 void PlaybackStage::OnEvent(const media::PlaybackEvent& e) {
   PlaybackNotice notice;
   notice.kind = NoticeKind(e.kind);

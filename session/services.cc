@@ -14,6 +14,7 @@ std::vector<std::string> ConversationConfig::Validate() const {
   for (const auto& p : hearing.Validate()) problems.push_back(p);
   check("dialogue engine", llm.Validate());
   check("turn-taking", turn_taking.Validate());
+  check("interruptions", interruption.Validate());
   check("speech service", remote_tts.Validate());
   check("playback", playback.Validate());
   check("voice workers", voice_workers.Validate());

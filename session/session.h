@@ -206,6 +206,7 @@ struct ConversationConfig {
   // Answering: the dialogue engines, turn-taking, the voice.
   dialogue::LlmConfig llm;  // base_url set: the LLM answers, the offline engine as fallback
   dialogue::TurnTakingConfig turn_taking;
+  dialogue::InterruptionConfig interruption;
   int history_turns = 12;              // earlier turns given to the LLM
   int max_say_chars = 2000;            // longest typed turn
   speech::RemoteTtsConfig remote_tts;  // base_url set: remote speech, Flite as fallback

@@ -64,6 +64,9 @@ class EndpointerImpl final : public Endpointer {
 
   bool in_speech() const override { return in_speech_; }
   uint64_t voiced_ms() const override { return voiced_total_ms_; }
+  int64_t current_span_ms() const override {
+    return in_speech_ ? std::max<int64_t>(0, last_voiced_end_ - utterance_.t_start_ms) : 0;
+  }
   std::span<const int16_t> current_audio() const override {
     if (!in_speech_) return {};
     return utterance_.audio;

@@ -74,6 +74,9 @@ class Endpointer {
   // streaming it to a recogniser while the person speaks.
   virtual std::span<const int16_t> current_audio() const = 0;
   virtual uint64_t voiced_ms() const = 0;  // total voiced time seen
+  // In an utterance: its start to the end of its last voiced step (its trailing silence left
+  // out: what was actually spoken so far); 0 outside speech.
+  virtual int64_t current_span_ms() const = 0;
 };
 
 // ---- Recognition ------------------------------------------------------------------------------

@@ -97,7 +97,8 @@ TEST_F(ConfigTest, AnyEndOfTurnSilenceInRangeIsAcceptedAndOutOfRangeIsNamed) {
   for (const char* ms : {"100", "250", "400", "5000"}) {
     const auto p = Parse({"--end-of-turn-ms", ms});
     ASSERT_TRUE(std::holds_alternative<AppConfig>(p.result)) << ms << ": " << p.err;
-    EXPECT_EQ(std::get<AppConfig>(p.result).conversation.hearing.endpoint.end_silence_ms, std::atoi(ms));
+    EXPECT_EQ(std::get<AppConfig>(p.result).conversation.hearing.endpoint.end_silence_ms,
+              std::atoi(ms));
   }
   const auto p = Parse({"--end-of-turn-ms", "50"});
   ASSERT_TRUE(std::holds_alternative<int>(p.result));

@@ -109,6 +109,77 @@ TEST(TurnTaking, AWordlessTurnIsNoTurnAndTheUserSpeakingFirstSkipsTheGreeting) {
   EXPECT_EQ(tt.Poll(40).kind, Kind::kNone);  // no greeting after the user has spoken
 }
 
+// ---- Interruptions -----------------------------------------------------------------------------
+
+using Act = InterruptionPolicy::Action;
+
+TEST(Interruption, SpeechOverThePersonaPausesAtOnceAndCancelsWhenItLasts) {
+  InterruptionPolicy p({});
+  EXPECT_EQ(p.OnUserSpeechStart(0), Act::kNone);  // nobody to interrupt
+  p.OnUserSpeechEnd(300);
+  p.OnPersonaSpeechStart(1000);
+  EXPECT_EQ(p.OnUserSpeechStart(3000), Act::kPause);
+  EXPECT_EQ(p.OnUserSpeechProgress(400, 3400), Act::kNone);
+  EXPECT_EQ(p.OnUserSpeechProgress(500, 3500), Act::kCancel);  // 0.5 s of speech
+  EXPECT_FALSE(p.persona_speaking());
+  EXPECT_EQ(p.interruptions(), 1);
+}
+
+TEST(Interruption, RealWordsCancelSoonerThanTheDurationAndBackchannelsNever) {
+  InterruptionPolicy p({});
+  p.OnPersonaSpeechStart(0);
+  ASSERT_EQ(p.OnUserSpeechStart(2000), Act::kPause);
+  EXPECT_EQ(p.OnUserWords("wait", 2200), Act::kNone);
+  EXPECT_EQ(p.OnUserWords("wait no", 2300), Act::kCancel);
+
+  InterruptionPolicy q({});
+  q.OnPersonaSpeechStart(0);
+  ASSERT_EQ(q.OnUserSpeechStart(2000), Act::kPause);
+  EXPECT_EQ(q.OnUserWords("mhm", 2300), Act::kNone);
+  EXPECT_EQ(q.OnUserWords("yeah okay", 2700), Act::kNone);  // long, but all backchannel
+  EXPECT_EQ(q.OnUserSpeechProgress(800, 2900), Act::kNone);
+  EXPECT_EQ(q.OnUserSpeechEnd(3000), Act::kNone);
+  EXPECT_EQ(q.Poll(3999), Act::kNone);
+  EXPECT_EQ(q.Poll(4000), Act::kResume);  // 2 s after the pause, no real word
+  EXPECT_TRUE(q.persona_speaking());
+  EXPECT_EQ(q.false_interruptions(), 1);
+  EXPECT_EQ(q.interruptions(), 0);
+}
+
+TEST(Interruption, ACoughPausesThenThePersonaResumes) {
+  InterruptionPolicy p({});
+  p.OnPersonaSpeechStart(0);
+  ASSERT_EQ(p.OnUserSpeechStart(2500), Act::kPause);
+  EXPECT_EQ(p.OnUserSpeechProgress(150, 2650), Act::kNone);
+  // The turn's trailing silence (the endpointer still "in speech") is not speech.
+  EXPECT_EQ(p.OnUserSpeechProgress(150, 3040), Act::kNone);
+  EXPECT_EQ(p.OnUserSpeechEnd(3050), Act::kNone);
+  EXPECT_EQ(p.NextDeadline(), 4500);
+  EXPECT_EQ(p.Poll(4500), Act::kResume);
+  // A second one later is paused again.
+  EXPECT_EQ(p.OnUserSpeechStart(6000), Act::kPause);
+}
+
+TEST(Interruption, TheFirstMomentsOfThePersonasVoiceNeedStrongerEvidence) {
+  InterruptionPolicy p({});
+  p.OnPersonaSpeechStart(0);
+  ASSERT_EQ(p.OnUserSpeechStart(200), Act::kPause);
+  EXPECT_EQ(p.OnUserSpeechProgress(500, 700), Act::kNone);  // not enough in the warm-up
+  EXPECT_EQ(p.OnUserWords("no wait", 800), Act::kNone);     // two words: not enough either
+  EXPECT_EQ(p.OnUserSpeechProgress(900, 1100), Act::kCancel);
+  InterruptionPolicy q({});
+  q.OnPersonaSpeechStart(0);
+  ASSERT_EQ(q.OnUserSpeechStart(300), Act::kPause);
+  EXPECT_EQ(q.OnUserWords("no wait stop", 500), Act::kCancel);  // three words
+}
+
+TEST(Interruption, ConfigProblemsAreNamed) {
+  InterruptionConfig c;
+  EXPECT_TRUE(c.Validate().empty());
+  c.warmup_min_speech_ms = 100;
+  EXPECT_FALSE(c.Validate().empty());
+}
+
 // ---- SSE and sentences --------------------------------------------------------------------------
 
 TEST(SseParser, EventsAreTheSameWhereverTheStreamIsSplit) {

@@ -250,7 +250,10 @@ TEST_F(ServerTest, LandmarkEndpointNeedsNoStartAndRefusesPracticeControls) {
   // Both frame forms reach the session's vision stage: the JSON one is analysed, the
   // truncated binary one refused.
   const auto frames = [&](const char* outcome) {
-    return s.app().metrics().Read("parley_landmark_frames_total", {{"outcome", outcome}}).value_or(0);
+    return s.app()
+        .metrics()
+        .Read("parley_landmark_frames_total", {{"outcome", outcome}})
+        .value_or(0);
   };
   const double analysed = frames("analysed"), rejected = frames("rejected");
   ws->SendText(R"({"t":2.0,"width":640,"height":480,"landmarks":[]})");
