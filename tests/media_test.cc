@@ -451,8 +451,9 @@ TEST_F(MediaTest, PauseHoldsPacketsAndResumeContinuesWhereItPaused) {
     EXPECT_LE(rec.packets.size() - at_pause, 1u) << "packets kept coming while paused";
   }
   // The pause does not count.
-  EXPECT_NEAR(static_cast<double>(play->played_ms()),
-              std::chrono::duration<double, std::milli>(paused_at - started_at).count(), 40.0);
+  const double until_pause =
+      std::chrono::duration<double, std::milli>(paused_at - started_at).count();
+  EXPECT_NEAR(static_cast<double>(play->played_ms()), until_pause, 40.0);
   play->Resume();
   ASSERT_TRUE(play->WaitIdle(4s));
   const std::lock_guard lock(rec.mu);
