@@ -77,6 +77,9 @@ struct App::Impl final : signaling::Handler, session::Outbox {
     Endpoint endpoint = Endpoint::kPractice;
     std::shared_ptr<session::Session> session;
     int protocol = kProtocolVersion;
+    // This connection's `start` began the session's media: its stream cannot continue on
+    // another connection, so it stops when this one closes.
+    bool owns_media = false;
     struct Throttle {
       std::chrono::steady_clock::time_point last{};
       int suppressed = 0;

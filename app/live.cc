@@ -75,6 +75,10 @@ void App::Impl::OnClosed(signaling::ConnectionId id, uint16_t close_code) {
   log.Debug("websocket closed", {{"session_id", it->second.session->id()},
                                  {"connection", Json::UInt64(id)},
                                  {"close_code", close_code}});
+  if (it->second.owns_media) {
+    std::string ignored;  // already stopped by another connection: nothing to do
+    registry.Stop(*it->second.session, &ignored);
+  }
   registry.Detach(*it->second.session, id);
   live.erase(it);
 }
@@ -205,6 +209,10 @@ void App::Impl::OnControl(signaling::ConnectionId id, LiveConn& conn, const Json
       SendError(id, conn, "bad_start", error);
       return;
     }
+    for (auto& [other_id, other] : live) {
+      if (other.session == conn.session) other.owns_media = false;
+    }
+    conn.owns_media = true;
     Json::Value ok(Json::objectValue);
     ok["type"] = "started";
     ok["media"] = media_name;
@@ -219,6 +227,7 @@ void App::Impl::OnControl(signaling::ConnectionId id, LiveConn& conn, const Json
       SendError(id, conn, "bad_stop", error);
       return;
     }
+    conn.owns_media = false;
     Json::Value ok(Json::objectValue);
     ok["type"] = "stopped";
     ok["t"] = Json::Int64(session.NowMs());

@@ -18,6 +18,7 @@ PARLEY_TEST_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libopus-dev libcpp-httplib-dev
   pocketsphinx-testdata python3-skimage libdlib19.1
   asterisk-core-sounds-en-wav asterisk-core-sounds-en
+  chromium
 )
 
 as_root() {
@@ -53,9 +54,7 @@ JONGODB_DIR="$PARLEY_ROOT/tests/mongo"
 JONGODB_PKG="$JONGODB_DIR/node_modules/@jongodb/memory-server-bin-linux-x64-gnu"
 
 ensure_jongodb() {
-  if ! command -v npm >/dev/null 2>&1; then
-    ensure_apt_packages nodejs npm
-  fi
+  ensure_npm
   if [ ! -x "$JONGODB_PKG/bin/jongodb" ]; then
     echo "==> installing the pinned test MongoDB (npm ci)"
     (cd "$JONGODB_DIR" && npm ci --no-audit --no-fund --loglevel=error)
@@ -68,4 +67,32 @@ ensure_jongodb() {
     return 1
   fi
   echo "==> test MongoDB: jongodb 0.1.6 (sha256 verified)"
+}
+
+ensure_npm() {
+  if ! command -v npm >/dev/null 2>&1; then
+    ensure_apt_packages nodejs npm
+  fi
+}
+
+# The page's third-party code (the MediaPipe face mesh), pinned by web/vendor/package-lock.json
+# and served from web/vendor/node_modules/. npm ci checks every file's integrity hash.
+ensure_web_vendor() {
+  ensure_npm
+  local vendor="$PARLEY_ROOT/web/vendor"
+  if [ ! -f "$vendor/node_modules/@mediapipe/face_mesh/face_mesh_solution_simd_wasm_bin.wasm" ]; then
+    echo "==> installing the page's pinned face mesh (npm ci)"
+    (cd "$vendor" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
+# playwright-core (pinned), which drives Debian's chromium in the page tests; it never
+# downloads a browser.
+ensure_browser_tests() {
+  ensure_npm
+  local dir="$PARLEY_ROOT/tests/browser"
+  if [ ! -f "$dir/node_modules/playwright-core/package.json" ]; then
+    echo "==> installing the browser tests' pinned playwright-core (npm ci)"
+    (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  fi
 }

@@ -513,6 +513,45 @@ TEST_F(ServerTest, SessionEndsAfterTheDisconnectGracePeriod) {
   EXPECT_EQ(hooks.load(), 1);
 }
 
+TEST_F(ServerTest, ReconnectingClientStartsItsMediaAgainAfterADroppedSocket) {
+  TestServer s([](app::AppConfig& c) { c.sessions.disconnect_grace_s = 10; });
+  const std::string id = s.CreateSession("alice");
+  const std::string pcm_start = R"({"type":"start","media":"pcm","sample_rate":16000})";
+  {
+    auto first = s.Join(hub_, "practice", id, "alice");
+    ASSERT_EQ(first->state(), WsClient::State::kOpen);
+    first->SendText(pcm_start);
+    ASSERT_TRUE(first->ReceiveType("started"));
+    first->SendBinary(std::string("\x02") + std::string(3200, '\0'));
+    first->Drop();  // a phone losing its network: no stop, no close frame
+    ASSERT_TRUE(first->WaitClosed());
+  }
+  // The stream of the dropped socket is over; the new socket's start begins a fresh one.
+  auto second = s.Join(hub_, "practice", id, "alice");
+  ASSERT_EQ(second->state(), WsClient::State::kOpen);
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  std::optional<Json::Value> answer;
+  while (std::chrono::steady_clock::now() < deadline) {
+    second->SendText(pcm_start);
+    answer = second->ReceiveJson(
+        2s, [](const Json::Value& m) { return m["type"] != "started" && m["type"] != "error"; });
+    // The server may not have seen the drop yet: then the start is refused, and retried.
+    if (answer && (*answer)["type"] == "started") break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(answer);
+  EXPECT_EQ((*answer)["type"], "started") << answer->toStyledString();
+  // A second practice socket joining a running stream does not stop it when it leaves.
+  auto watcher = s.Join(hub_, "practice", id, "alice");
+  ASSERT_EQ(watcher->state(), WsClient::State::kOpen);
+  watcher->Close();
+  ASSERT_TRUE(watcher->WaitClosed());
+  second->SendText(pcm_start);
+  auto again = second->ReceiveType("error");
+  ASSERT_TRUE(again);
+  EXPECT_EQ((*again)["error"]["code"], "bad_start") << "the stream is still running";
+}
+
 TEST_F(ServerTest, MetricsCountMessagesBytesErrorsAndRequests) {
   TestServer s;
   auto ws = s.Join(hub_, "practice", s.CreateSession("alice"), "alice");

@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <libwebsockets.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -104,14 +105,20 @@ struct WsHubImpl {
         if (c == nullptr) return 0;
         std::optional<std::pair<bool, std::string>> next;
         std::optional<uint16_t> closing;
+        bool dropping = false;
         {
           const std::lock_guard lock(c->mu_);
-          if (!c->outbox_.empty()) {
+          dropping = c->dropping_;
+          if (!dropping && !c->outbox_.empty()) {
             next = std::move(c->outbox_.front());
             c->outbox_.pop_front();
-          } else {
+          } else if (!dropping) {
             closing = c->closing_;
           }
+        }
+        if (dropping) {  // like a phone leaving coverage: the socket goes, no close frame
+          shutdown(lws_get_socket_fd(wsi), SHUT_RDWR);
+          return -1;
         }
         if (next) {
           std::vector<unsigned char> buf(LWS_PRE + next->second.size());
@@ -286,6 +293,10 @@ void WsClient::PauseReading(bool paused) {
 
 void WsClient::Close(uint16_t code) {
   Request([&] { closing_ = code; });
+}
+
+void WsClient::Drop() {
+  Request([&] { dropping_ = true; });
 }
 
 std::optional<WsMessage> WsClient::Receive(milliseconds timeout) {

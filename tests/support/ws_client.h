@@ -44,6 +44,8 @@ class WsClient {
   void SendText(std::string text);
   void SendBinary(std::string bytes);
   void Close(uint16_t code = 1000);
+  // Drops the connection without a close frame (the socket is shut down).
+  void Drop();
 
   std::optional<WsMessage> Receive(milliseconds timeout = milliseconds(5000));
   // Next text message parsed as JSON; skips messages for which `skip` returns true.
@@ -76,6 +78,7 @@ class WsClient {
   void* wsi_ = nullptr;
   std::deque<std::pair<bool, std::string>> outbox_;
   std::optional<uint16_t> closing_;
+  bool dropping_ = false;
   std::optional<bool> flow_change_;
   std::string rx_;
   bool rx_binary_ = false;
