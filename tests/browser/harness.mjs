@@ -54,6 +54,7 @@ export async function startParley(extraArgs = [], env = {}) {
   child.stdout.on('data', (c) => { log += c; });
   child.stderr.on('data', (c) => { log += c; });
   return {
+    pid: child.pid,
     port,
     url: `http://127.0.0.1:${port}`,
     log: () => log,

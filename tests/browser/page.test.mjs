@@ -172,6 +172,29 @@ test('no camera: an audio-only session is transcribed', async () => {
   }
 });
 
+test('without the face mesh the page sends its video and the server finds the face', async () => {
+  const browser = await launchBrowser(fixtures());
+  try {
+    const { context, page, problems } = await openPage(browser, 'about:blank');
+    // An install without the vendored files: the page must still watch the person.
+    await context.route('**/vendor/**', (route) => route.fulfill({ status: 404, body: '' }));
+    await page.goto(`${server.url}/?persona=daniel`);
+    await page.locator('#face-status', { hasText: 'server' }).waitFor();
+    await page.getByRole('button', { name: 'Start', exact: true }).click();
+    const id = await poll(() => page.evaluate(() => window.parley.state.session?.info.session_id), { what: 'the session' });
+    await poll(async () => (await page.locator('#v-gaze').textContent()) !== '–', { timeout: 90000, what: 'scores from the server\'s own landmarks' });
+    await page.getByRole('button', { name: 'End', exact: true }).click();
+    await page.getByRole('heading', { name: 'Your feedback' }).waitFor();
+    const report = (await fetchJson(`${server.url}/api/sessions/${id}/report`)).body;
+    assert.ok(report.metrics.vision.server_frames > 0, JSON.stringify(report.metrics.vision));
+    assert.equal(report.metrics.vision.client_frames, 0);
+    // The only errors are the missing files themselves.
+    assert.deepEqual(problems.filter((p) => !/Failed to load resource.*404/.test(p)), []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('at phone width nothing overflows sideways and every control has a name', async () => {
   const browser = await launchBrowser(fixtures());
   try {

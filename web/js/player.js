@@ -19,7 +19,7 @@ export class PersonaVoice {
     this.cancelled = new Set();
     this.played = new Map(); // utterance -> samples the worklet played
     this.onPlayed = null; // (utterance, playedMs, done) => void
-    this.stats = { packets: 0, decodedSamples: 0, playedSamples: 0, decodeErrors: 0 };
+    this.stats = { packets: 0, decodedSamples: 0, playedSamples: 0, decodeErrors: 0, firstDecodedAt: null };
   }
 
   // Must run inside a user gesture (the Start click) so the browser lets audio play.
@@ -88,6 +88,7 @@ export class PersonaVoice {
   }
 
   enqueue(utterance, samples) {
+    if (this.stats.firstDecodedAt === null) this.stats.firstDecodedAt = performance.now();
     this.stats.decodedSamples += samples.length;
     this.node.port.postMessage({ type: 'samples', utterance, samples }, [samples.buffer]);
   }
