@@ -178,7 +178,8 @@ bool PlaybackStage::ClientPosition(int utterance, int64_t played_ms, std::string
   const std::lock_guard lock(mu_);
   if (utterance <= 0 || utterance > 0xffff || last_utterance_ == 0 ||
       static_cast<uint16_t>(utterance) > last_utterance_ ||
-      last_utterance_ - static_cast<uint16_t>(utterance) > kClientPositionsKept) {
+      static_cast<size_t>(last_utterance_ - static_cast<uint16_t>(utterance)) >
+          kClientPositionsKept) {
     *error = "no recent utterance " + std::to_string(utterance) + " in this session";
     return false;
   }

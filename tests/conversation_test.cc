@@ -553,7 +553,9 @@ TEST(BargeIn, ACoughOrAShortYeahOnlyPausesThePersonaWhichThenResumes) {
   const Json::Value* end = rest.Find("playback.end");
   ASSERT_TRUE(end);
   EXPECT_GT((*end)["played_ms"].asInt(), 15000) << Types(rest);  // the whole story played
-  if (rest.Find("playback.paused")) EXPECT_TRUE(rest.Find("playback.resumed"));
+  if (rest.Find("playback.paused")) {
+    EXPECT_TRUE(rest.Find("playback.resumed"));
+  }
 }
 
 }  // namespace
