@@ -144,7 +144,7 @@ test('denied camera and microphone: the page says so and a typed conversation st
   }
 });
 
-test('no camera: an audio-only session is transcribed', async () => {
+test('no camera and no WebCodecs: an audio-only session is transcribed and the voice comes as PCM', async () => {
   const browser = await launchBrowser(fixtures());
   try {
     const context = await browser.newContext();
@@ -154,6 +154,9 @@ test('no camera: an audio-only session is transcribed', async () => {
       navigator.mediaDevices.getUserMedia = (c) => (c && c.video
         ? Promise.reject(new DOMException('Requested device not found', 'NotFoundError'))
         : real(c));
+      // A browser without WebCodecs gets the persona's voice as PCM frames (0x11).
+      delete window.AudioDecoder;
+      delete window.EncodedAudioChunk;
     });
     const page = await context.newPage();
     const problems = [];
@@ -163,6 +166,8 @@ test('no camera: an audio-only session is transcribed', async () => {
     await page.locator('#start-hint', { hasText: 'Audio only' }).waitFor();
     await page.getByRole('button', { name: 'Start', exact: true }).click();
     await poll(async () => (await page.locator('#transcript .turn.user:not(.partial)').count()) > 0, { timeout: 60000, what: 'a transcript from the microphone alone' });
+    await poll(() => page.evaluate(() => window.parley.snapshot().session.voice.decodedSamples > 0), { timeout: 30000, what: 'PCM voice' });
+    assert.equal(await page.evaluate(() => window.parley.snapshot().session.playback), 'pcm');
     await page.getByRole('button', { name: 'End', exact: true }).click();
     await page.getByRole('heading', { name: 'Your feedback' }).waitFor();
     await poll(async () => (await page.locator('[data-score="concentration"] .value').textContent()) === 'not measured', { what: 'vision scores marked not measured' });
