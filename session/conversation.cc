@@ -36,6 +36,11 @@ void Conversation::Stages::Wire() {
   };
   ingest = std::make_shared<IngestStage>(session, services, std::move(sinks));
   playback = std::make_shared<PlaybackStage>(session, services);
+  if (services.config().echo.enabled && services.config().hearing.enabled) {
+    echo = std::make_shared<speech::EchoCanceller>(services.config().echo);
+    playback->SetEcho(echo);
+    hearing->SetEcho(echo);
+  }
   dialogue = std::make_shared<DialogueStage>(session, services, playback, hearing);
   std::weak_ptr<DialogueStage> talk = dialogue;
   HearingStage::Listener heard;

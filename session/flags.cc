@@ -24,6 +24,7 @@ void ConversationConfig::AddFlags(core::FlagSet& f) {
   f.Add("--vision-threads", &vision_workers.threads, "Threads for server-side landmarks",
         "PARLEY_VISION_THREADS");
   hearing.AddFlags(f);
+  echo.AddFlags(f);
   llm.AddFlags(f);
   turn_taking.AddFlags(f);
   interruption.AddFlags(f);

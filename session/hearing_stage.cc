@@ -87,6 +87,13 @@ void HearingStage::Feed(int64_t t_ms, std::span<const int16_t> pcm) {
     }
     if (!first_audio_ms_) first_audio_ms_ = t_ms;
     last_audio_ms_ = t_ms + static_cast<int64_t>(pcm.size()) * 1000 / speech::kSampleRate;
+    if (echo_) {
+      // The persona's own voice, come back through the user's speakers, is taken out first:
+      // the VAD, the interruption policy and the recogniser hear only the user.
+      cleaned_.assign(pcm.begin(), pcm.end());
+      echo_->Process(t_ms, cleaned_);
+      pcm = cleaned_;
+    }
     endpointer_->Feed(t_ms, pcm, &events);
     TrackUtterances(events);
     spoken_ms = endpointer_->current_span_ms();
@@ -494,6 +501,14 @@ void HearingStage::End(Json::Value* patch) {
   sp["failed"] = static_cast<Json::UInt64>(failed_);
   sp["refused"] = static_cast<Json::UInt64>(refused_);
   sp["remote_fallbacks"] = static_cast<Json::UInt64>(fallbacks_);
+  if (echo_) {
+    const speech::EchoStats e = echo_->stats();
+    Json::Value& ec = mx["echo"];
+    ec["steps_under_voice"] = static_cast<Json::UInt64>(e.frames);
+    ec["steps_taken_as_echo"] = static_cast<Json::UInt64>(e.gated_frames);
+    ec["delay_ms"] = e.delay_ms ? Json::Value(*e.delay_ms) : Json::Value();
+    ec["erle_db"] = e.erle_db ? Json::Value(Round(*e.erle_db, 0.1)) : Json::Value();
+  }
 }
 
 }  // namespace parley::session

@@ -82,6 +82,8 @@ class HearingStage : public std::enable_shared_from_this<HearingStage> {
   };
   HearingStage(std::weak_ptr<Session> session, Services& services);
   void SetListener(Listener listener) { listener_ = std::move(listener); }  // before any audio
+  // The persona's voice is cancelled from the audio before it is heard; before any audio.
+  void SetEcho(std::shared_ptr<speech::EchoCanceller> echo) { echo_ = std::move(echo); }
   // The persona's voice over [t_start, t_end] (session clock): not the user's pause.
   void AddPartnerSpeech(int64_t t_start_ms, int64_t t_end_ms);
   // GStreamer's thread: the VAD runs here (a few µs per 10 ms); decoding goes to the ASR pool.
@@ -109,6 +111,8 @@ class HearingStage : public std::enable_shared_from_this<HearingStage> {
   Services& services_;
   const speech::HearingConfig& config_;
   Listener listener_;
+  std::shared_ptr<speech::EchoCanceller> echo_;
+  std::vector<int16_t> cleaned_;  // the last frame after echo cancellation (under mu_)
 
   std::mutex mu_;
   std::condition_variable idle_;
@@ -184,6 +188,8 @@ class PlaybackStage : public std::enable_shared_from_this<PlaybackStage> {
   // The voice's life, for the dialogue (the pacer thread or the caller; must be quick).
   using Listener = std::function<std::optional<int64_t>(const media::PlaybackEvent&)>;
   void SetListener(Listener on_event) { on_event_ = std::move(on_event); }
+  // Each packet's audio, as it is sent, becomes the echo canceller's reference; before Begin.
+  void SetEcho(std::shared_ptr<speech::EchoCanceller> echo) { echo_ = std::move(echo); }
 
   // An utterance being spoken, sentence by sentence (Speak blocks: a worker).
   class Utterance {
@@ -219,6 +225,8 @@ class PlaybackStage : public std::enable_shared_from_this<PlaybackStage> {
 
  private:
   void OnEvent(const media::PlaybackEvent& e);
+  void KeepReference(uint16_t utterance, std::span<const int16_t> pcm, int rate);
+  void OnPacketSent(const std::string& packet);
 
   std::weak_ptr<Session> session_;
   Services& services_;
@@ -229,6 +237,9 @@ class PlaybackStage : public std::enable_shared_from_this<PlaybackStage> {
   std::string cancel_reason_;
   uint16_t last_utterance_ = 0;
   std::map<uint16_t, int64_t> client_played_;  // bounded: the last few utterances
+  std::shared_ptr<speech::EchoCanceller> echo_;
+  // The last utterances' audio at 16 kHz, for the echo reference (bounded: a few utterances).
+  std::map<uint16_t, std::vector<int16_t>> reference_;
   uint64_t synthesized_ms_ = 0, fallbacks_ = 0, failures_ = 0, utterances_ = 0;
 };
 
@@ -321,6 +332,7 @@ struct Conversation::Stages : std::enable_shared_from_this<Conversation::Stages>
   std::shared_ptr<IngestStage> ingest;
   std::shared_ptr<PlaybackStage> playback;
   std::shared_ptr<DialogueStage> dialogue;
+  std::shared_ptr<speech::EchoCanceller> echo;  // shared by playback (reference) and hearing
 
   std::mutex taps_mu;
   std::vector<AudioTap> audio_taps;

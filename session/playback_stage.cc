@@ -3,6 +3,9 @@
 // dialogue has it (the remote speech service when configured, else Flite; Flite again when the
 // service fails, said once per utterance as an engine_fallback) and appended while the earlier
 // ones play.
+#include <array>
+#include <cmath>
+
 #include "session/internal.h"
 
 namespace parley::session {
@@ -52,7 +55,8 @@ std::unique_ptr<PlaybackStage::Utterance> PlaybackStage::Begin(const std::string
       std::weak_ptr<PlaybackStage> weak = weak_from_this();
       std::weak_ptr<Session> session = session_;
       media::Playback::Callbacks cb;
-      cb.sink = [session](std::string packet) {
+      cb.sink = [session, weak](std::string packet) {
+        if (const auto self = weak.lock()) self->OnPacketSent(packet);
         if (const auto s = session.lock()) s->EmitAudio(std::move(packet));
       };
       cb.on_event = [weak](const media::PlaybackEvent& e) {
@@ -120,11 +124,54 @@ bool PlaybackStage::Utterance::Speak(const std::string& sentence) {
     return false;
   }
   const int64_t ms = static_cast<int64_t>(audio->pcm.size()) * 1000 / audio->sample_rate;
+  stage_->KeepReference(writer_->utterance(), audio->pcm, audio->sample_rate);
   if (!writer_->Append(audio->pcm, audio->sample_rate)) return false;
   audio_ms_ += ms;
   const std::lock_guard lock(stage_->mu_);
   stage_->synthesized_ms_ += static_cast<uint64_t>(ms);
   return true;
+}
+
+void PlaybackStage::KeepReference(uint16_t utterance, std::span<const int16_t> pcm, int rate) {
+  if (!echo_ || rate <= 0) return;
+  const std::lock_guard lock(mu_);
+  auto& ref = reference_[utterance];
+  // To 16 kHz by linear interpolation: the reference only has to match the echo's envelope and
+  // the canceller's band, not to be heard.
+  const double step = static_cast<double>(rate) / speech::kSampleRate;
+  const auto n = static_cast<size_t>(static_cast<double>(pcm.size()) / step);
+  for (size_t i = 0; i < n; ++i) {
+    const double at = static_cast<double>(i) * step;
+    const auto k = static_cast<size_t>(at);
+    const double f = at - static_cast<double>(k);
+    const double next = k + 1 < pcm.size() ? pcm[k + 1] : pcm[k];
+    ref.push_back(static_cast<int16_t>(std::lround(pcm[k] * (1.0 - f) + next * f)));
+  }
+  while (reference_.size() > 4) reference_.erase(reference_.begin());
+}
+
+// The pacer thread, as each packet leaves: its 20 ms of audio goes to the echo reference at
+// the time it was sent. Header: kind, sequence u32, position u32 (48 kHz), utterance u16.
+void PlaybackStage::OnPacketSent(const std::string& packet) {
+  if (!echo_ || packet.size() < 11) return;
+  const auto byte = [&](size_t i) {
+    return static_cast<uint32_t>(static_cast<uint8_t>(packet[i]));
+  };
+  const uint32_t position = byte(5) << 24 | byte(6) << 16 | byte(7) << 8 | byte(8);
+  const auto utterance = static_cast<uint16_t>(byte(9) << 8 | byte(10));
+  const auto s = session_.lock();
+  if (!s) return;
+  constexpr size_t kPacketSamples = speech::kSampleRate / 50;  // 20 ms
+  std::array<int16_t, kPacketSamples> chunk{};
+  {
+    const std::lock_guard lock(mu_);
+    const auto it = reference_.find(utterance);
+    if (it == reference_.end()) return;
+    const size_t from = position / 3;  // 48 kHz -> 16 kHz
+    for (size_t i = 0; i < kPacketSamples && from + i < it->second.size(); ++i)
+      chunk[i] = it->second[from + i];
+  }
+  echo_->AddReference(s->NowMs(), chunk);
 }
 
 void PlaybackStage::Utterance::Finish() {

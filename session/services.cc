@@ -12,6 +12,7 @@ std::vector<std::string> ConversationConfig::Validate() const {
   check("vision workers", vision_workers.Validate());
   if (server_landmarks) check("server landmarks", landmarker.Validate());
   for (const auto& p : hearing.Validate()) problems.push_back(p);
+  for (const auto& p : echo.Validate()) problems.push_back("echo: " + p);
   check("dialogue engine", llm.Validate());
   check("turn-taking", turn_taking.Validate());
   check("interruptions", interruption.Validate());

@@ -203,6 +203,7 @@ struct ConversationConfig {
   vision::LandmarkerConfig landmarker;
   core::WorkerPoolConfig vision_workers{.name = "vision", .threads = 2, .queue_capacity = 64};
   speech::HearingConfig hearing;
+  speech::EchoConfig echo;  // the persona's voice cancelled from the microphone
   // Answering: the dialogue engines, turn-taking, the voice.
   dialogue::LlmConfig llm;  // base_url set: the LLM answers, the offline engine as fallback
   dialogue::TurnTakingConfig turn_taking;

@@ -195,6 +195,50 @@ struct HearingConfig {
   void AddFlags(core::FlagSet& flags);
 };
 
+// ---- Echo: the persona's own voice coming back through the user's microphone -----------------
+
+// A client without echo cancellation plays the persona through speakers and its microphone
+// carries it back. The server knows exactly what it sent, so it cancels that here.
+struct EchoConfig {
+  bool enabled = true;
+  int max_delay_ms = 600;  // the longest speaker-to-microphone delay searched (network+buffers)
+  // Residual-echo gate: while the persona's voice may be in the microphone, a 10 ms step counts
+  // as the user only when what is left after cancellation is within this many dB of the echo
+  // that was expected there (or louder); below that, it is echo and the hearing gets silence.
+  double gate_db = 10.0;
+  std::vector<std::string> Validate() const;
+  void AddFlags(core::FlagSet& flags);
+};
+
+struct EchoStats {
+  uint64_t frames = 0;            // 10 ms microphone steps processed while a reference was live
+  uint64_t gated_frames = 0;      // of them, taken as echo only
+  std::optional<int> delay_ms;    // the echo's delay as last estimated
+  std::optional<double> erle_db;  // echo return loss enhancement over echo-only steps
+};
+
+// WebRTC's echo canceller (libwebrtc-audio-processing, extended filter, delay-agnostic) behind a
+// delay search of our own (the envelope of the sent voice against the microphone's), plus the
+// residual-echo gate. One per session; AddReference and Process may be called from different
+// threads (the pacer, the media thread). Costs nothing while the persona is silent.
+class EchoCanceller {
+ public:
+  explicit EchoCanceller(const EchoConfig& config);
+  ~EchoCanceller();
+  EchoCanceller(const EchoCanceller&) = delete;
+  EchoCanceller& operator=(const EchoCanceller&) = delete;
+  // The voice as sent: 16 kHz mono starting at session time `t_ms`.
+  void AddReference(int64_t t_ms, std::span<const int16_t> pcm);
+  // Microphone audio (16 kHz, whole 10 ms steps) starting at `t_ms`: the echo is removed in
+  // place; steps the gate takes for echo only are zeroed. Returns how many steps were gated.
+  int Process(int64_t t_ms, std::span<int16_t> pcm);
+  EchoStats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // A mono 16-bit WAV file's bytes (libsndfile), 16 kHz unless `rate` says otherwise.
 std::string EncodeWav(std::span<const int16_t> pcm, int rate = kSampleRate);
 // Any WAV (or other libsndfile format) in memory as mono S16 (channels mixed down); false with
