@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <deque>
+#include <map>
 #include <random>
 #include <set>
 #include <thread>
@@ -393,6 +395,30 @@ TEST(Conversation, TheRemoteSpeechServiceSpeaksAndFliteTakesOverWhenItFails) {
 class Microphone {
  public:
   explicit Microphone(WsClient& ws) : ws_(ws), thread_([this] { Run(); }) {}
+  // A speaker in the same room: each Opus packet of the persona's voice, as it arrives, comes
+  // back into this microphone `delay` later, `attenuation_db` quieter (a client without echo
+  // cancellation).
+  void SetEcho(std::chrono::milliseconds delay, double attenuation_db) {
+    const std::lock_guard lock(mu_);
+    echo_delay_ = delay;
+    echo_gain_ = std::pow(10.0, -attenuation_db / 20.0);
+    int err = 0;
+    decoder_.reset(opus_decoder_create(48000, 1, &err));
+  }
+  void Hear(const std::string& packet) {
+    const std::lock_guard lock(mu_);
+    if (!decoder_ || packet.size() < 12 || packet[0] != '\x10') return;
+    std::vector<int16_t> out(5760);
+    const int got =
+        opus_decode(decoder_.get(), reinterpret_cast<const unsigned char*>(packet.data() + 11),
+                    static_cast<opus_int32>(packet.size() - 11), out.data(), 5760, 0);
+    if (got <= 0) return;
+    const auto at = std::chrono::steady_clock::now() + echo_delay_ - start_;
+    auto index = static_cast<int64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(at).count() * 16 / 1000);
+    for (int i = 0; i + 2 < got; i += 3, ++index)
+      echo_[index] += echo_gain_ * (out[i] + out[i + 1] + out[i + 2]) / 3.0;
+  }
   ~Microphone() {
     stop_ = true;
     thread_.join();
@@ -425,15 +451,35 @@ class Microphone {
         std::copy(queue_.begin(), queue_.begin() + static_cast<long>(n), chunk.begin());
         queue_.erase(queue_.begin(), queue_.begin() + static_cast<long>(n));
       }
+      {
+        const std::lock_guard lock(mu_);
+        for (size_t i = 0; i < chunk.size(); ++i) {
+          const auto it = echo_.find(sent_ + static_cast<int64_t>(i));
+          if (it == echo_.end()) continue;
+          chunk[i] = static_cast<int16_t>(std::clamp(chunk[i] + it->second, -32768.0, 32767.0));
+          echo_.erase(it);
+        }
+        sent_ += static_cast<int64_t>(chunk.size());
+        while (!echo_.empty() && echo_.begin()->first < sent_) echo_.erase(echo_.begin());
+      }
       for (auto& v : chunk) v = static_cast<int16_t>(std::clamp(v + noise(rng), -32768.0, 32767.0));
       ws_.SendBinary("\x02" + std::string(reinterpret_cast<const char*>(chunk.data()), 3200));
       next += 100ms;
       std::this_thread::sleep_until(next);
     }
   }
+  struct DecoderFree {
+    void operator()(OpusDecoder* d) const { opus_decoder_destroy(d); }
+  };
   WsClient& ws_;
   std::mutex mu_;
   std::deque<int16_t> queue_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  int64_t sent_ = 0;                // microphone samples sent so far (16 kHz)
+  std::map<int64_t, double> echo_;  // sample index -> echo to add there
+  std::chrono::milliseconds echo_delay_{0};
+  double echo_gain_ = 0;
+  std::unique_ptr<OpusDecoder, DecoderFree> decoder_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -555,6 +601,82 @@ TEST(BargeIn, ACoughOrAShortYeahOnlyPausesThePersonaWhichThenResumes) {
   EXPECT_GT((*end)["played_ms"].asInt(), 15000) << Types(rest);  // the whole story played
   if (rest.Find("playback.paused")) {
     EXPECT_TRUE(rest.Find("playback.resumed"));
+  }
+}
+
+// Listens like ListenUntil, playing each voice packet into the microphone as it arrives.
+Heard ListenThroughTheRoom(WsClient& ws, Microphone& mic, const std::string& until,
+                           std::chrono::milliseconds timeout) {
+  Heard h;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto m = ws.Receive(std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now()));
+    if (!m) break;
+    if (m->binary) {
+      mic.Hear(m->data);
+      h.packets.push_back(m->data);
+      continue;
+    }
+    Json::Value v;
+    Json::CharReaderBuilder b;
+    std::string err;
+    std::istringstream in(m->data);
+    if (!Json::parseFromStream(b, in, &v, &err)) continue;
+    h.events.push_back(v);
+    if (v["type"] == until) break;
+  }
+  return h;
+}
+
+TEST(Echo, ThePersonaHearingItsOwnVoiceThroughSpeakersNeverInterruptsItself) {
+  for (const bool cancel : {false, true}) {
+    SCOPED_TRACE(cancel ? "echo cancelled" : "echo not cancelled");
+    FakeOpenAi llm(StoryThenShort());
+    TestServer s([&](app::AppConfig& c) {
+      WithLlm(c, llm);
+      c.conversation.echo.enabled = cancel;
+    });
+    WsHub hub;
+    const std::string id = s.CreateSession("alice", "seoa");
+    auto ws = s.Join(hub, "practice", id, "alice");
+    ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+    Microphone mic(*ws);
+    mic.SetEcho(180ms, 6);
+    const Heard greeting = ListenThroughTheRoom(*ws, mic, "playback.end", 20s);
+    if (!cancel) {
+      // The control: the same room without the canceller hears the persona as a person.
+      EXPECT_TRUE(greeting.Find("speech_start") || greeting.Find("playback.paused"))
+          << Types(greeting);
+      continue;
+    }
+    ws->SendText(R"({"type":"say","text":"Tell me about a trip you took."})");
+    const Heard story = ListenThroughTheRoom(*ws, mic, "playback.end", 60s);
+    // From the greeting's first packet on (the VAD may settle on the room's noise before).
+    Heard voiced;
+    bool playing = false;
+    for (const auto& e : greeting.events) {
+      playing = playing || e["type"] == "playback.start";
+      if (playing) voiced.events.push_back(e);
+    }
+    for (const Heard* h : {static_cast<const Heard*>(&voiced), &story}) {
+      EXPECT_FALSE(h->Find("speech_start")) << Types(*h);
+      EXPECT_FALSE(h->Find("playback.paused")) << Types(*h);
+      EXPECT_FALSE(h->Find("playback.cancelled")) << Types(*h);
+      EXPECT_FALSE(h->Find("transcript.final")) << Types(*h);
+    }
+    ASSERT_TRUE(story.Find("playback.end")) << Types(story);
+    EXPECT_GT((*story.Find("playback.end"))["played_ms"].asInt(), 15000) << "the whole story";
+    ws->SendText(R"({"type":"stop"})");
+    ws->ReceiveType("stopped", 10s);
+    ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice"), 60s).status,
+              200);
+    const Json::Value report =
+        Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
+    const Json::Value& echo = report["metrics"]["echo"];
+    EXPECT_NEAR(echo["delay_ms"].asInt(), 180 + 60, 150) << echo.toStyledString();
+    EXPECT_GT(echo["erle_db"].asDouble(), 10) << echo.toStyledString();
+    std::cout << "server echo: " << echo.toStyledString();
   }
 }
 
