@@ -6,6 +6,7 @@
 //   ws_load --spawn build/default/app/parley --connections 100 --rate 30 --duration 60
 //   ws_load --port 8080 --pid $(pidof parley) --token $JWT ...
 #include <fcntl.h>
+#include <opus/opus.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -403,8 +404,13 @@ int RunSpeech(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int
 // of the recording sent -> the first voice packet of the reply received. The server's own
 // breakdown comes with the reply (ms after the turn's last voiced sample: final transcript,
 // first text, first synthesized audio) and playback.start (first packet sent).
+// With `echo_delay_ms` >= 0 each client is a speakerphone without echo cancellation: every voice
+// packet it receives comes back into its microphone that much later, `echo_db` quieter, and
+// any pause, barge-in cancel or speech start while it is silent is the persona interrupting
+// itself.
 int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int duration_s,
-                    const std::string& base, pid_t pid, pid_t child) {
+                    const std::string& base, pid_t pid, pid_t child, int echo_delay_ms,
+                    double echo_db) {
   std::vector<std::vector<int16_t>> recordings;
   for (const char* id : {"0870", "0880", "0890", "0920", "0930"}) {
     auto pcm = parley::testing::DecodeTo16k(
@@ -437,6 +443,7 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   std::mutex mu;
   std::vector<Round> rounds;
   int missing = 0;
+  int persona_turns = 0, self_paused = 0, self_cancelled = 0, echo_speech_starts = 0;
   const auto start = Clock::now();
   const auto measure_from = start + std::chrono::seconds(warmup_s);
   const auto stop_at = measure_from + std::chrono::seconds(duration_s);
@@ -450,8 +457,65 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
     talkers.emplace_back([&, ci] {
       WsClient& ws = *clients[ci];
       ws.SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
-      const std::string silence = "\x02" + std::string(3200, '\0');
       auto tick = Clock::now();
+      const auto t0 = tick;
+      // The room: decoded voice packets waiting to reach the microphone (sample index -> value).
+      std::map<int64_t, double> room;
+      int64_t mic_samples = 0;
+      std::unique_ptr<OpusDecoder, void (*)(OpusDecoder*)> decoder(nullptr, opus_decoder_destroy);
+      if (echo_delay_ms >= 0) {
+        int err = 0;
+        decoder.reset(opus_decoder_create(48000, 1, &err));
+      }
+      const double echo_gain = std::pow(10.0, -echo_db / 20.0);
+      std::vector<int16_t> decoded(5760);
+      uint16_t playing = 0;   // the utterance the speaker plays
+      int64_t play_base = 0;  // microphone sample index of its position 0
+      const auto hear = [&](const parley::testing::WsMessage& m) {
+        if (!decoder || !m.binary || m.data.size() < 12 || m.data[0] != '\x10') return;
+        const int got =
+            opus_decode(decoder.get(), reinterpret_cast<const unsigned char*>(m.data.data() + 11),
+                        static_cast<opus_int32>(m.data.size() - 11), decoded.data(), 5760, 0);
+        // Played continuously from the utterance's first packet, as a page's player does.
+        const auto byte = [&](size_t k) {
+          return static_cast<uint32_t>(static_cast<uint8_t>(m.data[k]));
+        };
+        const uint32_t position = byte(5) << 24 | byte(6) << 16 | byte(7) << 8 | byte(8);
+        const auto utterance = static_cast<uint16_t>(byte(9) << 8 | byte(10));
+        if (utterance != playing) {
+          playing = utterance;
+          play_base = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          m.received - t0 + std::chrono::milliseconds(echo_delay_ms))
+                              .count() *
+                          16 -
+                      static_cast<int64_t>(position / 3);
+        }
+        auto at = play_base + static_cast<int64_t>(position / 3);
+        for (int i = 0; i + 2 < got; i += 3, ++at)
+          room[at] += echo_gain * (decoded[i] + decoded[i + 1] + decoded[i + 2]) / 3.0;
+      };
+      // A chunk of microphone audio: `pcm` (or silence) plus what the room brings back.
+      const auto microphone = [&](const int16_t* pcm, size_t n) {
+        std::vector<int16_t> out(1600, 0);
+        if (pcm != nullptr) std::copy(pcm, pcm + n, out.begin());
+        for (size_t i = 0; i < out.size(); ++i) {
+          const auto it = room.find(mic_samples + static_cast<int64_t>(i));
+          if (it != room.end())
+            out[i] = static_cast<int16_t>(std::clamp(out[i] + it->second, -32768.0, 32767.0));
+        }
+        mic_samples += static_cast<int64_t>(out.size());
+        room.erase(room.begin(), room.lower_bound(mic_samples));
+        return "\x02" + std::string(reinterpret_cast<const char*>(out.data()), out.size() * 2);
+      };
+      const auto silence = [&] { return microphone(nullptr, 0); };
+      bool talking = false;  // this client is speaking its own recording
+      const auto self_interruption = [&](const std::string& t) {
+        if (talking || echo_delay_ms < 0) return;
+        const std::lock_guard lock(mu);
+        if (t == "playback.paused") ++self_paused;
+        if (t == "playback.cancelled") ++self_cancelled;
+        if (t == "speech_start") ++echo_speech_starts;
+      };
       // Sends one 100 ms chunk per tick; meanwhile reads what came. Returns when `done`.
       const auto pump = [&](const std::function<bool(const parley::testing::WsMessage&)>& seen,
                             const std::function<std::string()>& next_chunk,
@@ -463,6 +527,7 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
           }
           const auto wait = std::max(Clock::now(), std::min(tick, give_up)) - Clock::now();
           auto m = ws.Receive(std::chrono::duration_cast<std::chrono::milliseconds>(wait) + 1ms);
+          if (m) hear(*m);
           if (m && seen(*m)) return true;
           if (Clock::now() >= give_up) return false;
         }
@@ -473,18 +538,26 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
         return v ? (*v)["type"].asString() : std::string();
       };
       // The greeting plays first.
-      pump([&](const auto& m) { return type_of(m) == "playback.end"; }, [&] { return silence; },
-           Clock::now() + 30s);
+      pump(
+          [&](const auto& m) {
+            const std::string t = type_of(m);
+            self_interruption(t);
+            return t == "playback.end";
+          },
+          silence, Clock::now() + 30s);
       for (size_t turn = ci; Clock::now() < stop_at; ++turn) {
         const auto& rec = recordings[turn % recordings.size()];
         const size_t voiced_end = last_voiced[turn % recordings.size()];
         size_t off = 0;
         Clock::time_point voiced_sent{};
+        talking = true;
         const auto speak = [&] {
-          if (off >= rec.size()) return silence;
+          if (off >= rec.size()) {
+            talking = false;
+            return silence();
+          }
           const size_t n = std::min<size_t>(1600, rec.size() - off);
-          std::string chunk =
-              "\x02" + std::string(reinterpret_cast<const char*>(rec.data() + off), n * 2);
+          std::string chunk = microphone(rec.data() + off, n);
           off += n;
           // The chunk holding the last voiced sample leaves now (as a microphone's would, once
           // its 100 ms were recorded).
@@ -506,6 +579,7 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
               }
               if (t == "reply") r.reply = *parley::core::ParseJson(m.data);
               if (t == "playback.start") r.start = *parley::core::ParseJson(m.data);
+              self_interruption(t);
               return t == "playback.end" && got_packet;
             },
             speak, Clock::now() + std::chrono::milliseconds(rec.size() / 16) + 20s);
@@ -515,9 +589,10 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
         r.measured = voiced_sent >= measure_from && voiced_sent < stop_at;
         const std::lock_guard lock(mu);
         if (!answered && r.measured) ++missing;
+        if (answered && r.measured) ++persona_turns;
         if (answered) rounds.push_back(std::move(r));
         // A breath before the next turn.
-        pump([](const auto&) { return false; }, [&] { return silence; }, Clock::now() + 400ms);
+        pump([](const auto&) { return false; }, silence, Clock::now() + 400ms);
       }
     });
   }
@@ -547,6 +622,15 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   out["measured_s"] = duration_s;
   out["turns_answered"] = static_cast<Json::UInt64>(v2v.size());
   out["turns_missing_reply"] = missing;
+  if (echo_delay_ms >= 0) {
+    Json::Value& e = out["echo"];
+    e["delay_ms"] = echo_delay_ms;
+    e["attenuation_db"] = echo_db;
+    e["persona_turns"] = persona_turns;
+    e["self_paused"] = self_paused;
+    e["self_cancelled"] = self_cancelled;
+    e["speech_starts_while_silent"] = echo_speech_starts;
+  }
   out["voice_to_voice_ms"]["p50"] = pct(v2v, 0.5);
   out["voice_to_voice_ms"]["p95"] = pct(v2v, 0.95);
   Json::Value& b = out["breakdown_median_ms"];  // after the turn's last voiced sample
@@ -698,6 +782,12 @@ int main(int argc, char** argv) {
   cli.add_flag("--no-sessions", no_sessions,
                "Connect straight to /ws/<endpoint> without creating sessions (another server, "
                "e.g. bench/python_seed); frames per CPU second then count frames sent");
+  int echo_delay_ms = -1;
+  double echo_db = 6;
+  cli.add_option("--echo-delay-ms", echo_delay_ms,
+                 "With --conversation: each client plays the persona's voice back into its "
+                 "microphone this much later (a speakerphone) and counts self-interruptions");
+  cli.add_option("--echo-db", echo_db, "How much quieter the echo comes back (dB)");
   bool conversation = false;
   cli.add_flag("--conversation", conversation,
                "Each connection holds a spoken conversation with the persona (librivox turns as "
@@ -808,7 +898,8 @@ int main(int argc, char** argv) {
   }
 
   if (conversation) {
-    return RunConversation(clients, warmup_s, duration_s, base, pid_arg, child.pid);
+    return RunConversation(clients, warmup_s, duration_s, base, pid_arg, child.pid, echo_delay_ms,
+                           echo_db);
   }
   if (speech) {
     const char* partials = std::getenv("PARLEY_ASR_PARTIALS");
