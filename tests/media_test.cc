@@ -328,6 +328,15 @@ TEST_F(MediaTest, PlaybackSendsPacedOpusThatDecodesBackToTheInputDuration) {
   ASSERT_NE(play->Say(pcm, 22050), 0);
   ASSERT_TRUE(play->WaitIdle(5s));
   EXPECT_GT(std::chrono::steady_clock::now() - start, 1800ms);  // real time, not dumped at once
+  // WaitIdle promises the packets, not the events: the pacer posts kEnded after the last
+  // packet (seen missing once on a loaded CI run).
+  for (int i = 0; i < 100; ++i) {
+    {
+      const std::lock_guard lock(rec.mu);
+      if (rec.events.size() >= 2) break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
   const std::lock_guard lock(rec.mu);
   for (size_t i = 0; i < rec.packets.size(); ++i) {
     const Packet& p = rec.packets[i];
