@@ -15,7 +15,9 @@ constexpr int kFrame = 320;  // 20 ms at 16 kHz
 void BM_EchoWhileThePersonaSpeaks(benchmark::State& state) {
   const auto voice = parley::testing::FliteSpeak(
       "slt", "Thanks for coming in today. Tell me a little about yourself and what you enjoy.");
-  parley::speech::EchoCanceller echo(parley::speech::EchoConfig{});
+  parley::speech::EchoConfig config;
+  config.enabled = true;
+  parley::speech::EchoCanceller echo(config);
   std::mt19937 rng(1);
   std::normal_distribution<double> noise(0, 30);
   std::vector<int16_t> frame(kFrame);
@@ -40,7 +42,9 @@ void BM_EchoWhileThePersonaSpeaks(benchmark::State& state) {
 BENCHMARK(BM_EchoWhileThePersonaSpeaks)->Arg(60)->Arg(300);
 
 void BM_EchoWhileSilent(benchmark::State& state) {
-  parley::speech::EchoCanceller echo(parley::speech::EchoConfig{});
+  parley::speech::EchoConfig config;
+  config.enabled = true;
+  parley::speech::EchoCanceller echo(config);
   std::vector<int16_t> frame(kFrame, 100);
   int64_t t = 0;
   for (auto _ : state) {

@@ -200,7 +200,8 @@ struct HearingConfig {
 // A client without echo cancellation plays the persona through speakers and its microphone
 // carries it back. The server knows exactly what it sent, so it cancels that here.
 struct EchoConfig {
-  bool enabled = true;
+  // Off by default until it holds in the load client's conversation mix (see docs/protocol.md).
+  bool enabled = false;
   int max_delay_ms = 600;  // the longest speaker-to-microphone delay searched (network+buffers)
   // Residual-echo gate: while the persona's voice may be in the microphone, a 10 ms step counts
   // as the user only when what is left after cancellation is within this many dB of the echo

@@ -192,7 +192,9 @@ TEST(Echo, AClientThatCancelsItsOwnEchoIsHeardAtAnyLevelAfterTheFirstSecond) {
 }
 
 TEST(Echo, WithoutThePersonaSpeakingNothingIsTouched) {
-  speech::EchoCanceller echo(speech::EchoConfig{});
+  speech::EchoConfig config;
+  config.enabled = true;
+  speech::EchoCanceller echo(config);
   std::vector<int16_t> frame(kFrame);
   for (int i = 0; i < kFrame; ++i) frame[i] = static_cast<int16_t>(8000 * std::sin(i * 0.3));
   const auto copy = frame;

@@ -333,6 +333,13 @@ function onServerEvent(ui, m) {
       break;
     }
     case 'transcript.final': {
+      if (!(m.text || '').trim()) {
+        // Nothing recognisable was said: drop the partial's bubble instead of an empty one.
+        const partial = ui.turns.get(`u${m.t_start}`);
+        if (partial) partial.remove();
+        ui.turns.delete(`u${m.t_start}`);
+        break;
+      }
       const li = turnLi(ui, `u${m.t_start}`, 'user');
       li.classList.remove('partial');
       setText(li, m.text);
