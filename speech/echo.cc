@@ -104,7 +104,10 @@ struct EchoCanceller::Impl {
     }
   }
 
-  size_t Slot(int64_t step) const { return static_cast<size_t>(step % ring_steps); }
+  // Steps before the stream's start (the first seconds' search window) wrap like any other.
+  size_t Slot(int64_t step) const {
+    return static_cast<size_t>(((step % ring_steps) + ring_steps) % ring_steps);
+  }
 
   // Writes reference samples at absolute sample index `at`; a gap since the last write is
   // silence (the persona paused, or nothing was playing).
