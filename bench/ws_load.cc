@@ -469,28 +469,31 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
       }
       const double echo_gain = std::pow(10.0, -echo_db / 20.0);
       std::vector<int16_t> decoded(5760);
-      uint16_t playing = 0;   // the utterance the speaker plays
-      int64_t play_base = 0;  // microphone sample index of its position 0
+      int64_t play_cursor = 0;  // microphone sample index where the speaker's queue ends
       const auto hear = [&](const parley::testing::WsMessage& m) {
+        if (decoder && !m.binary && m.data.find("\"playback.cancelled\"") != std::string::npos) {
+          // The page drops what it queued; what already left the speaker is still in the room.
+          const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  m.received - t0 + std::chrono::milliseconds(echo_delay_ms))
+                                  .count() *
+                              16;
+          room.erase(room.lower_bound(now), room.end());
+          play_cursor = std::min(play_cursor, now);
+          return;
+        }
         if (!decoder || !m.binary || m.data.size() < 12 || m.data[0] != '\x10') return;
         const int got =
             opus_decode(decoder.get(), reinterpret_cast<const unsigned char*>(m.data.data() + 11),
                         static_cast<opus_int32>(m.data.size() - 11), decoded.data(), 5760, 0);
-        // Played continuously from the utterance's first packet, as a page's player does.
-        const auto byte = [&](size_t k) {
-          return static_cast<uint32_t>(static_cast<uint8_t>(m.data[k]));
-        };
-        const uint32_t position = byte(5) << 24 | byte(6) << 16 | byte(7) << 8 | byte(8);
-        const auto utterance = static_cast<uint16_t>(byte(9) << 8 | byte(10));
-        if (utterance != playing) {
-          playing = utterance;
-          play_base = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          m.received - t0 + std::chrono::milliseconds(echo_delay_ms))
-                              .count() *
-                          16 -
-                      static_cast<int64_t>(position / 3);
-        }
-        auto at = play_base + static_cast<int64_t>(position / 3);
+        // A player's jitter buffer: each packet plays right after the one before it, or, when it
+        // comes late (the first of an utterance, or after the server paused), `echo_delay_ms`
+        // after it arrived.
+        const int64_t arrived = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    m.received - t0 + std::chrono::milliseconds(echo_delay_ms))
+                                    .count() *
+                                16;
+        int64_t at = std::max(play_cursor, arrived);
+        play_cursor = at + got / 3;
         for (int i = 0; i + 2 < got; i += 3, ++at)
           room[at] += echo_gain * (decoded[i] + decoded[i + 1] + decoded[i + 2]) / 3.0;
       };
@@ -508,9 +511,29 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
         return "\x02" + std::string(reinterpret_cast<const char*>(out.data()), out.size() * 2);
       };
       const auto silence = [&] { return microphone(nullptr, 0); };
-      bool talking = false;  // this client is speaking its own recording
-      const auto self_interruption = [&](const std::string& t) {
-        if (talking || echo_delay_ms < 0) return;
+      // The client's own speech, as microphone sample ranges. A speech onset the server reports
+      // is the client's own when it falls inside one (the server's `t` is session time, and the
+      // microphone's sample 0 is the `started` event's `t`); otherwise it is the persona's echo.
+      std::vector<std::pair<int64_t, int64_t>> own_speech;
+      int64_t stream_zero_ms = -1;
+      bool onset_is_echo = false;
+      const auto self_interruption = [&](const std::string& t,
+                                         const parley::testing::WsMessage& m) {
+        if (echo_delay_ms < 0 || m.binary) return;
+        if (t == "started") {
+          const auto v = parley::core::ParseJson(m.data);
+          if (v) stream_zero_ms = (*v)["t"].asInt64();
+          return;
+        }
+        if (t == "speech_start") {
+          const auto v = parley::core::ParseJson(m.data);
+          const int64_t at =
+              v && stream_zero_ms >= 0 ? ((*v)["t"].asInt64() - stream_zero_ms) * 16 : 0;
+          onset_is_echo = std::none_of(own_speech.begin(), own_speech.end(), [&](const auto& r) {
+            return at >= r.first - 16 * 100 && (r.second < 0 || at < r.second + 16 * 100);
+          });
+        }
+        if (!onset_is_echo) return;
         const std::lock_guard lock(mu);
         if (t == "playback.paused") ++self_paused;
         if (t == "playback.cancelled") ++self_cancelled;
@@ -541,7 +564,7 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
       pump(
           [&](const auto& m) {
             const std::string t = type_of(m);
-            self_interruption(t);
+            self_interruption(t, m);
             return t == "playback.end";
           },
           silence, Clock::now() + 30s);
@@ -550,10 +573,10 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
         const size_t voiced_end = last_voiced[turn % recordings.size()];
         size_t off = 0;
         Clock::time_point voiced_sent{};
-        talking = true;
+        own_speech.emplace_back(mic_samples, -1);
         const auto speak = [&] {
           if (off >= rec.size()) {
-            talking = false;
+            if (own_speech.back().second < 0) own_speech.back().second = mic_samples;
             return silence();
           }
           const size_t n = std::min<size_t>(1600, rec.size() - off);
@@ -579,7 +602,7 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
               }
               if (t == "reply") r.reply = *parley::core::ParseJson(m.data);
               if (t == "playback.start") r.start = *parley::core::ParseJson(m.data);
-              self_interruption(t);
+              self_interruption(t, m);
               return t == "playback.end" && got_packet;
             },
             speak, Clock::now() + std::chrono::milliseconds(rec.size() / 16) + 20s);

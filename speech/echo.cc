@@ -33,13 +33,21 @@ constexpr int kSearchWindowSteps = 200;  // 2 s
 constexpr double kSilentDb = -60.0;      // a reference step quieter than this is silence
 constexpr double kLoudRefDb = -45.0;     // steps used to learn the echo path's gain
 constexpr int kGainHistory = 300;        // 3 s of loud reference steps
-constexpr double kGainPercentile = 0.3;
-constexpr double kUnalignedGainPercentile = 0.3;
+// The echo path's gain is taken as the median of the aligned echo-only steps (measured: a 30th
+// percentile sat 2-3 dB under the true gain and let word onsets through), and before alignment
+// as a higher percentile against the loudest reference at any lag, which bounds it from below.
+constexpr double kGainPercentile = 0.5;
+constexpr double kUnalignedGainPercentile = 0.6;
 constexpr double kNoEchoGainDb = -30.0;
 constexpr double kAboveNoiseDb = 8.0;
-constexpr double kConvergedErleDb = 15.0;  // recent echo-step attenuation that trusts the AEC
-constexpr double kDoubleTalkDb = 2.0;      // measured: a converged AEC still lets word
-constexpr double kUnconvergedDoubleTalkDb = 4.0;  // onsets through at nearly the echo's level
+constexpr double kInaudibleDb = 10.0;        // an echo this far under the room's noise is not heard
+constexpr double kFloorOfFloorsDb = -110.0;  // a digitally silent room's noise, for that test
+constexpr double kNegligibleEchoDb = 20.0;   // an echo this far under the user's voice is left
+constexpr double kConvergedErleDb = 15.0;    // recent echo-step attenuation that trusts the AEC
+// Geigel's margin: the microphone must be this much over the expected echo to be the user
+// (measured in ws_load's speakerphone mix: 2 dB let word onsets through, where WebRTC's AEC
+// removes little in the first steps of each utterance).
+constexpr double kDoubleTalkDb = 4.0;
 
 double LevelDb(const int16_t* x, int n) {
   double sum = 0;
@@ -242,7 +250,11 @@ EchoCanceller::~EchoCanceller() = default;
 void EchoCanceller::AddReference(int64_t t_ms, std::span<const int16_t> pcm) {
   if (!impl_->config.enabled || t_ms < 0) return;
   const std::lock_guard lock(impl_->mu);
-  impl_->WriteReference(t_ms * (kStep / 10), pcm);
+  // A client's player plays each packet right after the one before it, or when it arrives if
+  // that is later. The pacer sends the first packets of an utterance (and of a resume) together,
+  // up to its lead ahead of time: placed by send time they would overwrite each other, and the
+  // echo of every onset would have no reference.
+  impl_->WriteReference(std::max(t_ms * (kStep / 10), impl_->written_until), pcm);
 }
 
 int EchoCanceller::Process(int64_t t_ms, std::span<int16_t> pcm) {
@@ -281,6 +293,8 @@ int EchoCanceller::Process(int64_t t_ms, std::span<int16_t> pcm) {
                        webrtc::AudioFrame::kVadUnknown, 1);
     m.apm->set_stream_delay_ms(0);
     const double in_energy = Energy(x, kStep);
+    std::array<int16_t, kStep> original{};
+    std::copy_n(x, kStep, original.begin());
     if (m.apm->ProcessStream(&m.near) == webrtc::AudioProcessing::kNoError)
       std::copy_n(m.near.data_, kStep, x);
     ++m.stats.frames;
@@ -294,18 +308,26 @@ int EchoCanceller::Process(int64_t t_ms, std::span<int16_t> pcm) {
     if (!converged) {
       for (int l = 0; l <= m.max_lag_steps; ++l) near_ref = std::max(near_ref, m.RefDb(step - l));
     }
+    // Where no echo can be heard the microphone goes on untouched: the AEC has seen the step
+    // (it keeps adapting), but its suppression would still colour a user's voice.
     if (near_ref <= kSilentDb) {
+      std::copy(original.begin(), original.end(), x);
       m.HearRoom(LevelDb(x, kStep));
       continue;
     }
     const double expected = m.ExpectedEchoDb(near_ref);
-    if (expected < kSilentDb) continue;  // an echo this faint cannot be heard as speech
+    // An echo well under the room's noise cannot be heard. (In a digitally silent room even a
+    // very faint one can: the VAD hears a -65 dBFS echo tail in digital silence as an onset.)
+    if (expected < std::max(m.NoiseFloorDb(), kFloorOfFloorsDb) - kInaudibleDb) {
+      std::copy(original.begin(), original.end(), x);
+      continue;
+    }  // an echo this faint cannot be heard as speech
     const double left = LevelDb(x, kStep);
     // The microphone itself must be louder than the echo expected there (Geigel's double-talk
     // test), and what is left after cancelling must be near that level too.
     const bool user = left >= expected - m.config.gate_db &&
                       left >= m.NoiseFloorDb() + kAboveNoiseDb &&  // not the room's noise
-                      mic >= expected + (converged ? kDoubleTalkDb : kUnconvergedDoubleTalkDb);
+                      mic >= expected + kDoubleTalkDb;
     if (aligned_ref > kLoudRefDb && m.delay_steps && !user) {
       m.recent_erle_db += 0.02 * ((mic - left) - m.recent_erle_db);
     }
@@ -321,14 +343,20 @@ int EchoCanceller::Process(int64_t t_ms, std::span<int16_t> pcm) {
       m.gains.push_back(mic - aligned_ref);
       if (m.gains.size() > kGainHistory) m.gains.pop_front();
     }
+    // The user over an echo far quieter than their voice: the echo is negligible there, and the
+    // AEC's suppression would only colour the voice the recogniser hears.
+    if (user && mic >= expected + kNegligibleEchoDb) std::copy(original.begin(), original.end(), x);
     if (!user) {
       m.echo_in += in_energy;
       m.echo_out += Energy(x, kStep);
       // Comfort noise at the room's level in its place, as telephony does: digital silence
       // between noisy steps reads as onsets to a VAD, and the echo's residue scaled down keeps
       // a voice's spectrum.
-      const double floor_db = std::max(m.NoiseFloorDb(), -90.0);
-      const double amplitude = 32768.0 * std::pow(10.0, floor_db / 20.0) * std::sqrt(3.0);
+      // A digitally silent room (a synthetic or muted source) stays digitally silent: noise
+      // there would itself be a change the VAD hears.
+      const double floor_db = m.NoiseFloorDb();
+      const double amplitude =
+          floor_db < -90.0 ? 0.0 : 32768.0 * std::pow(10.0, floor_db / 20.0) * std::sqrt(3.0);
       for (int i = 0; i < kStep; ++i) {
         m.noise_state = m.noise_state * 6364136223846793005ULL + 1442695040888963407ULL;
         const double u = static_cast<double>(m.noise_state >> 11) / 9007199254740992.0;  // [0,1)
