@@ -31,6 +31,7 @@
 #include "speech/speech.h"
 #include "tests/support/audio_files.h"
 #include "tests/support/face_generator.h"
+#include "tests/support/flite_voice.h"
 #include "tests/support/test_server.h"
 
 namespace {
@@ -679,6 +680,229 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   return 0;
 }
 
+// Barge-in: each session asks for a story, and 2 s into its voice (past the interruption
+// policy's warm-up) plays one trial into its microphone, in turn: a person's speech (librivox),
+// a 150 ms noise burst, a cough-like burst, and Flite saying "yeah", "mhm", "okay". Speech must
+// pause the voice and then cancel it; the others may pause it but must let it resume and end.
+// Times are from the trial's onset (the wall time of its first voiced sample, the microphone
+// sending in real time) to the client receiving the pause, the cancel and the utterance's last
+// packet.
+int RunBargeIn(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int duration_s,
+               pid_t pid, pid_t child) {
+  struct Trial {
+    std::string kind;
+    std::vector<int16_t> pcm;
+    bool speech = false;
+  };
+  std::vector<Trial> trials;
+  trials.push_back({"speech",
+                    parley::testing::DecodeTo16k("/usr/share/pocketsphinx/test/data/librivox/"
+                                                 "sense_and_sensibility_01_austen_64kb-0880.wav"),
+                    true});
+  if (trials[0].pcm.empty()) {
+    std::cerr << "ws_load: --barge-in needs pocketsphinx-testdata\n";
+    return 2;
+  }
+  std::mt19937 rng(9);
+  std::normal_distribution<double> loud(0, 6000);
+  Trial burst{"noise_burst_150ms", std::vector<int16_t>(2400), false};
+  for (auto& v : burst.pcm) v = static_cast<int16_t>(std::clamp(loud(rng), -32768.0, 32767.0));
+  trials.push_back(burst);
+  // A cough: a 250 ms noise burst, low-passed, with a fast attack and an exponential decay.
+  Trial cough{"cough", std::vector<int16_t>(4000), false};
+  double lp = 0;
+  for (size_t i = 0; i < cough.pcm.size(); ++i) {
+    lp += 0.25 * (loud(rng) * 2 - lp);
+    const double envelope = std::min(1.0, i / 160.0) * std::exp(-static_cast<double>(i) / 1200.0);
+    cough.pcm[i] = static_cast<int16_t>(std::clamp(lp * envelope, -32768.0, 32767.0));
+  }
+  trials.push_back(cough);
+  for (const char* word : {"yeah", "mhm", "okay"})
+    trials.push_back({word, parley::testing::FliteSpeak("kal16", word), false});
+  const auto first_voiced = [](const std::vector<int16_t>& r) {
+    for (size_t off = 0; off + 160 <= r.size(); off += 160) {
+      double e = 0;
+      for (size_t i = off; i < off + 160; ++i) e += double(r[i]) * r[i];
+      if (std::sqrt(e / 160) > 32768 * 0.01) return off;
+    }
+    return size_t{0};
+  };
+  struct Outcome {
+    size_t trial = 0;
+    bool measured = false, too_short = false, paused = false, cancelled = false, resumed = false,
+         ended = false;
+    double pause_ms = -1, cancel_ms = -1, last_packet_ms = -1;
+  };
+  std::mutex mu;
+  std::vector<Outcome> outcomes;
+  const auto start = Clock::now();
+  const auto measure_from = start + std::chrono::seconds(warmup_s);
+  const auto stop_at = measure_from + std::chrono::seconds(duration_s);
+  double cpu_before = 0;
+  std::thread meter([&] {
+    std::this_thread::sleep_until(measure_from);
+    cpu_before = pid > 0 ? CpuSeconds(pid) : 0;
+  });
+  std::vector<std::thread> talkers;
+  for (size_t ci = 0; ci < clients.size(); ++ci) {
+    talkers.emplace_back([&, ci] {
+      WsClient& ws = *clients[ci];
+      ws.SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+      auto tick = Clock::now();
+      std::vector<int16_t> queued;  // what the microphone plays next
+      size_t queued_at = 0;
+      const auto type_of = [](const parley::testing::WsMessage& m) {
+        if (m.binary) return std::string("packet");
+        const auto v = parley::core::ParseJson(m.data);
+        return v ? (*v)["type"].asString() : std::string();
+      };
+      // Sends one 20 ms chunk per tick (the queued trial, else silence), as a low-latency PCM
+      // client does once its 20 ms are recorded, and reads what came; `sent` sees the queue
+      // offset each chunk started at and when it left.
+      const auto pump = [&](const std::function<bool(const parley::testing::WsMessage&,
+                                                     const std::string&)>& seen,
+                            Clock::time_point give_up,
+                            const std::function<void(size_t, Clock::time_point)>& sent = nullptr) {
+        for (;;) {
+          if (Clock::now() >= tick) {
+            std::string chunk(1 + 640, '\0');
+            chunk[0] = '\x02';
+            const size_t n = std::min<size_t>(320, queued.size() - queued_at);
+            if (n > 0 && sent) sent(queued_at, Clock::now());
+            std::memcpy(chunk.data() + 1, queued.data() + queued_at, n * 2);
+            queued_at += n;
+            ws.SendBinary(chunk);
+            tick += 20ms;
+          }
+          const auto wait = std::max(Clock::now(), std::min(tick, give_up)) - Clock::now();
+          auto m = ws.Receive(std::chrono::duration_cast<std::chrono::milliseconds>(wait) + 1ms);
+          if (m && seen(*m, type_of(*m))) return true;
+          if (Clock::now() >= give_up) return false;
+        }
+      };
+      pump([](const auto&, const std::string& t) { return t == "playback.end"; },
+           Clock::now() + 30s);  // the greeting
+      for (size_t turn = ci; Clock::now() < stop_at; ++turn) {
+        Outcome o;
+        o.trial = turn % trials.size();
+        const Trial& trial = trials[o.trial];
+        ws.SendText(R"({"type":"say","text":"Tell me about a trip you took."})");
+        int utterance = -1;
+        pump(
+            [&](const auto& m, const std::string& t) {
+              if (t != "playback.start") return false;
+              utterance = (*parley::core::ParseJson(m.data))["utterance"].asInt();
+              return true;
+            },
+            Clock::now() + 20s);
+        if (utterance < 0) break;
+        bool ended = false;
+        const auto watch_end = [&](const auto& m, const std::string& t) {
+          if (t == "playback.end" &&
+              (*parley::core::ParseJson(m.data))["utterance"].asInt() == utterance)
+            ended = true;
+          return ended;
+        };
+        pump(watch_end, Clock::now() + 2000ms);
+        if (ended) {
+          o.too_short = true;
+          const std::lock_guard lock(mu);
+          outcomes.push_back(o);
+          continue;
+        }
+        queued = trial.pcm;
+        queued_at = 0;
+        const size_t voiced = first_voiced(trial.pcm);
+        Clock::time_point onset{};
+        const auto sent = [&](size_t offset, Clock::time_point at) {
+          // The chunk left once recorded: its first sample was spoken 20 ms before.
+          if (onset == Clock::time_point{} && voiced < offset + 320)
+            onset = at - 20ms +
+                    std::chrono::microseconds(
+                        (static_cast<int64_t>(voiced) - static_cast<int64_t>(offset)) * 1000 / 16);
+        };
+        const auto since = [&](Clock::time_point t) {
+          return std::chrono::duration<double, std::milli>(t - onset).count();
+        };
+        Clock::time_point last_packet{};
+        pump(
+            [&](const auto& m, const std::string& t) {
+              if (t == "packet") {
+                const auto b = [&](size_t k) { return static_cast<uint8_t>(m.data[k]); };
+                if (m.data.size() > 11 && (b(9) << 8 | b(10)) == utterance)
+                  last_packet = m.received;
+                return false;
+              }
+              if (onset == Clock::time_point{}) return watch_end(m, t);
+              if (t == "playback.paused" && !o.paused) {
+                o.paused = true;
+                o.pause_ms = since(m.received);
+              }
+              if (t == "playback.resumed") o.resumed = true;
+              if (t == "playback.cancelled") {
+                o.cancelled = true;
+                o.cancel_ms = since(m.received);
+                return true;
+              }
+              return watch_end(m, t);
+            },
+            Clock::now() + 40s, sent);
+        o.ended = ended;
+        if (onset != Clock::time_point{} && last_packet != Clock::time_point{})
+          o.last_packet_ms = since(last_packet);
+        o.measured = onset >= measure_from && onset < stop_at;
+        // Whatever comes next (the answer to the speech) plays out before the next trial.
+        pump([](const auto&, const std::string& t) { return t == "playback.end"; },
+             Clock::now() + (o.cancelled ? 20s : 1s));
+        pump([](const auto&, const std::string&) { return false; }, Clock::now() + 500ms);
+        const std::lock_guard lock(mu);
+        outcomes.push_back(o);
+      }
+    });
+  }
+  for (auto& t : talkers) t.join();
+  meter.join();
+  const double cpu = pid > 0 ? CpuSeconds(pid) - cpu_before : 0;
+  const auto pct = [](std::vector<double> v, double p) {
+    if (v.empty()) return -1.0;
+    std::sort(v.begin(), v.end());
+    return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+  };
+  Json::Value out(Json::objectValue);
+  out["sessions"] = static_cast<Json::UInt64>(clients.size());
+  out["measured_s"] = duration_s;
+  std::vector<double> pause, cancel, last;
+  Json::Value& by_kind = out["trials"];
+  int too_short = 0;
+  for (const auto& o : outcomes) {
+    if (o.too_short) ++too_short;
+    if (!o.measured) continue;
+    const Trial& t = trials[o.trial];
+    Json::Value& k = by_kind[t.kind];
+    k["count"] = k["count"].asInt() + 1;
+    k["paused"] = k["paused"].asInt() + (o.paused ? 1 : 0);
+    k["cancelled"] = k["cancelled"].asInt() + (o.cancelled ? 1 : 0);
+    k["resumed"] = k["resumed"].asInt() + (o.resumed ? 1 : 0);
+    k["played_to_end"] = k["played_to_end"].asInt() + (o.ended ? 1 : 0);
+    if (!t.speech) continue;
+    if (o.pause_ms >= 0) pause.push_back(o.pause_ms);
+    if (o.cancel_ms >= 0) cancel.push_back(o.cancel_ms);
+    if (o.cancelled && o.last_packet_ms >= 0) last.push_back(o.last_packet_ms);
+  }
+  out["replies_too_short_for_a_trial"] = too_short;
+  out["speech_onset_to_paused_ms"]["p50"] = pct(pause, 0.5);
+  out["speech_onset_to_paused_ms"]["p95"] = pct(pause, 0.95);
+  out["speech_onset_to_last_packet_ms"]["p50"] = pct(last, 0.5);
+  out["speech_onset_to_last_packet_ms"]["p95"] = pct(last, 0.95);
+  out["speech_onset_to_cancelled_ms"]["p50"] = pct(cancel, 0.5);
+  out["speech_onset_to_cancelled_ms"]["p95"] = pct(cancel, 0.95);
+  out["server_cpu_cores"] = cpu / duration_s;
+  std::cout << parley::core::ToJson(out) << std::endl;
+  for (auto& c : clients) c->Close();
+  StopChild(child);
+  return 0;
+}
+
 // Short media sessions one after another (create, connect, start, stream a recording as fast
 // as the server takes it, end), each kind and ending in turn; the server's descriptors, memory
 // and live pipelines from its /metrics at the start, after a warm-up and at each quarter.
@@ -812,6 +1036,10 @@ int main(int argc, char** argv) {
                  "microphone this much later (a speakerphone) and counts self-interruptions");
   cli.add_option("--echo-db", echo_db, "How much quieter the echo comes back (dB)");
   bool conversation = false;
+  bool barge_in = false;
+  cli.add_flag("--barge-in", barge_in,
+               "Each session asks for a story and talks over it (speech, noise, a cough, "
+               "backchannels): barge-in reaction times and false cancels");
   cli.add_flag("--conversation", conversation,
                "Each connection holds a spoken conversation with the persona (librivox turns as "
                "real-time PCM, waiting for each reply's voice); reports voice-to-voice latency "
@@ -854,7 +1082,7 @@ int main(int argc, char** argv) {
   // One session per 50 landmark connections (several trackers per practice session); one
   // session per connection when streaming media.
   const int per_session = media_file.empty() && !faces && !speech && !conversation ? 50 : 1;
-  if (!media_file.empty() || speech || conversation) endpoint = "practice";
+  if (!media_file.empty() || speech || conversation || barge_in) endpoint = "practice";
   SpeechLog speech_log;
   std::vector<std::string> sessions;
   for (int i = 0; !no_sessions && i < (connections + per_session - 1) / per_session; ++i) {
@@ -882,7 +1110,7 @@ int main(int argc, char** argv) {
             ? "/ws/" + endpoint
             : "/ws/" + endpoint + "?session=" + sessions[static_cast<size_t>(i / per_session)],
         auth);
-    if (!conversation)
+    if (!conversation && !barge_in)
       c->SetOnMessage([&, i](const parley::testing::WsMessage& m) {
         ++received;
         if (speech) {
@@ -920,6 +1148,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  if (barge_in) return RunBargeIn(clients, warmup_s, duration_s, pid_arg, child.pid);
   if (conversation) {
     return RunConversation(clients, warmup_s, duration_s, base, pid_arg, child.pid, echo_delay_ms,
                            echo_db);
