@@ -732,6 +732,7 @@ int RunBargeIn(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, in
     bool measured = false, too_short = false, paused = false, cancelled = false, resumed = false,
          ended = false;
     double pause_ms = -1, cancel_ms = -1, last_packet_ms = -1;
+    std::string cancel_reason;
   };
   std::mutex mu;
   std::vector<Outcome> outcomes;
@@ -840,6 +841,7 @@ int RunBargeIn(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, in
               }
               if (t == "playback.resumed") o.resumed = true;
               if (t == "playback.cancelled") {
+                o.cancel_reason = (*parley::core::ParseJson(m.data))["reason"].asString();
                 o.cancelled = true;
                 o.cancel_ms = since(m.received);
                 return true;
@@ -851,9 +853,16 @@ int RunBargeIn(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, in
         if (onset != Clock::time_point{} && last_packet != Clock::time_point{})
           o.last_packet_ms = since(last_packet);
         o.measured = onset >= measure_from && onset < stop_at;
-        // Whatever comes next (the answer to the speech) plays out before the next trial.
-        pump([](const auto&, const std::string& t) { return t == "playback.end"; },
-             Clock::now() + (o.cancelled ? 20s : 1s));
+        // The user finishes what they were saying, and the answer to it plays out, before the
+        // next trial.
+        bool answered = false;
+        const auto answer_end = [&](const auto&, const std::string& t) {
+          answered = answered || t == "playback.end";
+          return answered && queued_at >= queued.size();
+        };
+        pump(answer_end, Clock::now() + 30s);
+        queued.clear();
+        queued_at = 0;
         pump([](const auto&, const std::string&) { return false; }, Clock::now() + 500ms);
         const std::lock_guard lock(mu);
         outcomes.push_back(o);
@@ -882,6 +891,8 @@ int RunBargeIn(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, in
     k["count"] = k["count"].asInt() + 1;
     k["paused"] = k["paused"].asInt() + (o.paused ? 1 : 0);
     k["cancelled"] = k["cancelled"].asInt() + (o.cancelled ? 1 : 0);
+    if (o.cancelled)
+      k["cancel_reasons"][o.cancel_reason] = k["cancel_reasons"][o.cancel_reason].asInt() + 1;
     k["resumed"] = k["resumed"].asInt() + (o.resumed ? 1 : 0);
     k["played_to_end"] = k["played_to_end"].asInt() + (o.ended ? 1 : 0);
     if (!t.speech) continue;
@@ -1081,7 +1092,8 @@ int main(int argc, char** argv) {
 
   // One session per 50 landmark connections (several trackers per practice session); one
   // session per connection when streaming media.
-  const int per_session = media_file.empty() && !faces && !speech && !conversation ? 50 : 1;
+  const int per_session =
+      media_file.empty() && !faces && !speech && !conversation && !barge_in ? 50 : 1;
   if (!media_file.empty() || speech || conversation || barge_in) endpoint = "practice";
   SpeechLog speech_log;
   std::vector<std::string> sessions;
