@@ -76,7 +76,7 @@ void EchoConfig::AddFlags(core::FlagSet& f) {
   f.Group("Echo");
   f.Add("--echo-cancel", &enabled,
         "Cancel the persona's own voice in the microphone (clients without echo cancellation; "
-        "experimental, off by default)",
+        "off by default)",
         "PARLEY_ECHO_CANCEL");
   f.Add("--echo-max-delay-ms", &max_delay_ms,
         "Longest delay from a sent packet to its echo in the microphone that is searched",

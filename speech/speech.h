@@ -200,7 +200,7 @@ struct HearingConfig {
 // A client without echo cancellation plays the persona through speakers and its microphone
 // carries it back. The server knows exactly what it sent, so it cancels that here.
 struct EchoConfig {
-  // Off by default until it holds in the load client's conversation mix (see docs/protocol.md).
+  // Off by default until the whole suite has run with it on (see docs/protocol.md, "Echo").
   bool enabled = false;
   int max_delay_ms = 600;  // the longest speaker-to-microphone delay searched (network+buffers)
   // Residual-echo gate: while the persona's voice may be in the microphone, a 10 ms step counts
