@@ -185,26 +185,6 @@ std::vector<std::pair<std::string, std::string>> AsteriskPrompts(size_t count) {
   return out;
 }
 
-std::vector<std::string> Words(const std::string& s) {
-  std::istringstream in(s);
-  std::vector<std::string> w;
-  for (std::string x; in >> x;) w.push_back(x);
-  return w;
-}
-
-// Word error rate: word-level edit distance / reference length.
-double Wer(const std::string& reference, const std::string& hypothesis) {
-  const auto r = Words(reference), h = Words(hypothesis);
-  std::vector<std::vector<size_t>> d(r.size() + 1, std::vector<size_t>(h.size() + 1));
-  for (size_t i = 0; i <= r.size(); ++i) d[i][0] = i;
-  for (size_t j = 0; j <= h.size(); ++j) d[0][j] = j;
-  for (size_t i = 1; i <= r.size(); ++i)
-    for (size_t j = 1; j <= h.size(); ++j)
-      d[i][j] = std::min(
-          {d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (r[i - 1] == h[j - 1] ? 0 : 1)});
-  return r.empty() ? 0 : static_cast<double>(d[r.size()][h.size()]) / r.size();
-}
-
 // The bare decoder, as PocketSphinx's own examples use it on a file: the server's model and
 // search settings, the whole file at once with its cepstral mean over all of it ("batch").
 // `second_pass` adds PocketSphinx's default second (fwdflat) pass, which the server leaves off.
@@ -281,10 +261,10 @@ TEST(DecoderPool, StreamingRecognitionIsAsAccurateAsTheBareDecoderOnWholeFiles) 
     ASSERT_GT(pcm.size(), 1600u) << wav;
     const auto streamed = StreamUtterance(*pool, pcm);
     const auto& r = streamed.final;
-    const double n = static_cast<double>(Words(reference).size());
-    edits_stream[librivox] += Wer(reference, r.text) * n;
-    edits_direct[librivox] += Wer(reference, DecodeDirectly(pcm)) * n;
-    edits_two_pass[librivox] += Wer(reference, DecodeDirectly(pcm, true)) * n;
+    const double n = static_cast<double>(SplitWords(reference).size());
+    edits_stream[librivox] += WordErrorRate(reference, r.text) * n;
+    edits_direct[librivox] += WordErrorRate(reference, DecodeDirectly(pcm)) * n;
+    edits_two_pass[librivox] += WordErrorRate(reference, DecodeDirectly(pcm, true)) * n;
     words[librivox] += n;
     if (pcm.size() > 3u * kRate) {
       ++long_files;
@@ -409,7 +389,7 @@ TEST(DecoderPool, AnAbandonedUtteranceLeavesNothingInTheNextOne) {
   // word of it reaches the next one, whose word times start afresh.
   EXPECT_FALSE(clean.final.text.empty());
   EXPECT_EQ(after.final.text.find("good night"), std::string::npos) << after.final.text;
-  EXPECT_LE(Wer(clean.final.text, after.final.text), 0.1)
+  EXPECT_LE(WordErrorRate(clean.final.text, after.final.text), 0.1)
       << after.final.text << " | " << clean.final.text;
   ASSERT_FALSE(after.final.words.empty());
   EXPECT_LT(after.final.words.front().t_start_ms, 1000);
@@ -493,7 +473,7 @@ std::string VerboseJson(const std::string& text) {
   seg["avg_logprob"] = -0.1;
   v["segments"].append(seg);
   double t = 0.1;
-  for (const auto& w : Words(text)) {
+  for (const auto& w : SplitWords(text)) {
     Json::Value word(Json::objectValue);
     word["word"] = w;
     word["start"] = t;
@@ -774,8 +754,8 @@ TEST(HearingOverWebSocket, PcmSpeechIsSegmentedAndTranscribedAsWellAsByTheBareDe
     double edits = 0, words = 0;
     for (const auto& file : files) {
       if (file.librivox != librivox) continue;
-      const double n = static_cast<double>(Words(file.reference).size());
-      edits += Wer(file.reference, server ? file.server : file.direct) * n;
+      const double n = static_cast<double>(SplitWords(file.reference).size());
+      edits += WordErrorRate(file.reference, server ? file.server : file.direct) * n;
       words += n;
     }
     return edits / words;
@@ -826,8 +806,8 @@ TEST(HearingOverWebSocket, WebmOpusSpeechIsTranscribedAsWellAsByTheBareDecoder) 
     audio.insert(audio.end(), pcm.begin(), pcm.end());
     spans.emplace_back(start, static_cast<int64_t>(audio.size()) * 1000 / kRate);
     audio.insert(audio.end(), kRate * 6 / 5, 0);
-    const double n = static_cast<double>(Words(reference).size());
-    edits_direct += Wer(reference, DecodeDirectly(pcm)) * n;
+    const double n = static_cast<double>(SplitWords(reference).size());
+    edits_direct += WordErrorRate(reference, DecodeDirectly(pcm)) * n;
     words += n;
   }
   char dir_template[] = "/tmp/parley-webm-XXXXXX";
@@ -882,7 +862,8 @@ TEST(HearingOverWebSocket, WebmOpusSpeechIsTranscribedAsWellAsByTheBareDecoder) 
   double edits_server = 0;
   size_t i = 0;
   for (const auto& [file_id, reference] : transcripts)
-    edits_server += Wer(reference, heard[i++]) * static_cast<double>(Words(reference).size());
+    edits_server +=
+        WordErrorRate(reference, heard[i++]) * static_cast<double>(SplitWords(reference).size());
   std::printf(
       "librivox through WebM/Opus 32 kb/s: WER server %.3f, bare decoder on the files %.3f\n",
       edits_server / words, edits_direct / words);
@@ -989,8 +970,8 @@ TEST(HearingOverWebSocket, PartialTranscriptsArriveWhileThePersonSpeaks) {
   ASSERT_GE(partials.size(), 2u);
   EXPECT_FALSE(ended_before_first_partial);
   // The final agrees with the bare decoder on the same audio; the last partial is close to it.
-  EXPECT_LT(Wer(DecodeDirectly(audio), (*final_msg)["text"].asString()), 0.15);
-  EXPECT_LT(Wer((*final_msg)["text"].asString(), partials.back()), 0.5);
+  EXPECT_LT(WordErrorRate(DecodeDirectly(audio), (*final_msg)["text"].asString()), 0.15);
+  EXPECT_LT(WordErrorRate((*final_msg)["text"].asString(), partials.back()), 0.5);
   EXPECT_TRUE((*final_msg)["prosody"]["f0_mean_hz"].isNumeric());
 }
 
@@ -1084,7 +1065,7 @@ TEST(TalkStats, SpeakingRateOfFliteAtSetRatesIsWithinTenPercent) {
   std::string error;
   auto pool = speech::DecoderPool::Create({}, &error);
   ASSERT_TRUE(pool) << error;
-  const double words = static_cast<double>(Words(kReading).size());
+  const double words = static_cast<double>(SplitWords(kReading).size());
   for (const double stretch : {0.8, 1.0, 1.3}) {
     const auto speech_pcm = FliteSpeak("slt", kReading, stretch);
     ASSERT_FALSE(speech_pcm.empty());
@@ -1178,8 +1159,8 @@ TEST(PersonaVoice, FliteThroughOpusPlaybackKeepsItsLengthAndItsWords) {
     for (char c : line)
       if (std::isalpha(static_cast<unsigned char>(c)) || c == ' ' || c == '\'')
         reference.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-    const double recall = 1 - std::min(1.0, Wer(reference, heard));
-    const double recall_bare = 1 - std::min(1.0, Wer(reference, bare));
+    const double recall = 1 - std::min(1.0, WordErrorRate(reference, heard));
+    const double recall_bare = 1 - std::min(1.0, WordErrorRate(reference, bare));
     std::printf("'%s'\n  through Opus: '%s' (%.2f)\n  Flite's own: '%s' (%.2f)\n", line.c_str(),
                 heard.c_str(), recall, bare.c_str(), recall_bare);
     recall_sum += recall;

@@ -4,6 +4,7 @@
 #include <gst/gst.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -67,6 +68,25 @@ std::string MakeFixture(const std::string& description, const std::string& file)
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::vector<std::string> SplitWords(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<std::string> words;
+  for (std::string w; in >> w;) words.push_back(w);
+  return words;
+}
+
+double WordErrorRate(const std::string& reference, const std::string& hypothesis) {
+  const auto r = SplitWords(reference), h = SplitWords(hypothesis);
+  std::vector<std::vector<size_t>> d(r.size() + 1, std::vector<size_t>(h.size() + 1));
+  for (size_t i = 0; i <= r.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= h.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= r.size(); ++i)
+    for (size_t j = 1; j <= h.size(); ++j)
+      d[i][j] = std::min(
+          {d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (r[i - 1] == h[j - 1] ? 0 : 1)});
+  return r.empty() ? 0 : static_cast<double>(d[r.size()][h.size()]) / static_cast<double>(r.size());
 }
 
 }  // namespace parley::testing

@@ -14,4 +14,9 @@ std::vector<int16_t> DecodeTo16k(const std::string& file);
 // bytes (a test failure is recorded when the pipeline fails).
 std::string MakeFixture(const std::string& description, const std::string& file);
 
+// The words of a transcript (split on white space).
+std::vector<std::string> SplitWords(const std::string& text);
+// Word error rate: the word-level edit distance / the reference's length (0 for an empty one).
+double WordErrorRate(const std::string& reference, const std::string& hypothesis);
+
 }  // namespace parley::testing
