@@ -399,6 +399,34 @@ int RunSpeech(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int
   return 0;
 }
 
+// A run's measured window: a warm-up, then `duration_s`; the server's CPU is read when the
+// window opens (from a thread of its own, so that no client waits for it).
+class MeasuredWindow {
+ public:
+  MeasuredWindow(int warmup_s, int duration_s, pid_t pid)
+      : from(Clock::now() + std::chrono::seconds(warmup_s)),
+        until(from + std::chrono::seconds(duration_s)),
+        pid_(pid),
+        meter_([this] {
+          std::this_thread::sleep_until(from);
+          cpu_at_from_ = pid_ > 0 ? CpuSeconds(pid_) : 0;
+        }) {}
+  ~MeasuredWindow() {
+    if (meter_.joinable()) meter_.join();
+  }
+  // The server's CPU seconds since the window opened (waits for it to open).
+  double ServerCpuSeconds() {
+    if (meter_.joinable()) meter_.join();
+    return pid_ > 0 ? CpuSeconds(pid_) - cpu_at_from_ : 0;
+  }
+  const Clock::time_point from, until;
+
+ private:
+  const pid_t pid_;
+  double cpu_at_from_ = 0;
+  std::thread meter_;
+};
+
 // Each session holds a spoken conversation: it speaks a human recording (librivox, real-time
 // PCM, the microphone's silence around it), waits for the persona's reply to play out, then
 // speaks the next. Voice-to-voice latency is measured on the client: the last voiced sample
@@ -410,8 +438,7 @@ int RunSpeech(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int
 // any pause, barge-in cancel or speech start while it is silent is the persona interrupting
 // itself.
 int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int duration_s,
-                    const std::string& base, pid_t pid, pid_t child, int echo_delay_ms,
-                    double echo_db) {
+                    pid_t pid, pid_t child, int echo_delay_ms, double echo_db) {
   std::vector<std::vector<int16_t>> recordings;
   for (const char* id : {"0870", "0880", "0890", "0920", "0930"}) {
     auto pcm = parley::testing::DecodeTo16k(
@@ -445,14 +472,8 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   std::vector<Round> rounds;
   int missing = 0;
   int persona_turns = 0, self_paused = 0, self_cancelled = 0, echo_speech_starts = 0;
-  const auto start = Clock::now();
-  const auto measure_from = start + std::chrono::seconds(warmup_s);
-  const auto stop_at = measure_from + std::chrono::seconds(duration_s);
-  double cpu_before = 0;
-  std::thread meter([&] {
-    std::this_thread::sleep_until(measure_from);
-    cpu_before = pid > 0 ? CpuSeconds(pid) : 0;
-  });
+  MeasuredWindow window(warmup_s, duration_s, pid);
+  const auto measure_from = window.from, stop_at = window.until;
   std::vector<std::thread> talkers;
   for (size_t ci = 0; ci < clients.size(); ++ci) {
     talkers.emplace_back([&, ci] {
@@ -621,8 +642,7 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
     });
   }
   for (auto& t : talkers) t.join();
-  meter.join();
-  const double cpu = pid > 0 ? CpuSeconds(pid) - cpu_before : 0;
+  const double cpu = window.ServerCpuSeconds();
   const double rss_end = pid > 0 ? RssKib(pid) / 1024.0 : 0;
   std::vector<double> v2v, eot, transcript, first_text, first_audio, server_first_packet;
   for (const auto& r : rounds) {
@@ -736,14 +756,8 @@ int RunBargeIn(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, in
   };
   std::mutex mu;
   std::vector<Outcome> outcomes;
-  const auto start = Clock::now();
-  const auto measure_from = start + std::chrono::seconds(warmup_s);
-  const auto stop_at = measure_from + std::chrono::seconds(duration_s);
-  double cpu_before = 0;
-  std::thread meter([&] {
-    std::this_thread::sleep_until(measure_from);
-    cpu_before = pid > 0 ? CpuSeconds(pid) : 0;
-  });
+  MeasuredWindow window(warmup_s, duration_s, pid);
+  const auto measure_from = window.from, stop_at = window.until;
   std::vector<std::thread> talkers;
   for (size_t ci = 0; ci < clients.size(); ++ci) {
     talkers.emplace_back([&, ci] {
@@ -870,13 +884,7 @@ int RunBargeIn(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, in
     });
   }
   for (auto& t : talkers) t.join();
-  meter.join();
-  const double cpu = pid > 0 ? CpuSeconds(pid) - cpu_before : 0;
-  const auto pct = [](std::vector<double> v, double p) {
-    if (v.empty()) return -1.0;
-    std::sort(v.begin(), v.end());
-    return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
-  };
+  const double cpu = window.ServerCpuSeconds();
   Json::Value out(Json::objectValue);
   out["sessions"] = static_cast<Json::UInt64>(clients.size());
   out["measured_s"] = duration_s;
@@ -901,12 +909,12 @@ int RunBargeIn(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, in
     if (o.cancelled && o.last_packet_ms >= 0) last.push_back(o.last_packet_ms);
   }
   out["replies_too_short_for_a_trial"] = too_short;
-  out["speech_onset_to_paused_ms"]["p50"] = pct(pause, 0.5);
-  out["speech_onset_to_paused_ms"]["p95"] = pct(pause, 0.95);
-  out["speech_onset_to_last_packet_ms"]["p50"] = pct(last, 0.5);
-  out["speech_onset_to_last_packet_ms"]["p95"] = pct(last, 0.95);
-  out["speech_onset_to_cancelled_ms"]["p50"] = pct(cancel, 0.5);
-  out["speech_onset_to_cancelled_ms"]["p95"] = pct(cancel, 0.95);
+  out["speech_onset_to_paused_ms"]["p50"] = Percentile(pause, 0.5);
+  out["speech_onset_to_paused_ms"]["p95"] = Percentile(pause, 0.95);
+  out["speech_onset_to_last_packet_ms"]["p50"] = Percentile(last, 0.5);
+  out["speech_onset_to_last_packet_ms"]["p95"] = Percentile(last, 0.95);
+  out["speech_onset_to_cancelled_ms"]["p50"] = Percentile(cancel, 0.5);
+  out["speech_onset_to_cancelled_ms"]["p95"] = Percentile(cancel, 0.95);
   out["server_cpu_cores"] = cpu / duration_s;
   std::cout << parley::core::ToJson(out) << std::endl;
   for (auto& c : clients) c->Close();
@@ -1162,7 +1170,7 @@ int main(int argc, char** argv) {
 
   if (barge_in) return RunBargeIn(clients, warmup_s, duration_s, pid_arg, child.pid);
   if (conversation) {
-    return RunConversation(clients, warmup_s, duration_s, base, pid_arg, child.pid, echo_delay_ms,
+    return RunConversation(clients, warmup_s, duration_s, pid_arg, child.pid, echo_delay_ms,
                            echo_db);
   }
   if (speech) {

@@ -630,19 +630,35 @@ Heard ListenThroughTheRoom(WsClient& ws, Microphone& mic, const std::string& unt
   return ListenUntil(ws, until, timeout, 1, [&](const WsMessage& m) { mic.Hear(m); });
 }
 
+// A practice session whose LLM tells a story when asked, with PCM media started and a live
+// microphone in the room; the echo canceller on or off.
+struct RoomSession {
+  explicit RoomSession(bool echo_cancel)
+      : llm(StoryThenShort()), server([this, echo_cancel](app::AppConfig& c) {
+          WithLlm(c, llm);
+          c.conversation.echo.enabled = echo_cancel;
+        }) {
+    id = server.CreateSession("alice", "seoa");
+    ws = server.Join(hub, "practice", id, "alice");
+    ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+    mic = std::make_unique<Microphone>(*ws);
+  }
+  FakeOpenAi llm;
+  TestServer server;
+  WsHub hub;
+  std::string id;
+  std::shared_ptr<WsClient> ws;
+  std::unique_ptr<Microphone> mic;
+};
+
 TEST(Echo, ThePersonaHearingItsOwnVoiceThroughSpeakersNeverInterruptsItself) {
   for (const bool cancel : {false, true}) {
     SCOPED_TRACE(cancel ? "echo cancelled" : "echo not cancelled");
-    FakeOpenAi llm(StoryThenShort());
-    TestServer s([&](app::AppConfig& c) {
-      WithLlm(c, llm);
-      c.conversation.echo.enabled = cancel;
-    });
-    WsHub hub;
-    const std::string id = s.CreateSession("alice", "seoa");
-    auto ws = s.Join(hub, "practice", id, "alice");
-    ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
-    Microphone mic(*ws);
+    RoomSession room(cancel);
+    TestServer& s = room.server;
+    const std::string& id = room.id;
+    auto& ws = room.ws;
+    Microphone& mic = *room.mic;
     mic.SetEcho(180ms, 6);
     const Heard greeting = ListenThroughTheRoom(*ws, mic, "playback.end", 20s);
     if (!cancel) {
@@ -698,16 +714,9 @@ TEST(Echo, APersonTalkingOverTheEchoStillInterruptsAndIsTranscribed) {
   std::map<bool, double> wer;
   for (const bool echoing : {false, true}) {
     SCOPED_TRACE(echoing ? "room with echo" : "room without echo");
-    FakeOpenAi llm(StoryThenShort());
-    TestServer s([&](app::AppConfig& c) {
-      WithLlm(c, llm);
-      c.conversation.echo.enabled = true;
-    });
-    WsHub hub;
-    const std::string id = s.CreateSession("alice", "seoa");
-    auto ws = s.Join(hub, "practice", id, "alice");
-    ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
-    Microphone mic(*ws);
+    RoomSession room(/*echo_cancel=*/true);
+    auto& ws = room.ws;
+    Microphone& mic = *room.mic;
     if (echoing) mic.SetEcho(180ms, 6);
     ListenThroughTheRoom(*ws, mic, "playback.end", 20s);  // the greeting
     ws->SendText(R"({"type":"say","text":"Tell me about a trip you took."})");
