@@ -702,7 +702,8 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
 
 // Barge-in: each session asks for a story, and 2 s into its voice (past the interruption
 // policy's warm-up) plays one trial into its microphone, in turn: a person's speech (librivox),
-// a 150 ms noise burst, a cough-like burst, and Flite saying "yeah", "mhm", "okay". Speech must
+// a 150 ms noise burst, a cough-like burst, Flite saying "yeah" and "okay", and a hummed "mhm"
+// (tests/support/audio_files.h). Speech must
 // pause the voice and then cancel it; the others may pause it but must let it resume and end.
 // Times are from the trial's onset (the wall time of its first voiced sample, the microphone
 // sending in real time) to the client receiving the pause, the cancel and the utterance's last
@@ -737,8 +738,10 @@ int RunBargeIn(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, in
     cough.pcm[i] = static_cast<int16_t>(std::clamp(lp * envelope, -32768.0, 32767.0));
   }
   trials.push_back(cough);
-  for (const char* word : {"yeah", "mhm", "okay"})
+  for (const char* word : {"yeah", "okay"})
     trials.push_back({word, parley::testing::FliteSpeak("kal16", word), false});
+  // Flite spells "mhm" out ("em aitch em"): a hummed one instead.
+  trials.push_back({"mhm_hummed", parley::testing::HummedMhm(120, 1), false});
   const auto first_voiced = [](const std::vector<int16_t>& r) {
     for (size_t off = 0; off + 160 <= r.size(); off += 160) {
       double e = 0;

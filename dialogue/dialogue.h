@@ -250,13 +250,20 @@ class TurnTaking {
 // ---- Interruptions ----------------------------------------------------------------------------
 
 struct InterruptionConfig {
-  // User speech while the persona speaks pauses its voice at once; it becomes a real
-  // interruption (the reply is cut) when the speech lasts this long...
+  // User speech while the persona speaks pauses its voice at once. It becomes a real
+  // interruption (the reply is cut) when the speech has lasted this long and the recogniser
+  // has heard a word in it that is not a backchannel...
   int min_speech_ms = 500;
-  // ...or the partial transcript has this many words that are not backchannels.
+  // ...or when it has lasted this long whatever the recogniser says of it so far (no
+  // backchannel is this long; PocketSphinx's first hypothesis comes ~1.1 s into a turn)...
+  int backchannel_max_ms = 1000;
+  // ...or the partial transcript has this many words that are not backchannels. A shorter
+  // turn is decided by its final transcript: one real word ("stop", "no") cuts the reply.
   int min_words = 2;
   // Paused this long with no real words (a cough, "mhm"): the voice resumes where it paused.
   int false_interruption_ms = 2000;
+  // After a short burst, how long the pause waits for its transcript before resuming anyway.
+  int final_wait_ms = 3000;
   // In the persona's first moments of speech (its echo, if any, not yet learnt), a real
   // interruption needs this much speech and one more word.
   int warmup_ms = 1500;
@@ -280,12 +287,16 @@ class InterruptionPolicy {
   void OnPersonaSpeechStart(int64_t now_ms);
   void OnPersonaSpeechEnd(int64_t now_ms);  // its voice ended or was cancelled
   Action OnUserSpeechStart(int64_t now_ms);
-  Action OnUserSpeechEnd(int64_t now_ms);
+  // `transcript_coming`: the recogniser will give this burst a final transcript (false for a
+  // click the endpointer dropped, or with recognition off).
+  Action OnUserSpeechEnd(int64_t now_ms, bool transcript_coming = false);
   // How much the user has actually spoken in the current turn (start to the end of its last
   // voiced step, the trailing silence left out).
   Action OnUserSpeechProgress(int64_t spoken_ms, int64_t now_ms);
-  // The running (or final) hypothesis of the user's current turn.
+  // The running hypothesis of the user's current turn...
   Action OnUserWords(const std::string& text, int64_t now_ms);
+  // ...and its final transcript.
+  Action OnUserFinal(const std::string& text, int64_t now_ms);
   Action Poll(int64_t now_ms);
   std::optional<int64_t> NextDeadline() const;
 
@@ -298,11 +309,13 @@ class InterruptionPolicy {
 
  private:
   bool InWarmup(int64_t now_ms) const;
+  std::optional<int64_t> ResumeAt() const;
   Action Cancel();
 
   InterruptionConfig config_;
   bool persona_speaking_ = false, paused_ = false, user_speaking_ = false;
-  int64_t persona_started_ms_ = 0, user_started_ms_ = 0, paused_at_ms_ = 0;
+  int64_t persona_started_ms_ = 0, user_started_ms_ = 0, user_ended_ms_ = 0, paused_at_ms_ = 0;
+  bool awaiting_final_ = false;
   int words_ = 0;
   int64_t spoken_ms_ = 0;
   bool backchannel_only_ = false;

@@ -47,8 +47,8 @@ void Conversation::Stages::Wire() {
   heard.speech_start = [talk](int64_t t) {
     if (const auto d = talk.lock()) d->OnSpeechStart(t);
   };
-  heard.speech_end = [talk](int64_t t) {
-    if (const auto d = talk.lock()) d->OnSpeechEnd(t);
+  heard.speech_end = [talk](int64_t t, bool transcript_coming) {
+    if (const auto d = talk.lock()) d->OnSpeechEnd(t, transcript_coming);
   };
   heard.final_transcript = [talk](const std::string& text, int64_t t_end) {
     if (const auto d = talk.lock()) d->OnFinal(text, t_end);

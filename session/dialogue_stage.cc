@@ -112,13 +112,13 @@ void DialogueStage::OnSpeechStart(int64_t t_ms) {
   Step();
 }
 
-void DialogueStage::OnSpeechEnd(int64_t) {
+void DialogueStage::OnSpeechEnd(int64_t, bool transcript_coming) {
   dialogue::InterruptionPolicy::Action act;
   {
     const std::lock_guard lock(mu_);
     turn_taking_.OnUserSpeechEnd(Now());
     user_speaking_ = false;
-    act = interruptions_.OnUserSpeechEnd(Now());
+    act = interruptions_.OnUserSpeechEnd(Now(), transcript_coming);
   }
   Apply(act);
   Step();
@@ -172,7 +172,7 @@ void DialogueStage::OnFinal(const std::string& text, int64_t t_end_ms) {
   dialogue::InterruptionPolicy::Action act;
   {
     const std::lock_guard lock(mu_);
-    act = interruptions_.OnUserWords(text, Now());
+    act = interruptions_.OnUserFinal(text, Now());
   }
   Apply(act);
   {

@@ -150,8 +150,8 @@ void HearingStage::EmitEndpointEvents(Session& s,
     else
       s.Emit(SpeechEnded{!e.utterance}, false, e.t_ms);
     s.timeline().AddEvent(e.t_ms, start ? "speech_start" : "speech_end");
-    const auto& notify = start ? listener_.speech_start : listener_.speech_end;
-    if (notify) notify(e.t_ms);
+    if (start && listener_.speech_start) listener_.speech_start(e.t_ms);
+    if (!start && listener_.speech_end) listener_.speech_end(e.t_ms, e.utterance.has_value());
   }
 }
 

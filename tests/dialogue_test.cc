@@ -113,16 +113,54 @@ TEST(TurnTaking, AWordlessTurnIsNoTurnAndTheUserSpeakingFirstSkipsTheGreeting) {
 
 using Act = InterruptionPolicy::Action;
 
-TEST(Interruption, SpeechOverThePersonaPausesAtOnceAndCancelsWhenItLasts) {
+TEST(Interruption, SpeechOverThePersonaPausesAtOnceAndCancelsOnceAWordOfItIsHeard) {
   InterruptionPolicy p({});
   EXPECT_EQ(p.OnUserSpeechStart(0), Act::kNone);  // nobody to interrupt
   p.OnUserSpeechEnd(300);
   p.OnPersonaSpeechStart(1000);
   EXPECT_EQ(p.OnUserSpeechStart(3000), Act::kPause);
   EXPECT_EQ(p.OnUserSpeechProgress(400, 3400), Act::kNone);
-  EXPECT_EQ(p.OnUserSpeechProgress(500, 3500), Act::kCancel);  // 0.5 s of speech
+  EXPECT_EQ(p.OnUserWords("wait", 3450), Act::kNone);          // one word, 0.45 s
+  EXPECT_EQ(p.OnUserSpeechProgress(500, 3500), Act::kCancel);  // 0.5 s with a real word
   EXPECT_FALSE(p.persona_speaking());
   EXPECT_EQ(p.interruptions(), 1);
+}
+
+TEST(Interruption, SpeechLongerThanAnyBackchannelCancelsBeforeTheRecogniserSaysAWord) {
+  InterruptionPolicy p({});
+  p.OnPersonaSpeechStart(0);
+  ASSERT_EQ(p.OnUserSpeechStart(3000), Act::kPause);
+  EXPECT_EQ(p.OnUserSpeechProgress(900, 3900), Act::kNone);  // could still be a long "mhm"
+  EXPECT_EQ(p.OnUserSpeechProgress(1000, 4000), Act::kCancel);
+}
+
+TEST(Interruption, AShortTurnIsDecidedByItsTranscriptOneRealWordCuts) {
+  InterruptionPolicy p({});
+  p.OnPersonaSpeechStart(0);
+  ASSERT_EQ(p.OnUserSpeechStart(3000), Act::kPause);
+  EXPECT_EQ(p.OnUserSpeechProgress(520, 3520), Act::kNone);
+  EXPECT_EQ(p.OnUserSpeechEnd(4300, /*transcript_coming=*/true), Act::kNone);
+  EXPECT_EQ(p.OnUserFinal("stop", 4320), Act::kCancel);
+
+  // A hummed "mhm" the recogniser hears as no word at all resumes; so does a final that is
+  // later than the false-alarm timer, which waits for it.
+  InterruptionPolicy q({});
+  q.OnPersonaSpeechStart(0);
+  ASSERT_EQ(q.OnUserSpeechStart(3000), Act::kPause);
+  EXPECT_EQ(q.OnUserSpeechProgress(650, 3650), Act::kNone);
+  EXPECT_EQ(q.OnUserSpeechEnd(4400, true), Act::kNone);
+  EXPECT_EQ(q.NextDeadline(), 7400);  // the transcript's wait (4.4 + 3 s) is the later
+  EXPECT_EQ(q.Poll(5000), Act::kNone);
+  EXPECT_EQ(q.OnUserFinal("", 5100), Act::kResume);  // 2 s after the pause: at once
+  EXPECT_EQ(q.false_interruptions(), 1);
+
+  // No transcript ever comes (the recogniser failed): the wait is bounded.
+  InterruptionPolicy r({});
+  r.OnPersonaSpeechStart(0);
+  ASSERT_EQ(r.OnUserSpeechStart(3000), Act::kPause);
+  EXPECT_EQ(r.OnUserSpeechEnd(3700, true), Act::kNone);
+  EXPECT_EQ(r.Poll(6699), Act::kNone);
+  EXPECT_EQ(r.Poll(6700), Act::kResume);
 }
 
 TEST(Interruption, RealWordsCancelSoonerThanTheDurationAndBackchannelsNever) {
@@ -137,8 +175,9 @@ TEST(Interruption, RealWordsCancelSoonerThanTheDurationAndBackchannelsNever) {
   ASSERT_EQ(q.OnUserSpeechStart(2000), Act::kPause);
   EXPECT_EQ(q.OnUserWords("mhm", 2300), Act::kNone);
   EXPECT_EQ(q.OnUserWords("yeah okay", 2700), Act::kNone);  // long, but all backchannel
-  EXPECT_EQ(q.OnUserSpeechProgress(800, 2900), Act::kNone);
-  EXPECT_EQ(q.OnUserSpeechEnd(3000), Act::kNone);
+  EXPECT_EQ(q.OnUserSpeechProgress(1200, 3200), Act::kNone);
+  EXPECT_EQ(q.OnUserSpeechEnd(3300, true), Act::kNone);
+  EXPECT_EQ(q.OnUserFinal("yeah okay", 3310), Act::kNone);
   EXPECT_EQ(q.Poll(3999), Act::kNone);
   EXPECT_EQ(q.Poll(4000), Act::kResume);  // 2 s after the pause, no real word
   EXPECT_TRUE(q.persona_speaking());
@@ -167,6 +206,14 @@ TEST(Interruption, TheFirstMomentsOfThePersonasVoiceNeedStrongerEvidence) {
   EXPECT_EQ(p.OnUserSpeechProgress(500, 700), Act::kNone);  // not enough in the warm-up
   EXPECT_EQ(p.OnUserWords("no wait", 800), Act::kNone);     // two words: not enough either
   EXPECT_EQ(p.OnUserSpeechProgress(900, 1100), Act::kCancel);
+  InterruptionPolicy one({});
+  one.OnPersonaSpeechStart(0);
+  ASSERT_EQ(one.OnUserSpeechStart(200), Act::kPause);
+  EXPECT_EQ(one.OnUserSpeechEnd(700, true), Act::kNone);
+  EXPECT_EQ(one.OnUserFinal("stop", 720), Act::kNone);  // one word is not enough here
+  EXPECT_EQ(one.OnUserSpeechStart(1000), Act::kNone);
+  EXPECT_EQ(one.OnUserSpeechEnd(1500, true), Act::kNone);
+  EXPECT_EQ(one.OnUserFinal("stop it", 1520), Act::kCancel);  // the usual two are
   InterruptionPolicy q({});
   q.OnPersonaSpeechStart(0);
   ASSERT_EQ(q.OnUserSpeechStart(300), Act::kPause);
@@ -177,6 +224,9 @@ TEST(Interruption, ConfigProblemsAreNamed) {
   InterruptionConfig c;
   EXPECT_TRUE(c.Validate().empty());
   c.warmup_min_speech_ms = 100;
+  EXPECT_FALSE(c.Validate().empty());
+  c = {};
+  c.backchannel_max_ms = 300;  // shorter than the interruption's speech
   EXPECT_FALSE(c.Validate().empty());
 }
 

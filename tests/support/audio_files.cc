@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "media/media.h"
@@ -68,6 +70,54 @@ std::string MakeFixture(const std::string& description, const std::string& file)
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::vector<int16_t> HummedMhm(double f0_hz, unsigned seed) {
+  constexpr double kRate = 16000;
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> noise(0, 1);
+  std::vector<double> source;
+  double phase = 0;
+  const auto murmur = [&](int ms, double f_start, double f_end) {
+    const int n = static_cast<int>(ms * kRate / 1000);
+    for (int i = 0; i < n; ++i) {
+      phase += (f_start + (f_end - f_start) * i / n) * (1 + 0.01 * noise(rng)) / kRate;
+      double pulse = 0;
+      if (phase >= 1) {
+        phase -= 1;
+        pulse = 1 + 0.05 * noise(rng);  // shimmer
+      }
+      const double fade = std::min(1.0, std::min(i, n - i) / (0.03 * kRate));
+      source.push_back(fade * (pulse + 0.01 * noise(rng)));
+    }
+  };
+  std::uniform_int_distribution<int> jitter_ms(-30, 30);
+  murmur(190 + jitter_ms(rng), f0_hz, f0_hz * 0.92);
+  for (int i = 0; i < static_cast<int>(0.07 * kRate); ++i) source.push_back(0.02 * noise(rng));
+  murmur(240 + jitter_ms(rng), f0_hz * 0.88, f0_hz * 1.15);
+  const auto resonate = [&](double f, double bandwidth) {
+    const double r = std::exp(-M_PI * bandwidth / kRate),
+                 a1 = 2 * r * std::cos(2 * M_PI * f / kRate), a2 = -r * r;
+    std::vector<double> y(source.size());
+    double y1 = 0, y2 = 0;
+    for (size_t i = 0; i < source.size(); ++i) {
+      y[i] = source[i] + a1 * y1 + a2 * y2;
+      y2 = y1;
+      y1 = y[i];
+    }
+    return y;
+  };
+  const auto low = resonate(250, 80), high = resonate(2200, 200);
+  std::vector<double> mixed(source.size());
+  double peak = 1e-9;
+  for (size_t i = 0; i < source.size(); ++i) {
+    mixed[i] = low[i] + 0.02 * high[i];
+    peak = std::max(peak, std::abs(mixed[i]));
+  }
+  std::vector<int16_t> out(mixed.size());
+  for (size_t i = 0; i < mixed.size(); ++i)
+    out[i] = static_cast<int16_t>(std::lround(mixed[i] / peak * 12000));
+  return out;
 }
 
 std::vector<std::string> SplitWords(const std::string& text) {
