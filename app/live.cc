@@ -204,6 +204,15 @@ void App::Impl::OnControl(signaling::ConnectionId id, LiveConn& conn, const Json
       return;
     }
     params.pcm_playback = playback.isString() && playback.asString() == "pcm";
+    const Json::Value& echo = msg["echo"];
+    if (!echo.isNull() &&
+        (!echo.isString() || (echo.asString() != "client" && echo.asString() != "server"))) {
+      SendError(id, conn, "bad_start",
+                "\"echo\" must be \"client\" (the microphone has no echo of the persona's voice) "
+                "or \"server\" (cancel it here)");
+      return;
+    }
+    if (echo.isString()) params.server_echo_cancel = echo.asString() == "server";
     std::string error;
     if (!registry.Start(session, params, &error)) {
       SendError(id, conn, "bad_start", error);

@@ -36,7 +36,8 @@ void Conversation::Stages::Wire() {
   };
   ingest = std::make_shared<IngestStage>(session, services, std::move(sinks));
   playback = std::make_shared<PlaybackStage>(session, services);
-  if (services.config().echo.enabled && services.config().hearing.enabled) {
+  // Made for every session that listens: its client says at `start` whether it is needed.
+  if (services.config().hearing.enabled) {
     echo = std::make_shared<speech::EchoCanceller>(services.config().echo);
     playback->SetEcho(echo);
     hearing->SetEcho(echo);
@@ -79,6 +80,8 @@ Conversation::~Conversation() = default;
 bool Conversation::StartMedia(const StartParams& params, std::string* error) {
   if (!stages_->ingest->Start(params, error)) return false;
   stages_->playback->SetPcm(params.pcm_playback);
+  if (stages_->echo)
+    stages_->echo->SetActive(params.server_echo_cancel.value_or(stages_->services.config().echo.enabled));
   stages_->dialogue->OnMediaStarted();  // the persona greets once media starts
   return true;
 }

@@ -501,7 +501,7 @@ void HearingStage::End(Json::Value* patch) {
   sp["failed"] = static_cast<Json::UInt64>(failed_);
   sp["refused"] = static_cast<Json::UInt64>(refused_);
   sp["remote_fallbacks"] = static_cast<Json::UInt64>(fallbacks_);
-  if (echo_) {
+  if (echo_ && (echo_->active() || echo_->stats().frames > 0)) {
     const speech::EchoStats e = echo_->stats();
     Json::Value& ec = mx["echo"];
     ec["steps_under_voice"] = static_cast<Json::UInt64>(e.frames);

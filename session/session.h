@@ -327,6 +327,9 @@ struct StartParams {
   enum class Media { kWebm, kPcm } media = Media::kWebm;
   int sample_rate = 0;        // pcm only
   bool pcm_playback = false;  // the persona's voice as PCM (0x11) instead of Opus (0x10)
+  // Who takes the persona's voice out of the microphone: true the server (`"echo":"server"`),
+  // false the client or nobody needs to (`"client"`); unset, `--echo-cancel` decides.
+  std::optional<bool> server_echo_cancel;
 };
 std::string_view MediaName(StartParams::Media m);
 

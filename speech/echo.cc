@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <deque>
 #include <mutex>
@@ -75,8 +76,8 @@ std::vector<std::string> EchoConfig::Validate() const {
 void EchoConfig::AddFlags(core::FlagSet& f) {
   f.Group("Echo");
   f.Add("--echo-cancel", &enabled,
-        "Cancel the persona's own voice in the microphone (clients without echo cancellation; "
-        "off by default)",
+        "Cancel the persona's own voice in the microphone for sessions whose client does not say "
+        "(start's \"echo\": \"server\" or \"client\")",
         "PARLEY_ECHO_CANCEL");
   f.Add("--echo-max-delay-ms", &max_delay_ms,
         "Longest delay from a sent packet to its echo in the microphone that is searched",
@@ -158,10 +159,10 @@ struct EchoCanceller::Impl {
   // Correlates the envelopes over the last window; sets `delay_steps` on a clear peak.
   void SearchDelay(int64_t now_step) {
     const int64_t first = now_step - kSearchWindowSteps + 1;
-    int active = 0;
+    int voiced = 0;
     for (int64_t s = first - max_lag_steps; s <= now_step; ++s)
-      if (RefDb(s) > kSilentDb) ++active;
-    if (active < 50) return;  // under half a second of voice: nothing to lock on
+      if (RefDb(s) > kSilentDb) ++voiced;
+    if (voiced < 50) return;  // under half a second of voice: nothing to lock on
     double mic_mean = 0;
     for (int64_t s = first; s <= now_step; ++s) mic_mean += mic_db[Slot(s)];
     mic_mean /= kSearchWindowSteps;
@@ -221,6 +222,7 @@ struct EchoCanceller::Impl {
   }
 
   const EchoConfig config;
+  std::atomic<bool> active{config.enabled};  // this session cancels (SetActive)
   const int max_lag_steps;
   const int ring_steps;
   std::unique_ptr<webrtc::AudioProcessing> apm;
@@ -248,7 +250,7 @@ EchoCanceller::EchoCanceller(const EchoConfig& config) : impl_(std::make_unique<
 EchoCanceller::~EchoCanceller() = default;
 
 void EchoCanceller::AddReference(int64_t t_ms, std::span<const int16_t> pcm) {
-  if (!impl_->config.enabled || t_ms < 0) return;
+  if (!impl_->active || t_ms < 0) return;
   const std::lock_guard lock(impl_->mu);
   // A client's player plays each packet right after the one before it, or when it arrives if
   // that is later. The pacer sends the first packets of an utterance (and of a resume) together,
@@ -259,7 +261,7 @@ void EchoCanceller::AddReference(int64_t t_ms, std::span<const int16_t> pcm) {
 
 int EchoCanceller::Process(int64_t t_ms, std::span<int16_t> pcm) {
   Impl& m = *impl_;
-  if (!m.config.enabled || !m.apm || t_ms < 0) return 0;
+  if (!m.active || !m.apm || t_ms < 0) return 0;
   const std::lock_guard lock(m.mu);
   int gated = 0;
   const int64_t first_step = t_ms / 10;
@@ -368,6 +370,9 @@ int EchoCanceller::Process(int64_t t_ms, std::span<int16_t> pcm) {
   }
   return gated;
 }
+
+void EchoCanceller::SetActive(bool active) { impl_->active = active; }
+bool EchoCanceller::active() const { return impl_->active; }
 
 EchoStats EchoCanceller::stats() const {
   const std::lock_guard lock(impl_->mu);

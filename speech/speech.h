@@ -200,7 +200,9 @@ struct HearingConfig {
 // A client without echo cancellation plays the persona through speakers and its microphone
 // carries it back. The server knows exactly what it sent, so it cancels that here.
 struct EchoConfig {
-  // Off by default until the whole suite has run with it on (see docs/protocol.md, "Echo").
+  // For sessions whose client does not say (`start`'s "echo"): off by default. A client with
+  // its own canceller (a browser) loses the first second of the user talking over the
+  // persona's first words to the gate while it learns that no echo comes back.
   bool enabled = false;
   int max_delay_ms = 600;  // the longest speaker-to-microphone delay searched (network+buffers)
   // Residual-echo gate: while the persona's voice may be in the microphone, a 10 ms step counts
@@ -233,6 +235,10 @@ class EchoCanceller {
   // Microphone audio (16 kHz, whole 10 ms steps) starting at `t_ms`: the echo is removed in
   // place; steps the gate takes for echo only are zeroed. Returns how many steps were gated.
   int Process(int64_t t_ms, std::span<int16_t> pcm);
+  // Whether it cancels (initially config.enabled): a session's client may say its microphone
+  // has no echo ("client") or ask for the server's ("server") when it starts media. Any thread.
+  void SetActive(bool active);
+  bool active() const;
   EchoStats stats() const;
 
  private:

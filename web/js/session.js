@@ -68,7 +68,11 @@ export class PracticeSession extends EventTarget {
       this.attempt = 0;
       this.send({ type: 'hello', protocol: 1 });
       if (this.stream && this.stream.getAudioTracks().length > 0) {
-        this.send({ type: 'start', media: 'webm', playback: this.playbackFormat });
+        // The browser's own canceller, when it runs, takes the persona's voice out of the
+        // microphone; otherwise (a speakerphone without one) the server does.
+        const settings = this.stream.getAudioTracks()[0].getSettings();
+        const echo = settings.echoCancellation === true ? 'client' : 'server';
+        this.send({ type: 'start', media: 'webm', playback: this.playbackFormat, echo });
       }
       this.emit('connection', { state: 'connected' });
     };
