@@ -258,8 +258,10 @@ struct InterruptionConfig {
   // backchannel is this long; PocketSphinx's first hypothesis comes ~1.1 s into a turn)...
   int backchannel_max_ms = 1000;
   // ...or the partial transcript has this many words that are not backchannels. A shorter
-  // turn is decided by its final transcript: one real word ("stop", "no") cuts the reply.
+  // turn is decided by its final transcript: one real word ("stop", "no") cuts the reply when
+  // the recogniser is at least this sure of it (0..1; an echo's residue heard as "but" is not).
   int min_words = 2;
+  double min_word_confidence = 0.5;
   // Paused this long with no real words (a cough, "mhm"): the voice resumes where it paused.
   int false_interruption_ms = 2000;
   // After a short burst, how long the pause waits for its transcript before resuming anyway.
@@ -295,8 +297,8 @@ class InterruptionPolicy {
   Action OnUserSpeechProgress(int64_t spoken_ms, int64_t now_ms);
   // The running hypothesis of the user's current turn...
   Action OnUserWords(const std::string& text, int64_t now_ms);
-  // ...and its final transcript.
-  Action OnUserFinal(const std::string& text, int64_t now_ms);
+  // ...and its final transcript, with the recogniser's confidence in it (0..1).
+  Action OnUserFinal(const std::string& text, double confidence, int64_t now_ms);
   Action Poll(int64_t now_ms);
   std::optional<int64_t> NextDeadline() const;
 

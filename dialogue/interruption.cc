@@ -14,6 +14,8 @@ std::string InterruptionConfig::Validate() const {
   if (backchannel_max_ms < min_speech_ms || backchannel_max_ms > 10000)
     return "the longest backchannel must be the interruption speech..10000 ms";
   if (min_words < 1 || min_words > 20) return "interruption words must be 1..20";
+  if (!(min_word_confidence >= 0 && min_word_confidence <= 1))
+    return "an interrupting word's confidence must be 0..1";
   if (final_wait_ms < 0 || final_wait_ms > 30000)
     return "the wait for an interruption's transcript must be 0..30000 ms";
   if (false_interruption_ms < 200 || false_interruption_ms > 30000)
@@ -34,6 +36,9 @@ void InterruptionConfig::AddFlags(core::FlagSet& f) {
         "PARLEY_BACKCHANNEL_MAX_MS");
   f.Add("--interrupt-min-words", &min_words, "...or this many words that are not backchannels",
         "PARLEY_INTERRUPT_MIN_WORDS");
+  f.Add("--interrupt-word-confidence", &min_word_confidence,
+        "A short burst's lone real word interrupts when recognised at least this surely (0..1)",
+        "PARLEY_INTERRUPT_WORD_CONFIDENCE");
   f.Add("--false-interruption-ms", &false_interruption_ms,
         "Paused this long without real words (a cough, 'mhm'): the persona's voice resumes",
         "PARLEY_FALSE_INTERRUPTION_MS");
@@ -123,13 +128,15 @@ InterruptionPolicy::Action InterruptionPolicy::OnUserWords(const std::string& te
 }
 
 InterruptionPolicy::Action InterruptionPolicy::OnUserFinal(const std::string& text,
-                                                           int64_t now_ms) {
+                                                           double confidence, int64_t now_ms) {
   awaiting_final_ = false;
   if (persona_speaking_ && paused_ && !user_speaking_) {
-    // A whole short turn: one real word is a turn of its own ("stop", "no"); in the warm-up,
-    // where it may be the persona's own voice, it takes the usual count.
+    // A whole short turn: one real word, clearly heard, is a turn of its own ("stop", "no");
+    // in the warm-up, where it may be the persona's own voice, it takes the usual count.
     const int real = RealWords(text);
-    if (real >= (InWarmup(paused_at_ms_) ? config_.min_words : 1)) return Cancel();
+    if (real >= config_.min_words) return Cancel();
+    if (real >= 1 && !InWarmup(paused_at_ms_) && confidence >= config_.min_word_confidence)
+      return Cancel();
     return Poll(now_ms);
   }
   return OnUserWords(text, now_ms);

@@ -51,8 +51,8 @@ void Conversation::Stages::Wire() {
   heard.speech_end = [talk](int64_t t, bool transcript_coming) {
     if (const auto d = talk.lock()) d->OnSpeechEnd(t, transcript_coming);
   };
-  heard.final_transcript = [talk](const std::string& text, int64_t t_end) {
-    if (const auto d = talk.lock()) d->OnFinal(text, t_end);
+  heard.final_transcript = [talk](const std::string& text, double confidence, int64_t t_end) {
+    if (const auto d = talk.lock()) d->OnFinal(text, confidence, t_end);
   };
   heard.partial = [talk](const std::string& text) {
     if (const auto d = talk.lock()) d->OnPartial(text);

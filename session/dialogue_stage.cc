@@ -168,11 +168,11 @@ void DialogueStage::Apply(dialogue::InterruptionPolicy::Action act) {
   }
 }
 
-void DialogueStage::OnFinal(const std::string& text, int64_t t_end_ms) {
+void DialogueStage::OnFinal(const std::string& text, double confidence, int64_t t_end_ms) {
   dialogue::InterruptionPolicy::Action act;
   {
     const std::lock_guard lock(mu_);
-    act = interruptions_.OnUserFinal(text, Now());
+    act = interruptions_.OnUserFinal(text, confidence, Now());
   }
   Apply(act);
   {

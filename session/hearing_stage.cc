@@ -433,7 +433,7 @@ void HearingStage::Deliver(Session& s, const Job& job, const speech::Recognition
     ++recognised_;
     talk_.AddTurn(r, u.t_start_ms, u.t_end_ms, prosody);
   }
-  if (listener_.final_transcript) listener_.final_transcript(r.text, u.t_end_ms);
+  if (listener_.final_transcript) listener_.final_transcript(r.text, r.confidence, u.t_end_ms);
 }
 
 void HearingStage::AddPartnerSpeech(int64_t t_start_ms, int64_t t_end_ms) {

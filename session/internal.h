@@ -77,7 +77,8 @@ class HearingStage : public std::enable_shared_from_this<HearingStage> {
     std::function<void(int64_t t_ms)> speech_start;
     // `transcript_coming`: the burst was long enough to be an utterance (its final follows).
     std::function<void(int64_t t_ms, bool transcript_coming)> speech_end;
-    std::function<void(const std::string& text, int64_t t_end_ms)> final_transcript;
+    std::function<void(const std::string& text, double confidence, int64_t t_end_ms)>
+        final_transcript;
     std::function<void(const std::string& text)> partial;
     // While the user speaks (each frame): how much of the turn is speech so far.
     std::function<void(int64_t spoken_ms)> speech_progress;
@@ -256,7 +257,7 @@ class DialogueStage : public std::enable_shared_from_this<DialogueStage> {
   void OnMediaStarted();
   void OnSpeechStart(int64_t t_ms);
   void OnSpeechEnd(int64_t t_ms, bool transcript_coming);
-  void OnFinal(const std::string& text, int64_t t_end_ms);
+  void OnFinal(const std::string& text, double confidence, int64_t t_end_ms);
   bool Say(const std::string& text, std::string* error);
   void OnPartial(const std::string& text);  // the user's running hypothesis
   void OnSpeechProgress(int64_t spoken_ms);

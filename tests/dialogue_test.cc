@@ -140,7 +140,14 @@ TEST(Interruption, AShortTurnIsDecidedByItsTranscriptOneRealWordCuts) {
   ASSERT_EQ(p.OnUserSpeechStart(3000), Act::kPause);
   EXPECT_EQ(p.OnUserSpeechProgress(520, 3520), Act::kNone);
   EXPECT_EQ(p.OnUserSpeechEnd(4300, /*transcript_coming=*/true), Act::kNone);
-  EXPECT_EQ(p.OnUserFinal("stop", 4320), Act::kCancel);
+  EXPECT_EQ(p.OnUserFinal("stop", 0.66, 4320), Act::kCancel);
+  // The same word heard unsurely (an echo's residue, a hum heard as "but") does not.
+  InterruptionPolicy unsure({});
+  unsure.OnPersonaSpeechStart(0);
+  ASSERT_EQ(unsure.OnUserSpeechStart(3000), Act::kPause);
+  EXPECT_EQ(unsure.OnUserSpeechEnd(3400, true), Act::kNone);
+  EXPECT_EQ(unsure.OnUserFinal("but", 0.43, 3420), Act::kNone);
+  EXPECT_EQ(unsure.Poll(5000), Act::kResume);
 
   // A hummed "mhm" the recogniser hears as no word at all resumes; so does a final that is
   // later than the false-alarm timer, which waits for it.
@@ -151,7 +158,7 @@ TEST(Interruption, AShortTurnIsDecidedByItsTranscriptOneRealWordCuts) {
   EXPECT_EQ(q.OnUserSpeechEnd(4400, true), Act::kNone);
   EXPECT_EQ(q.NextDeadline(), 7400);  // the transcript's wait (4.4 + 3 s) is the later
   EXPECT_EQ(q.Poll(5000), Act::kNone);
-  EXPECT_EQ(q.OnUserFinal("", 5100), Act::kResume);  // 2 s after the pause: at once
+  EXPECT_EQ(q.OnUserFinal("", 0.9, 5100), Act::kResume);  // 2 s after the pause: at once
   EXPECT_EQ(q.false_interruptions(), 1);
 
   // No transcript ever comes (the recogniser failed): the wait is bounded.
@@ -177,7 +184,7 @@ TEST(Interruption, RealWordsCancelSoonerThanTheDurationAndBackchannelsNever) {
   EXPECT_EQ(q.OnUserWords("yeah okay", 2700), Act::kNone);  // long, but all backchannel
   EXPECT_EQ(q.OnUserSpeechProgress(1200, 3200), Act::kNone);
   EXPECT_EQ(q.OnUserSpeechEnd(3300, true), Act::kNone);
-  EXPECT_EQ(q.OnUserFinal("yeah okay", 3310), Act::kNone);
+  EXPECT_EQ(q.OnUserFinal("yeah okay", 0.9, 3310), Act::kNone);
   EXPECT_EQ(q.Poll(3999), Act::kNone);
   EXPECT_EQ(q.Poll(4000), Act::kResume);  // 2 s after the pause, no real word
   EXPECT_TRUE(q.persona_speaking());
@@ -210,10 +217,10 @@ TEST(Interruption, TheFirstMomentsOfThePersonasVoiceNeedStrongerEvidence) {
   one.OnPersonaSpeechStart(0);
   ASSERT_EQ(one.OnUserSpeechStart(200), Act::kPause);
   EXPECT_EQ(one.OnUserSpeechEnd(700, true), Act::kNone);
-  EXPECT_EQ(one.OnUserFinal("stop", 720), Act::kNone);  // one word is not enough here
+  EXPECT_EQ(one.OnUserFinal("stop", 0.9, 720), Act::kNone);  // one word is not enough here
   EXPECT_EQ(one.OnUserSpeechStart(1000), Act::kNone);
   EXPECT_EQ(one.OnUserSpeechEnd(1500, true), Act::kNone);
-  EXPECT_EQ(one.OnUserFinal("stop it", 1520), Act::kCancel);  // the usual two are
+  EXPECT_EQ(one.OnUserFinal("stop it", 0.9, 1520), Act::kCancel);  // the usual two are
   InterruptionPolicy q({});
   q.OnPersonaSpeechStart(0);
   ASSERT_EQ(q.OnUserSpeechStart(300), Act::kPause);
