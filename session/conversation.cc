@@ -81,7 +81,8 @@ bool Conversation::StartMedia(const StartParams& params, std::string* error) {
   if (!stages_->ingest->Start(params, error)) return false;
   stages_->playback->SetPcm(params.pcm_playback);
   if (stages_->echo)
-    stages_->echo->SetActive(params.server_echo_cancel.value_or(stages_->services.config().echo.enabled));
+    stages_->echo->SetActive(
+        params.server_echo_cancel.value_or(stages_->services.config().echo.enabled));
   stages_->dialogue->OnMediaStarted();  // the persona greets once media starts
   return true;
 }

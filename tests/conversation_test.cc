@@ -633,7 +633,8 @@ TEST(BargeIn, ACoughAShortYeahAHummedMhmOrAnOkayOnlyPauseThePersonaWhichThenResu
     std::this_thread::sleep_for(3500ms);  // paused, resumed 2 s later
   }
   const Heard rest = ListenUntil(*ws, "playback.end", 40s);
-  EXPECT_FALSE(rest.Find("playback.cancelled")) << "a false interruption cut the reply: " << Types(rest);
+  EXPECT_FALSE(rest.Find("playback.cancelled"))
+      << "a false interruption cut the reply: " << Types(rest);
   const Json::Value* end = rest.Find("playback.end");
   ASSERT_TRUE(end);
   EXPECT_GT((*end)["played_ms"].asInt(), 15000) << Types(rest);  // the whole story played
