@@ -144,7 +144,7 @@ std::string RenderReportHtml(const Json::Value& report) {
   auto table = [&](const char* title, const Json::Value& obj) {
     h += std::string("<h2>") + title + "</h2>\n<table>\n";
     for (const auto& key : obj.getMemberNames()) {
-      if (key == "summary") continue;
+      if (key == "summary" || key == "summary_by" || key == "feedback_details") continue;
       const Json::Value& v = obj[key];
       h += "<tr><th>" + HtmlEscape(key) + "</th><td" + (v.isNull() ? " class=\"nm\"" : "") + ">" +
            HtmlEscape(v.isObject() || v.isArray() ? core::ToJson(v) : Number(v)) + "</td></tr>\n";

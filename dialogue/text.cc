@@ -48,8 +48,22 @@ bool IsQuestion(std::string_view raw, const std::vector<std::string>& words) {
       "could", "would", "will", "have", "has",   "should", "shall"};
   if (kOpeners.contains(words[0])) return true;
   // "so what do you...", "and how about..."
-  return words.size() > 1 && (words[0] == "so" || words[0] == "and" || words[0] == "but") &&
-         kOpeners.contains(words[1]);
+  if (words.size() > 1 && (words[0] == "so" || words[0] == "and" || words[0] == "but") &&
+      kOpeners.contains(words[1]))
+    return true;
+  // A recogniser's transcript has no sentence breaks: "thank you how was your weekend". A
+  // question inside it still shows as an auxiliary before "you" ("have you", "do you") or a
+  // question word before a verb ("how was", "what do").
+  static const std::set<std::string> kAuxiliaries = {
+      "do", "does", "did", "are", "were", "have", "can", "could", "would", "will", "should"};
+  static const std::set<std::string> kWh = {"what", "why", "how", "when", "where", "who", "which"};
+  static const std::set<std::string> kAfterWh = {"is",  "was",   "are", "were",  "do",   "does",
+                                                 "did", "about", "can", "could", "would"};
+  for (size_t i = 1; i + 1 < words.size(); ++i) {
+    if (kAuxiliaries.contains(words[i]) && words[i + 1] == "you") return true;
+    if (kWh.contains(words[i]) && kAfterWh.contains(words[i + 1])) return true;
+  }
+  return false;
 }
 
 bool IsPositive(const std::string& w) {

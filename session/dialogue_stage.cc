@@ -363,7 +363,16 @@ void DialogueStage::RunReply(dialogue::TurnTaking::Action action) {
         history_.end());
     if (action.kind == Kind::kAnswer) {
       request.user_text = action.text;
-      intimacy_.Update(dialogue::AnalyzeTurn(action.text, smiled_in_turn_));
+      const dialogue::TurnSignals signals = dialogue::AnalyzeTurn(action.text, smiled_in_turn_);
+      intimacy_.Update(signals);
+      ++user_turns_.turns;
+      user_turns_.about_persona += signals.about_persona ? 1 : 0;
+      user_turns_.self_disclosures += signals.self_disclosure ? 1 : 0;
+      user_turns_.positive_words += signals.positive_words;
+      user_turns_.negative_words += signals.negative_words;
+      user_turns_.smiled += signals.smiled ? 1 : 0;
+      // Not the answer to a question the persona just asked: the user took the lead.
+      user_turns_.opened += last_reply_asked_ ? 0 : 1;
       intimacy_max_ = std::max(intimacy_max_, intimacy_.level());
       smiled_in_turn_ = false;
       history_.push_back({dialogue::Message::Role::kUser, action.text});
@@ -498,7 +507,8 @@ void DialogueStage::RunReply(dialogue::TurnTaking::Action action) {
       if (const auto it = spoken_.find(id); it != spoken_.end())
         it->second.history_index = history_.size() - 1;
       ++persona_turns_;
-      if (text.find('?') != std::string::npos) ++persona_questions_;
+      last_reply_asked_ = text.find('?') != std::string::npos;
+      if (last_reply_asked_) ++persona_questions_;
       ++engines_[engine];
     }
     // Ended already (a short voice, or interrupted), or no voice at all: listening again.
@@ -569,6 +579,14 @@ void DialogueStage::Measures(Json::Value* patch) {
   const double minutes = static_cast<double>(Now()) / 60000.0;
   in["per_min"] = minutes > 0 ? Round(interrupted_turns_ / minutes, 0.01) : 0.0;
   in["into_turn_ms"] = LatencySummary(interrupted_at_ms_);
+  Json::Value& u = c["user_turns"];
+  u["count"] = user_turns_.turns;
+  u["opened"] = user_turns_.opened;
+  u["questions_about_persona"] = user_turns_.about_persona;
+  u["self_disclosures"] = user_turns_.self_disclosures;
+  u["positive_words"] = user_turns_.positive_words;
+  u["negative_words"] = user_turns_.negative_words;
+  u["smiled"] = user_turns_.smiled;
   c["safety_events"] = safety_events_;
   if (safety_events_ > 0) {
     (*patch)["safety"]["events"] = safety_log_;

@@ -318,6 +318,12 @@ class DialogueStage : public std::enable_shared_from_this<DialogueStage> {
   int64_t persona_speech_ms_ = 0;
   std::vector<int64_t> response_latencies_ms_, reply_latencies_ms_;
   int intimacy_start_ = 0, intimacy_max_ = 0;
+  // What the user's answered turns carried (dialogue::AnalyzeTurn), for the report's scores.
+  struct UserTurns {
+    int turns = 0, opened = 0, about_persona = 0, self_disclosures = 0, positive_words = 0,
+        negative_words = 0, smiled = 0;
+  } user_turns_;
+  bool last_reply_asked_ = true;  // the greeting asks; a first turn answers it
   std::map<std::string, int> engines_;
   Json::Value safety_log_{Json::arrayValue};
 };

@@ -13,7 +13,7 @@
 namespace parley::session {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;  // 2: scores with feedback_details, summary, tips
 
 const char* const kFeedbackFields[] = {"likability",       "initiative", "tone",    "concentration",
                                        "gaze_stability",   "blinking",   "posture", "expression",
@@ -59,34 +59,34 @@ Json::Value BuildReport(const Session& session, const std::string& persona_name)
   r["duration_s"] = info.duration_s;
   r["persona_name"] = persona_name.empty() ? Json::Value() : Json::Value(persona_name);
 
-  Json::Value not_measured(Json::arrayValue);
   r["feedback"] = Json::Value(Json::objectValue);
-  for (const char* f : kFeedbackFields) {
+  for (const char* f : kFeedbackFields)
     r["feedback"][f] = patch["feedback"].isMember(f) ? patch["feedback"][f] : Json::Value();
-    if (r["feedback"][f].isNull()) not_measured.append(std::string("feedback.") + f);
-  }
   r["metrics"] = Json::Value(Json::objectValue);
-  for (const char* f : kMetricFields) {
+  for (const char* f : kMetricFields)
     r["metrics"][f] = patch["metrics"].isMember(f) ? patch["metrics"][f] : Json::Value();
-    if (r["metrics"][f].isNull()) not_measured.append(std::string("metrics.") + f);
-  }
   // Analysers may add metrics beyond the contract's list; keep them.
   for (const auto& key : patch["metrics"].getMemberNames()) {
     if (!r["metrics"].isMember(key)) r["metrics"][key] = patch["metrics"][key];
   }
-
-  const bool anything = not_measured.size() < std::size(kFeedbackFields) + std::size(kMetricFields);
-  r["feedback"]["summary"] =
-      patch["feedback"]["summary"].isString()
-          ? patch["feedback"]["summary"]
-          : Json::Value(anything ? "Some measures are missing; see not_measured."
-                                 : "Nothing was measured in this session: no face landmarks or "
-                                   "voice reached an analyser, so no score is given.");
+  // The conversation scores, the total, the summary and the tips, from the measures above.
+  ScoreReport(&r);
+  if (patch["feedback"]["summary"].isString())
+    r["feedback"]["summary"] = patch["feedback"]["summary"];
+  if (patch["tips"].isArray() && !patch["tips"].empty()) r["tips"] = patch["tips"];
+  Json::Value not_measured(Json::arrayValue);
+  for (const char* f : kFeedbackFields)
+    if (r["feedback"][f].isNull()) not_measured.append(std::string("feedback.") + f);
+  for (const char* f : kMetricFields)
+    if (r["metrics"][f].isNull()) not_measured.append(std::string("metrics.") + f);
+  if (not_measured.size() == std::size(kFeedbackFields) + std::size(kMetricFields))
+    r["feedback"]["summary"] =
+        "Nothing was measured in this session: no face landmarks or voice reached an analyser, "
+        "so no score is given.";
   r["not_measured"] = not_measured;
   r["transcript"] = tl.transcript;
   r["timeline"] = tl.samples;
   r["events"] = tl.events;
-  r["tips"] = patch["tips"].isArray() ? patch["tips"] : Json::Value(Json::arrayValue);
   // Crisis words were heard: what and when (docs/protocol.md "safety").
   if (patch["safety"].isObject()) r["safety"] = patch["safety"];
   if (tl.dropped > 0) r["timeline_dropped"] = static_cast<Json::UInt64>(tl.dropped);

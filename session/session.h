@@ -532,5 +532,10 @@ class SessionRegistry {
 // The report document (docs/protocol.md "Report") of an ended session, from its facts, its
 // timeline and its report patch; `persona_name` may be empty.
 Json::Value BuildReport(const Session& session, const std::string& persona_name);
+// The conversation scores (feedback.tone, .initiative, .likability), feedback.total_score, each
+// score's inputs in feedback.feedback_details, feedback.summary and the report's tips, from the
+// report's metrics and the vision scores already in it (docs/scoring.md "Scores"). Pure; a
+// score without enough input stays null with the reason in its details.
+void ScoreReport(Json::Value* report);
 
 }  // namespace parley::session

@@ -643,6 +643,86 @@ TEST(BargeIn, ACoughAShortYeahAHummedMhmOrAnOkayOnlyPauseThePersonaWhichThenResu
   }
 }
 
+// ---- Report scores from real spoken conversations ------------------------------------------
+
+// A spoken conversation with the offline persona: each of `turns` said by Flite's kal16 voice
+// (its intonation spread `pitch_stddev_hz`) after the persona's previous reply has played;
+// returns the report.
+Json::Value SpokenConversationReport(const std::vector<std::string>& turns,
+                                     double pitch_stddev_hz) {
+  TestServer s([](app::AppConfig& c) { c.conversation.server_landmarks = false; });
+  WsHub hub;
+  const std::string id = s.CreateSession("alice", "mina");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+  Microphone mic(*ws);
+  ListenUntil(*ws, "playback.end", 20s);  // the greeting
+  for (const auto& turn : turns) {
+    mic.Say(FliteSpeak("kal16", turn, 1.0, pitch_stddev_hz));
+    const Heard answer = ListenUntil(*ws, "playback.end", 30s);
+    EXPECT_TRUE(answer.Find("transcript.final")) << turn << ": " << Types(answer);
+  }
+  ws->SendText(R"({"type":"stop"})");
+  ws->ReceiveType("stopped", 10s);
+  EXPECT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice"), 60s).status,
+            200);
+  return Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
+}
+
+TEST(ReportScores, ALivelyCuriousSpeakerOutscoresAMonotoneOneOnToneAndInitiative) {
+  const Json::Value curious = SpokenConversationReport(
+      {"I am doing well thank you. How was your weekend?",
+       "That sounds lovely. What kind of music do you like to listen to?",
+       "I enjoy hiking in the mountains near my home. Have you ever been hiking?",
+       "Why do you like the city so much?"},
+      30);
+  const Json::Value flat = SpokenConversationReport(
+      {"I am fine.", "I went to work and then I went home and I slept.",
+       "I watched television for most of the evening.", "The weather was cold and grey."},
+      0);
+  for (const Json::Value* r : {&curious, &flat}) {
+    const Json::Value& fb = (*r)["feedback"];
+    SCOPED_TRACE(core::ToJson(fb["feedback_details"]));
+    // Every conversation score is there when its inputs are, with its inputs beside it.
+    for (const char* score : {"tone", "initiative", "likability", "total_score"}) {
+      EXPECT_TRUE(fb[score].isInt()) << score;
+      EXPECT_GE(fb[score].asInt(), 0);
+      EXPECT_LE(fb[score].asInt(), 100);
+      EXPECT_TRUE(fb["feedback_details"][score]["formula"].isString()) << score;
+    }
+    // No face was sent: the total says what it is missing.
+    EXPECT_FALSE(fb["feedback_details"]["total_score"]["missing"].empty());
+    EXPECT_TRUE(fb["summary"].isString());
+    EXPECT_NE(fb["summary"].asString().find("Overall"), std::string::npos) << fb["summary"];
+    const Json::Value& tips = (*r)["tips"];
+    EXPECT_GE(tips.size(), 3u) << tips;
+    EXPECT_LE(tips.size(), 6u) << tips;
+  }
+  for (const Json::Value* r : {&curious, &flat})
+    std::cout << ((r == &curious) ? "curious: " : "flat: ") << core::ToJson((*r)["feedback"])
+              << "\ntips: " << core::ToJson((*r)["tips"]) << "\n";
+  const Json::Value& cd = curious["feedback"]["feedback_details"];
+  const Json::Value& fd = flat["feedback"]["feedback_details"];
+  EXPECT_GT(curious["metrics"]["speech"]["pitch_std_semitones"].asDouble(),
+            flat["metrics"]["speech"]["pitch_std_semitones"].asDouble());
+  EXPECT_GT(cd["tone"]["parts"]["pitch_variation"].asInt(),
+            fd["tone"]["parts"]["pitch_variation"].asInt());
+  EXPECT_GT(curious["feedback"]["tone"].asInt(), flat["feedback"]["tone"].asInt());
+  EXPECT_GT(curious["metrics"]["questions_asked"].asInt(),
+            flat["metrics"]["questions_asked"].asInt());
+  EXPECT_GT(curious["feedback"]["initiative"].asInt(), flat["feedback"]["initiative"].asInt());
+  EXPECT_GT(cd["likability"]["parts"]["interest_in_persona"].asInt(),
+            fd["likability"]["parts"]["interest_in_persona"].asInt());
+  // The flat speaker's tips cite this session's own numbers.
+  const std::string asked =
+      "You asked " + flat["metrics"]["questions_asked"].asString() + " question";
+  bool cites = false;
+  for (const auto& t : flat["tips"]) cites = cites || t.asString().rfind(asked, 0) == 0;
+  EXPECT_TRUE(cites) << flat["tips"];
+  for (const auto& t : flat["tips"])
+    EXPECT_EQ(t.asString().find('_'), std::string::npos) << "a raw key in a tip: " << t;
+}
+
 // Listens like ListenUntil while the room's speaker plays what arrives into `mic`.
 Heard ListenThroughTheRoom(WsClient& ws, Microphone& mic, const std::string& until,
                            std::chrono::milliseconds timeout) {

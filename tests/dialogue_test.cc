@@ -277,6 +277,13 @@ TEST(SentenceSplitter, YieldsEachSentenceAsSoonAsItIsComplete) {
 // ---- Intimacy and safety
 // --------------------------------------------------------------------------
 
+TEST(Intimacy, AQuestionInsideAnUnpunctuatedTranscriptIsStillAQuestionAboutThePersona) {
+  EXPECT_TRUE(AnalyzeTurn("i am doing well thank you how was your weekend").about_persona);
+  EXPECT_TRUE(AnalyzeTurn("that sounds lovely have you ever been hiking").about_persona);
+  EXPECT_FALSE(AnalyzeTurn("i know what you mean it was a long week").question);
+  EXPECT_FALSE(AnalyzeTurn("i went to work and then i went home").question);
+}
+
 TEST(Intimacy, EngagedTurnsRaiseItAndCurtOrNegativeOnesLowerIt) {
   IntimacyModel m(10);
   EXPECT_GT(m.Update(AnalyzeTurn("What do you love most about film photography?")), 0);

@@ -30,6 +30,65 @@ int64_t CountIn(const std::string& uri, const std::string& db, const char* coll,
   return n;
 }
 
+// A report as BuildReport leaves it before scoring, with the given metrics and feedback.
+Json::Value Measured(const std::string& metrics, const std::string& feedback = "{}") {
+  Json::Value r(Json::objectValue);
+  r["session_id"] = "s1";
+  r["duration_s"] = 300;
+  r["metrics"] = *core::ParseJson(metrics);
+  r["feedback"] = *core::ParseJson(feedback);
+  return r;
+}
+
+TEST(Scores, WithoutTheirInputsScoresAreNullAndSayWhy) {
+  Json::Value r = Measured(R"({"speech": {"speech_s": 2}, "turns": 1})",
+                           R"({"concentration": 80, "posture": 90})");
+  session::ScoreReport(&r);
+  const Json::Value& fb = r["feedback"];
+  for (const char* s : {"tone", "initiative", "likability"}) {
+    EXPECT_FALSE(fb.isMember(s) && !fb[s].isNull()) << s;
+    EXPECT_FALSE(fb["feedback_details"][s]["reason"].asString().empty()) << s;
+  }
+  // 0.25 of the total's weight was measured: too little for a total.
+  EXPECT_TRUE(fb["total_score"].isNull());
+  EXPECT_FALSE(fb["feedback_details"]["total_score"]["reason"].asString().empty());
+  EXPECT_NE(fb["summary"].asString().find("Too little"), std::string::npos);
+}
+
+TEST(Scores, TheTotalIsOverTheScoresMeasuredAndNamesTheRest) {
+  Json::Value r = Measured(
+      R"({"speech": {"speech_s": 60, "pitch_std_semitones": 3}, "turns": 10,
+          "speaking_rate_wpm": 150, "volume_db": {"mean": -20, "std": 3}, "filler_words": 0,
+          "questions_asked": 3,
+          "conversation": {"persona_turns": 10, "user_share_of_speech": 0.5,
+                           "user_turns": {"opened": 5, "questions_about_persona": 2,
+                                          "positive_words": 5, "negative_words": 0}}})");
+  session::ScoreReport(&r);
+  const Json::Value& fb = r["feedback"];
+  EXPECT_EQ(fb["tone"].asInt(), 100);
+  EXPECT_EQ(fb["initiative"].asInt(), 100);
+  // No response latency or interruption count: likability is over its other two parts.
+  EXPECT_EQ(fb["likability"].asInt(), 100);
+  EXPECT_EQ(fb["feedback_details"]["likability"]["missing"].size(), 2u);
+  EXPECT_EQ(fb["total_score"].asInt(), 100);
+  EXPECT_EQ(fb["feedback_details"]["total_score"]["missing"].size(), 3u);  // the vision three
+  // Nothing weak: the tips say what went well, with its number.
+  ASSERT_FALSE(r["tips"].empty());
+  EXPECT_NE(r["tips"][0].asString().find("3 in 10 turns"), std::string::npos)
+      << core::ToJson(r["tips"]);
+
+  // Fillers, and fewer questions: lower scores, and tips that say so.
+  Json::Value worse = r;
+  worse["metrics"]["filler_words"] = 8;
+  worse["metrics"]["questions_asked"] = 1;
+  session::ScoreReport(&worse);
+  EXPECT_LT(worse["feedback"]["tone"].asInt(), fb["tone"].asInt());
+  EXPECT_LT(worse["feedback"]["initiative"].asInt(), fb["initiative"].asInt());
+  const std::string tips = core::ToJson(worse["tips"]);
+  EXPECT_NE(tips.find("You asked 1 question in 10 turns"), std::string::npos) << tips;
+  EXPECT_NE(tips.find("8 filler words (8.0 per minute"), std::string::npos) << tips;
+}
+
 TEST(Report, EndingASessionStoresAFullReportOwnerCanDownload) {
   TestServer s;
   WsHub hub;
@@ -62,7 +121,7 @@ TEST(Report, EndingASessionStoresAFullReportOwnerCanDownload) {
   EXPECT_EQ(report["session_id"].asString(), id);
   EXPECT_EQ(report["user_id"].asString(), "alice");
   EXPECT_EQ(report["persona_id"].asString(), "daniel");
-  EXPECT_EQ(report["schema_version"].asInt(), 1);
+  EXPECT_EQ(report["schema_version"].asInt(), 2);
   EXPECT_TRUE(report["started_at"].isString());
   EXPECT_TRUE(report["ended_at"].isString());
   EXPECT_TRUE(report["duration_s"].isDouble());

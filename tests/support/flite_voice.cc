@@ -8,12 +8,13 @@ cst_voice* register_cmu_us_rms(const char* voxdir);
 cst_voice* register_cmu_us_awb(const char* voxdir);
 }
 
+#include <map>
 #include <mutex>
 
 namespace parley::testing {
 
 std::vector<int16_t> FliteSpeak(const std::string& voice, const std::string& text,
-                                double duration_stretch) {
+                                double duration_stretch, double pitch_stddev_hz) {
   // Flite keeps global state (its init, the registered voices): one caller at a time.
   static std::mutex mu;
   const std::lock_guard lock(mu);
@@ -29,6 +30,12 @@ std::vector<int16_t> FliteSpeak(const std::string& voice, const std::string& tex
   if (voice == "awb") v = register_cmu_us_awb(nullptr);
   if (v == nullptr) return {};
   feat_set_float(v->features, "duration_stretch", static_cast<float>(duration_stretch));
+  // A registered voice is one object: its own pitch spread is kept to put back.
+  static std::map<cst_voice*, float> own_spread;
+  if (!own_spread.contains(v))
+    own_spread[v] = get_param_float(v->features, "int_f0_target_stddev", 0.0f);
+  feat_set_float(v->features, "int_f0_target_stddev",
+                 pitch_stddev_hz < 0 ? own_spread[v] : static_cast<float>(pitch_stddev_hz));
   cst_wave* w = flite_text_to_wave(text.c_str(), v);
   std::vector<int16_t> out;
   if (w != nullptr && w->sample_rate == 16000 && w->num_channels == 1)

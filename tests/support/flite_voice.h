@@ -8,8 +8,10 @@
 namespace parley::testing {
 
 // `voice`: "slt" (female), "kal16", "rms", "awb" (male). `duration_stretch` > 1 speaks slower.
-// Empty for an unknown voice.
+// `pitch_stddev_hz`: how far the intonation moves around the voice's mean pitch (its
+// int_f0_target_stddev; 0 is a monotone), or negative for the voice's own. Empty for an
+// unknown voice.
 std::vector<int16_t> FliteSpeak(const std::string& voice, const std::string& text,
-                                double duration_stretch = 1.0);
+                                double duration_stretch = 1.0, double pitch_stddev_hz = -1);
 
 }  // namespace parley::testing

@@ -133,8 +133,10 @@ export function renderReport(report, root) {
     if (typeof v === 'number') {
       card.append(el('div', { class: 'value' }, `${Math.round(v)}`), el('div', { class: 'why' }, why));
     } else {
+      // The report says why when it knows (feedback_details.<score>.reason).
+      const reason = fb.feedback_details?.[key]?.reason;
       card.append(el('div', { class: 'value none' }, 'not measured'),
-        el('div', { class: 'why' }, 'This session had too little of what it needs.'));
+        el('div', { class: 'why' }, reason ? `Not scored: ${reason}.` : 'This session had too little of what it needs.'));
     }
     scores.append(card);
   }
