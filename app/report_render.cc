@@ -1,39 +1,19 @@
-// CSV and printable HTML renderings of a stored report (the download formats).
+// CSV and printable HTML renderings of a stored report (the download formats). The HTML is
+// app/report.html.mustache (kainjow's Mustache, which escapes every value) filled with the
+// report's numbers in words and units: no script, no external resource, an A4 print sheet.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <functional>
+#include <kainjow/mustache.hpp>
 #include <map>
 #include <set>
 
 #include "app/app_impl.h"
+#include "app/report_template.h"  // kReportTemplate: app/report.html.mustache
 
 namespace parley::app {
 namespace {
-
-std::string HtmlEscape(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out.push_back(c);
-    }
-  }
-  return out;
-}
 
 std::string CsvField(const Json::Value& v) {
   if (v.isNull()) return {};
@@ -52,51 +32,185 @@ std::string CsvField(const Json::Value& v) {
   return out + "\"";
 }
 
-std::string Number(const Json::Value& v) {
-  if (v.isNull()) return "not measured";
-  if (v.isDouble()) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.3g", v.asDouble());
-    return buf;
-  }
-  return v.isString() ? v.asString() : core::ToJson(v);
+// ---- The HTML report (app/report.html.mustache) -----------------------------------------
+
+std::string Fixed(double v, int decimals) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+std::string Percent(double ratio) { return Fixed(100 * ratio, 0) + " %"; }
+
+std::string HumanDuration(double s) {
+  if (!std::isfinite(s) || s < 0) return "length unknown";
+  const long total = std::lround(s);
+  if (total < 60) return std::to_string(total) + " s";
+  return std::to_string(total / 60) + " min " + std::to_string(total % 60) + " s";
 }
 
-// Numeric series of the per-second timeline, by name.
-std::map<std::string, std::vector<std::pair<double, double>>> Series(const Json::Value& timeline) {
-  std::map<std::string, std::vector<std::pair<double, double>>> out;
-  for (const auto& row : timeline) {
-    for (const auto& key : row.getMemberNames()) {
-      if (key != "t" && row[key].isNumeric())
-        out[key].emplace_back(row["t"].asDouble(), row[key].asDouble());
-    }
-  }
-  return out;
+// "2026-12-03T07:10:42.123Z" -> "3 Dec 2026, 07:10 UTC".
+std::string HumanDate(const Json::Value& v) {
+  static const char* const kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0;
+  if (!v.isString() || std::sscanf(v.asCString(), "%d-%d-%dT%d:%d", &y, &mo, &d, &h, &mi) != 5 ||
+      mo < 1 || mo > 12)
+    return "date unknown";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%d %s %d, %02d:%02d UTC", d, kMonths[mo - 1], y, h, mi);
+  return buf;
 }
 
-std::string SvgChart(const std::string& name, const std::vector<std::pair<double, double>>& pts) {
+std::string Clock(double ms) {
+  const long s = std::max(0L, std::lround(ms / 1000));
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+  return buf;
+}
+
+const Json::Value* Path(const Json::Value& root, const std::string& path) {
+  const Json::Value* v = &root;
+  size_t begin = 0;
+  while (begin <= path.size()) {
+    const size_t dot = path.find('.', begin);
+    const std::string key = path.substr(begin, dot == std::string::npos ? dot : dot - begin);
+    if (!v->isObject() || !v->isMember(key)) return nullptr;
+    v = &(*v)[key];
+    if (dot == std::string::npos) break;
+    begin = dot + 1;
+  }
+  return v->isNull() ? nullptr : v;
+}
+
+struct ScoreInfo {
+  const char* key;
+  const char* label;
+  const char* what;
+  const char* needs;  // said when it was not measured and the report gives no reason
+};
+const ScoreInfo kScores[] = {
+    {"total_score", "Overall", "Weighted over the scores that were measured.",
+     "Too few scores were measured."},
+    {"likability", "Likability",
+     "Interest in your partner, warmth, prompt answers, letting them finish.",
+     "Needs a spoken conversation with the persona."},
+    {"initiative", "Initiative", "Questions asked, topics brought in, a balanced share of talk.",
+     "Needs a spoken conversation with the persona."},
+    {"tone", "Tone of voice", "A lively pitch, a comfortable pace, steady loudness, few fillers.",
+     "Needs at least 5 seconds of your speech."},
+    {"concentration", "Concentration",
+     "How much of the time your face was seen, eyes on the screen.",
+     "Needs the camera or a landmark stream."},
+    {"gaze_stability", "Steady gaze", "How steadily you held your gaze.",
+     "Needs the camera or a landmark stream."},
+    {"blinking", "Blinking", "Blink rate near the relaxed range of 8–21 per minute.",
+     "Needs the camera or a landmark stream."},
+    {"posture", "Posture", "An upright head, level shoulders, little fidgeting.",
+     "Needs the camera or a landmark stream."},
+    {"expression_score", "Expression", "How warm and open your face looked.",
+     "Needs the camera or a landmark stream."},
+};
+
+const std::map<std::string, std::string> kPartNames = {
+    {"pitch_variation", "a lively pitch"},
+    {"speaking_rate", "a comfortable pace"},
+    {"loudness_steadiness", "steady loudness"},
+    {"few_fillers", "few filler words"},
+    {"questions", "asking questions"},
+    {"turns_opened", "bringing in topics"},
+    {"talk_balance", "a balanced share of talk"},
+    {"interest_in_persona", "interest in your partner"},
+    {"warmth", "warmth"},
+    {"responsiveness", "answering promptly"},
+    {"lets_persona_finish", "letting your partner finish"}};
+
+using Formatter = std::function<std::string(const Json::Value&)>;
+std::string Rounded(const Json::Value& v, int decimals) {
+  return v.isNumeric() ? Fixed(v.asDouble(), decimals) : std::string("–");
+}
+struct MeasureInfo {
+  const char* path;
+  const char* label;
+  Formatter format;
+};
+const MeasureInfo kMeasures[] = {
+    {"metrics.speaking_rate_wpm", "Speaking rate",
+     [](const Json::Value& v) { return Rounded(v, 0) + " words/min"; }},
+    {"metrics.talk_ratio", "Time you were speaking",
+     [](const Json::Value& v) { return Percent(v.asDouble()); }},
+    {"metrics.conversation.user_share_of_speech", "Your share of the talk",
+     [](const Json::Value& v) { return Percent(v.asDouble()); }},
+    {"metrics.turns", "Your turns", [](const Json::Value& v) { return Rounded(v, 0); }},
+    {"metrics.questions_asked", "Questions you asked",
+     [](const Json::Value& v) { return Rounded(v, 0); }},
+    {"metrics.filler_words", "Filler words", [](const Json::Value& v) { return Rounded(v, 0); }},
+    {"metrics.longest_pause_s", "Longest pause",
+     [](const Json::Value& v) { return Rounded(v, 1) + " s"; }},
+    {"metrics.response_latency_s", "Time to answer",
+     [](const Json::Value& v) { return Rounded(v["median"], 2) + " s (median)"; }},
+    {"metrics.pitch_hz", "Voice pitch",
+     [](const Json::Value& v) {
+       return Rounded(v["mean"], 0) + " Hz, varying by " + Rounded(v["std"], 0) + " Hz";
+     }},
+    {"metrics.speech.pitch_std_semitones", "Pitch variation",
+     [](const Json::Value& v) { return Rounded(v, 1) + " semitones"; }},
+    {"metrics.volume_db", "Loudness",
+     [](const Json::Value& v) {
+       return Rounded(v["mean"], 0) + " dBFS (± " + Rounded(v["std"], 1) + " dB)";
+     }},
+    {"metrics.gaze_on_screen_ratio", "Eyes on screen",
+     [](const Json::Value& v) { return Percent(v.asDouble()); }},
+    {"metrics.blink_rate_per_min", "Blinks per minute",
+     [](const Json::Value& v) { return Rounded(v, 1); }},
+    {"metrics.smile_ratio", "Smiling", [](const Json::Value& v) { return Percent(v.asDouble()); }},
+    {"metrics.face_visible_ratio", "Face visible",
+     [](const Json::Value& v) { return Percent(v.asDouble()); }},
+    {"metrics.conversation.persona_turns", "Persona's turns",
+     [](const Json::Value& v) { return Rounded(v, 0); }},
+    {"metrics.conversation.reply_latency_ms", "Persona's reply time",
+     [](const Json::Value& v) { return Rounded(v["median"], 0) + " ms (median)"; }},
+    {"metrics.conversation.interruptions", "Times you interrupted",
+     [](const Json::Value& v) { return Rounded(v["count"], 0); }},
+};
+
+struct ChartInfo {
+  const char* key;
+  const char* title;
+  double lo, hi;
+  bool percent;
+};
+const ChartInfo kCharts[] = {
+    {"gaze_on_screen_ratio", "Eyes on screen", 0, 1, true},
+    {"smile_ratio", "Smiling", 0, 1, true},
+    {"blink_rate_per_min", "Blinks per minute", 0, 40, false},
+    {"face_visible_ratio", "Face visible", 0, 1, true},
+};
+
+// A line over the session's time axis, the persona's turns shaded behind it.
+std::string SvgChart(const std::vector<std::pair<double, double>>& pts, double lo, double hi,
+                     double t_end, const std::vector<std::pair<double, double>>& persona,
+                     bool dots) {
   constexpr double kW = 640, kH = 120;
-  double t0 = pts.front().first, t1 = pts.back().first, lo = pts.front().second, hi = lo;
-  for (const auto& [t, v] : pts) {
-    lo = std::min(lo, v);
-    hi = std::max(hi, v);
-  }
-  if (t1 <= t0) t1 = t0 + 1;
-  if (hi <= lo) hi = lo + 1;
+  if (t_end <= 0) t_end = 1;
+  const auto x = [&](double t) { return std::clamp(t / t_end, 0.0, 1.0) * kW; };
+  const auto y = [&](double v) { return kH - std::clamp((v - lo) / (hi - lo), 0.0, 1.0) * kH; };
+  std::string svg = "<svg viewBox='0 0 640 120' role='img' preserveAspectRatio='none'>";
+  svg += "<rect width='640' height='120' fill='#fafbfc'/>";
+  for (const auto& [a, b] : persona)
+    svg += "<rect x='" + Fixed(x(a), 1) + "' width='" + Fixed(std::max(1.0, x(b) - x(a)), 1) +
+           "' height='120' fill='#eceff4'/>";
   std::string path;
   for (const auto& [t, v] : pts) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%s%.1f,%.1f ", path.empty() ? "M" : "L",
-                  (t - t0) / (t1 - t0) * kW, kH - (v - lo) / (hi - lo) * kH);
-    path += buf;
+    if (dots) {
+      svg +=
+          "<circle cx='" + Fixed(x(t), 1) + "' cy='" + Fixed(y(v), 1) + "' r='3' fill='#1f5f8b'/>";
+    } else {
+      path += (path.empty() ? "M" : "L") + Fixed(x(t), 1) + "," + Fixed(y(v), 1);
+    }
   }
-  char range[96];
-  std::snprintf(range, sizeof range, "%.3g – %.3g over %.0f s", lo, hi, t1 - t0);
-  return "<figure><figcaption>" + HtmlEscape(name) + " <small>(" + range +
-         ")</small></figcaption><svg viewBox=\"0 0 640 120\" width=\"640\" height=\"120\" "
-         "role=\"img\" aria-label=\"" +
-         HtmlEscape(name) + "\"><path d=\"" + path +
-         "\" fill=\"none\" stroke=\"#2563eb\" stroke-width=\"1.5\"/></svg></figure>\n";
+  if (!path.empty())
+    svg += "<path d='" + path + "' fill='none' stroke='#1f5f8b' stroke-width='1.5'/>";
+  return svg + "</svg>";
 }
 
 }  // namespace
@@ -126,56 +240,152 @@ std::string RenderReportCsv(const Json::Value& report) {
 }
 
 std::string RenderReportHtml(const Json::Value& report) {
-  const std::string id = report["session_id"].asString();
-  std::string h =
-      "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-      "<title>Parley report " +
-      HtmlEscape(id) +
-      "</title><style>body{font:14px/1.45 system-ui,sans-serif;max-width:760px;margin:2em "
-      "auto;color:#111}table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid "
-      "#ddd;padding:4px 8px;text-align:left}.nm{color:#888}figure{margin:1em 0}"
-      "@media print{a{color:inherit}}</style></head><body>\n";
-  h += "<h1>Conversation report</h1>\n<p>Session <code>" + HtmlEscape(id) + "</code> with " +
-       HtmlEscape(report["persona_name"].isString() ? report["persona_name"].asString()
-                                                    : report["persona_id"].asString()) +
-       " — " + HtmlEscape(Number(report["started_at"])) + ", " +
-       HtmlEscape(Number(report["duration_s"])) + " s.</p>\n";
-  h += "<p>" + HtmlEscape(report["feedback"]["summary"].asString()) + "</p>\n";
-  auto table = [&](const char* title, const Json::Value& obj) {
-    h += std::string("<h2>") + title + "</h2>\n<table>\n";
-    for (const auto& key : obj.getMemberNames()) {
-      if (key == "summary" || key == "summary_by" || key == "feedback_details") continue;
-      const Json::Value& v = obj[key];
-      h += "<tr><th>" + HtmlEscape(key) + "</th><td" + (v.isNull() ? " class=\"nm\"" : "") + ">" +
-           HtmlEscape(v.isObject() || v.isArray() ? core::ToJson(v) : Number(v)) + "</td></tr>\n";
+  namespace mu = kainjow::mustache;
+  mu::mustache tmpl{std::string(kReportTemplate)};  // render() is not const: one per call
+  mu::data d;
+  const std::string persona = report["persona_name"].isString() ? report["persona_name"].asString()
+                                                                : report["persona_id"].asString();
+  d.set("persona", persona.empty() ? "the persona" : persona);
+  d.set("date",
+        HumanDate(report["started_at"].isString() ? report["started_at"] : report["created_at"]));
+  d.set("duration", HumanDuration(report["duration_s"].asDouble()));
+  d.set("session_id", report["session_id"].asString());
+  d.set("schema_version", std::to_string(report["schema_version"].asInt()));
+  static const std::map<std::string, std::string> kEnds = {
+      {"ended_by_client", "ended by you"},
+      {"disconnect_grace", "the connection was lost"},
+      {"idle_timeout", "ended after a long silence"},
+      {"server_shutdown", "the server restarted"},
+      {"server_crash", "recovered after a server crash"}};
+  if (const auto it = kEnds.find(report["end_reason"].asString()); it != kEnds.end())
+    d.set("end_reason", it->second);
+  const Json::Value& fb = report["feedback"];
+  d.set("summary", fb["summary"].asString());
+
+  mu::data scores{mu::data::type::list};
+  for (const auto& s : kScores) {
+    mu::data card;
+    card.set("label", s.label);
+    const Json::Value& v = fb[s.key];
+    const Json::Value& details = fb["feedback_details"][s.key];
+    if (v.isNumeric()) {
+      card.set("measured", true);
+      card.set("value", std::to_string(static_cast<int>(std::lround(v.asDouble()))));
+      std::string why = s.what;
+      // Which part held it back most, in words.
+      std::string lowest;
+      int lowest_value = 101;
+      for (const auto& part : details["parts"].getMemberNames())
+        if (details["parts"][part].asInt() < lowest_value && kPartNames.contains(part)) {
+          lowest_value = details["parts"][part].asInt();
+          lowest = kPartNames.at(part);
+        }
+      if (!lowest.empty() && lowest_value < 80)
+        why += " Held back most by " + lowest + " (" + std::to_string(lowest_value) + " of 100).";
+      if (std::string(s.key) == "total_score" && !details["missing"].empty())
+        why += details["missing"].size() == 1
+                   ? std::string(" Without the one score that was not measured.")
+                   : " Without " + std::to_string(details["missing"].size()) +
+                         " scores that were not measured.";
+      card.set("why", why);
+    } else {
+      card.set("measured", false);
+      card.set("why", details["reason"].isString()
+                          ? "Not scored: " + details["reason"].asString() + "."
+                          : std::string(s.needs));
     }
-    h += "</table>\n";
-  };
-  table("Scores", report["feedback"]);
-  table("Measures", report["metrics"]);
-  const auto series = Series(report["timeline"]);
-  if (!series.empty()) {
-    h += "<h2>Over time</h2>\n";
-    for (const auto& [name, pts] : series) h += SvgChart(name, pts);
+    scores.push_back(card);
   }
-  if (!report["tips"].empty()) {
-    h += "<h2>Tips</h2>\n<ul>\n";
-    for (const auto& tip : report["tips"])
-      h += "<li>" + HtmlEscape(tip.isString() ? tip.asString() : core::ToJson(tip)) + "</li>\n";
-    h += "</ul>\n";
+  d.set("scores", scores);
+
+  mu::data tips{mu::data::type::list};
+  for (const auto& t : report["tips"])
+    if (t.isString()) tips.push_back(mu::data(t.asString()));
+  d.set("has_tips", !report["tips"].empty());
+  d.set("tips", tips);
+
+  // The persona's turns, shaded on every chart.
+  std::vector<std::pair<double, double>> persona_spans;
+  for (const auto& turn : report["transcript"])
+    if (turn["role"] == "assistant" && turn["t_start"].isNumeric())
+      persona_spans.emplace_back(turn["t_start"].asDouble() / 1000,
+                                 turn.get("t_end", turn["t_start"]).asDouble() / 1000);
+  const double t_end = report["duration_s"].asDouble();
+  mu::data charts{mu::data::type::list};
+  for (const auto& c : kCharts) {
+    std::vector<std::pair<double, double>> pts;
+    double sum = 0;
+    for (const auto& row : report["timeline"])
+      if (row[c.key].isNumeric() && row["t"].isNumeric()) {
+        pts.emplace_back(row["t"].asDouble(), row[c.key].asDouble());
+        sum += row[c.key].asDouble();
+      }
+    if (pts.empty()) continue;
+    const double mean = sum / static_cast<double>(pts.size());
+    mu::data chart;
+    chart.set("title", c.title);
+    chart.set("caption",
+              "average " + (c.percent ? Percent(mean) : Fixed(mean, 1)) + ", scale " +
+                  (c.percent ? std::string("0–100 %") : Fixed(c.lo, 0) + "–" + Fixed(c.hi, 0)) +
+                  "; the persona's turns shaded");
+    chart.set("svg", SvgChart(pts, c.lo, c.hi, t_end, persona_spans, false));
+    charts.push_back(chart);
   }
-  if (!report["transcript"].empty()) {
-    h += "<h2>Transcript</h2>\n<table>\n";
-    for (const auto& turn : report["transcript"]) {
-      char when[32];
-      std::snprintf(when, sizeof when, "%.1f s", turn["t_start"].asDouble() / 1000.0);
-      h += "<tr><td>" + std::string(when) + "</td><th>" + HtmlEscape(turn["role"].asString()) +
-           "</th><td>" + HtmlEscape(turn["text"].asString()) + "</td></tr>\n";
-    }
-    h += "</table>\n";
+  // Your pitch and pace, turn by turn.
+  std::vector<std::pair<double, double>> pitch;
+  for (const auto& turn : report["transcript"])
+    if (turn["role"] == "user" && turn["prosody"]["f0_mean_hz"].isNumeric())
+      pitch.emplace_back(turn["t_start"].asDouble() / 1000,
+                         turn["prosody"]["f0_mean_hz"].asDouble());
+  if (!pitch.empty()) {
+    mu::data chart;
+    chart.set("title", "Your voice's pitch, turn by turn");
+    chart.set("caption", "Hz, 50–350; the persona's turns shaded");
+    chart.set("svg", SvgChart(pitch, 50, 350, t_end, persona_spans, true));
+    charts.push_back(chart);
   }
-  h += "</body></html>\n";
-  return h;
+  d.set("charts", charts);
+
+  mu::data measures{mu::data::type::list};
+  for (const auto& m : kMeasures) {
+    mu::data row;
+    row.set("label", m.label);
+    const Json::Value* v = Path(report, m.path);
+    row.set("value", v ? m.format(*v) : std::string("not measured"));
+    measures.push_back(row);
+  }
+  d.set("measures", measures);
+
+  mu::data turns{mu::data::type::list};
+  for (const auto& turn : report["transcript"]) {
+    mu::data t;
+    const bool user = turn["role"] == "user";
+    t.set("role", user ? "user" : "assistant");
+    t.set("who", user ? (turn["typed"].asBool() ? "You (typed)" : "You") : persona);
+    t.set("at", Clock(turn["t_start"].asDouble()));
+    const bool cut = turn["interrupted"].asBool();
+    t.set("interrupted", cut);
+    t.set("text", cut && turn["heard_text"].isString() ? turn["heard_text"].asString()
+                                                       : turn["text"].asString());
+    turns.push_back(t);
+  }
+  d.set("turns", turns);
+
+  // What was not measured, in words, once per thing.
+  mu::data missing{mu::data::type::list};
+  std::set<std::string> said;
+  for (const auto& key : report["not_measured"]) {
+    const std::string k = key.asString();
+    std::string text;
+    for (const auto& s : kScores)
+      if (k == std::string("feedback.") + s.key) text = std::string(s.label) + ": " + s.needs;
+    for (const auto& m : kMeasures)
+      if (k == m.path) text = std::string(m.label) + ": not measured in this session.";
+    if (!text.empty() && said.insert(text).second) missing.push_back(mu::data(text));
+  }
+  d.set("has_not_measured", !said.empty());
+  d.set("not_measured", missing);
+  return tmpl.render(d);
 }
 
 }  // namespace parley::app

@@ -11,7 +11,7 @@ PARLEY_RUN_PACKAGES=(
   gstreamer1.0-plugins-good
   libsimdjson-dev libopencv-dev libdlib-dev libdlib-data liblapack-dev libblas-dev
   libpocketsphinx-dev libsphinxbase-dev pocketsphinx-en-us libwebrtc-audio-processing-dev
-  libcurl4-openssl-dev libsndfile1-dev libebur128-dev flite1-dev
+  libcurl4-openssl-dev libsndfile1-dev libebur128-dev flite1-dev libkainjow-mustache-dev
 )
 # Extra packages for the test suite and benchmarks.
 PARLEY_TEST_PACKAGES=(

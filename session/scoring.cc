@@ -357,8 +357,10 @@ void ScoreReport(Json::Value* report) {
   // The summary: how long, how many turns, the headline scores in words.
   std::string summary;
   const double turns = x.turns.value_or(0);
-  if (minutes > 0)
-    summary = "A " + Fmt(std::max(1.0, std::round(minutes))) + "-minute conversation";
+  if (minutes >= 1)
+    summary = "A " + Fmt(std::round(minutes)) + "-minute conversation";
+  else if (minutes > 0)
+    summary = "A " + Fmt(minutes * 60) + "-second conversation";
   else
     summary = "A conversation";
   if (turns > 0) summary += " in which you spoke " + Fmt(turns) + " time" + (turns == 1 ? "" : "s");

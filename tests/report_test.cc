@@ -166,7 +166,7 @@ TEST(Report, DownloadsAsCsvTimelineAndPrintableHtmlWithEscapedText) {
   auto session = s.app().sessions().Find(id);
   for (int t = 0; t < 3; ++t) {
     Json::Value v(Json::objectValue);
-    v["gaze"] = 0.5 + 0.1 * t;
+    v["gaze_on_screen_ratio"] = 0.5 + 0.1 * t;
     if (t != 1) v["note"] = "a,\"b\"";
     session->timeline().AddSample(t * 1000 + 10, v);
   }
@@ -179,7 +179,7 @@ TEST(Report, DownloadsAsCsvTimelineAndPrintableHtmlWithEscapedText) {
   EXPECT_EQ(csv.Header("content-type"), "text/csv; charset=utf-8");
   EXPECT_EQ(csv.Header("content-disposition"), "attachment; filename=parley-report-" + id + ".csv");
   EXPECT_EQ(csv.body,
-            "t_s,gaze,note\r\n"
+            "t_s,gaze_on_screen_ratio,note\r\n"
             "0,0.5,\"a,\"\"b\"\"\"\r\n"
             "1,0.6,\r\n"
             "2,0.7,\"a,\"\"b\"\"\"\r\n");
@@ -193,6 +193,24 @@ TEST(Report, DownloadsAsCsvTimelineAndPrintableHtmlWithEscapedText) {
   EXPECT_NE(html.body.find("not measured"), std::string::npos);
   EXPECT_EQ(html.body.find("<script>"), std::string::npos);
   EXPECT_NE(html.body.find("&lt;script&gt;alert(1)&lt;/script&gt;"), std::string::npos);
+  // Words for people: no raw JSON, no snake_case keys, no long floats in the text.
+  std::string text;  // the body's text, tags and the style sheet left out
+  {
+    const size_t body = html.body.find("<body>");
+    bool in_tag = false;
+    for (size_t i = body; i < html.body.size(); ++i) {
+      if (html.body[i] == '<') in_tag = true;
+      if (!in_tag) text.push_back(html.body[i]);
+      if (html.body[i] == '>') in_tag = false;
+    }
+  }
+  EXPECT_EQ(text.find("{\""), std::string::npos) << text;
+  for (const char* key : {"gaze_on_screen_ratio", "not_measured", "speaking_rate_wpm", "_score"})
+    EXPECT_EQ(text.find(key), std::string::npos) << key << " in: " << text;
+  EXPECT_NE(text.find("Eyes on screen"), std::string::npos);
+  EXPECT_NE(html.body.find("@page{size:A4"), std::string::npos);  // the print sheet
+  EXPECT_EQ(html.body.find("src="), std::string::npos);           // nothing fetched
+  EXPECT_EQ(html.body.find("<link"), std::string::npos);
   EXPECT_EQ(
       Http("GET", s.Url("/api/sessions/" + id + "/report.html"), "", s.Auth("mallory")).status,
       404);

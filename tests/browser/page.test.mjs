@@ -29,6 +29,7 @@ test('a whole session from the page: landmarks, transcript, the persona\'s voice
   const browser = await launchBrowser(fixtures());
   try {
     const { page, problems } = await openPage(browser, `${server.url}/?persona=seoa`);
+    let reportHtml = '';
     // Before: persona cards, the preselected persona, the face mesh over the preview.
     await page.getByRole('radio', { name: /Seoa/ }).waitFor();
     assert.equal(await page.getByRole('radio', { name: /Seoa/ }).getAttribute('aria-checked'), 'true');
@@ -73,7 +74,7 @@ test('a whole session from the page: landmarks, transcript, the persona\'s voice
     for (const [link, check] of [
       ['Download JSON', (text) => assert.equal(JSON.parse(text).session_id, id)],
       ['Download CSV', (text) => assert.match(text.split('\n')[0], /^t_s,/)],
-      ['Download HTML', (text) => assert.match(text, /<html/i)],
+      ['Download HTML', (text) => { assert.match(text, /<html/i); reportHtml = text; }],
     ]) {
       const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: link }).click()]);
       const file = await download.path();
@@ -81,6 +82,28 @@ test('a whole session from the page: landmarks, transcript, the persona\'s voice
       check(readFileSync(file, 'utf8'));
     }
     await snap(page, 'report');
+
+    // The HTML report reads as a page for people: at 800 px nothing overflows sideways, the
+    // text holds no raw JSON or snake_case keys, no console error, and it prints to PDF.
+    const htmlPage = await browser.newPage({ viewport: { width: 800, height: 1000 } });
+    const htmlProblems = [];
+    htmlPage.on('console', (m) => { if (m.type() === 'error') htmlProblems.push(m.text()); });
+    htmlPage.on('pageerror', (e) => htmlProblems.push(String(e)));
+    await htmlPage.setContent(reportHtml, { waitUntil: 'load' });
+    const layout = await htmlPage.evaluate(() => ({
+      scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth,
+      text: document.body.innerText,
+    }));
+    assert.ok(layout.scroll <= layout.client, `the HTML report overflows: ${layout.scroll} > ${layout.client}`);
+    const textWithoutId = layout.text.replaceAll(id, '');
+    assert.doesNotMatch(textWithoutId, /\b[a-z]+_[a-z_]+\b/, 'a snake_case key in the HTML report');
+    assert.doesNotMatch(textWithoutId, /[{]"/, 'raw JSON in the HTML report');
+    assert.doesNotMatch(textWithoutId, /\d\.\d{4,}/, 'an unrounded number in the HTML report');
+    await snap(htmlPage, 'report-html');
+    const pdf = await htmlPage.pdf({ format: 'A4' });
+    assert.equal(pdf.subarray(0, 4).toString(), '%PDF');
+    assert.deepEqual(htmlProblems, []);
+    await htmlPage.close();
 
     // The history lists it, with a link back to the report.
     await page.getByRole('link', { name: 'History' }).click();
