@@ -10,6 +10,7 @@ cst_voice* register_cmu_us_awb(const char* voxdir);
 
 #include <map>
 #include <mutex>
+#include <optional>
 
 namespace parley::testing {
 
@@ -30,12 +31,19 @@ std::vector<int16_t> FliteSpeak(const std::string& voice, const std::string& tex
   if (voice == "awb") v = register_cmu_us_awb(nullptr);
   if (v == nullptr) return {};
   feat_set_float(v->features, "duration_stretch", static_cast<float>(duration_stretch));
-  // A registered voice is one object: its own pitch spread is kept to put back.
-  static std::map<cst_voice*, float> own_spread;
+  // A registered voice is one object: what it had of its own is put back (or the feature
+  // removed again when it had none, its intonation model's default then applying).
+  static std::map<cst_voice*, std::optional<float>> own_spread;
   if (!own_spread.contains(v))
-    own_spread[v] = get_param_float(v->features, "int_f0_target_stddev", 0.0f);
-  feat_set_float(v->features, "int_f0_target_stddev",
-                 pitch_stddev_hz < 0 ? own_spread[v] : static_cast<float>(pitch_stddev_hz));
+    own_spread[v] = feat_present(v->features, "int_f0_target_stddev")
+                        ? std::optional<float>(feat_float(v->features, "int_f0_target_stddev"))
+                        : std::nullopt;
+  if (pitch_stddev_hz >= 0)
+    feat_set_float(v->features, "int_f0_target_stddev", static_cast<float>(pitch_stddev_hz));
+  else if (own_spread[v])
+    feat_set_float(v->features, "int_f0_target_stddev", *own_spread[v]);
+  else
+    feat_remove(v->features, "int_f0_target_stddev");
   cst_wave* w = flite_text_to_wave(text.c_str(), v);
   std::vector<int16_t> out;
   if (w != nullptr && w->sample_rate == 16000 && w->num_channels == 1)
