@@ -11,6 +11,8 @@ using signaling::HttpResponse;
 
 constexpr int kDefaultPageSize = 20;
 constexpr int kMaxPageSize = 100;
+constexpr int kDefaultProgressSessions = 50;  // GET /api/progress: the last 50 ended sessions
+constexpr int kDefaultTrendWindow = 5;        // a trend is over the last 5 sessions with a score
 
 HttpResponse WithRoute(HttpResponse r, std::string route) {
   r.headers.emplace_back("x-parley-route", std::move(route));
@@ -35,6 +37,14 @@ std::vector<std::string> Segments(const std::string& path) {
     start = end + 1;
   }
   return out;
+}
+
+HttpResponse Unauthorized(const HttpRequest& req) {
+  HttpResponse r = HttpResponse::Error(
+      401, "unauthorized",
+      req.identity.error.empty() ? "a bearer token is required" : req.identity.error);
+  r.headers.emplace_back("www-authenticate", "Bearer");
+  return r;
 }
 
 // Query integer within [lo, hi]; nullopt (and `error`) when present but invalid.
@@ -120,14 +130,15 @@ HttpResponse App::Impl::Route(const HttpRequest& req) {
   }
   if (seg.size() == 2 && seg[1] == "tts") {
     if (m != "POST") return WithRoute(MethodNotAllowed("POST"), "/api/tts");
-    if (!req.identity.authenticated) {
-      HttpResponse r = HttpResponse::Error(
-          401, "unauthorized",
-          req.identity.error.empty() ? "a bearer token is required" : req.identity.error);
-      r.headers.emplace_back("www-authenticate", "Bearer");
-      return WithRoute(std::move(r), "/api/tts");
-    }
+    if (!req.identity.authenticated) return WithRoute(Unauthorized(req), "/api/tts");
     return WithRoute(Synthesize(req), "/api/tts");
+  }
+
+  // ---- /api/progress (authenticated) -------------------------------------------------------
+  if (seg.size() == 2 && seg[1] == "progress") {
+    if (m != "GET") return WithRoute(MethodNotAllowed("GET"), "/api/progress");
+    if (!req.identity.authenticated) return WithRoute(Unauthorized(req), "/api/progress");
+    return WithRoute(Progress(req), "/api/progress");
   }
 
   // ---- /api/sessions (authenticated) -------------------------------------------------------
@@ -135,13 +146,7 @@ HttpResponse App::Impl::Route(const HttpRequest& req) {
     const std::string route = seg.size() == 2   ? "/api/sessions"
                               : seg.size() == 3 ? "/api/sessions/{id}"
                                                 : "/api/sessions/{id}/" + seg[3];
-    if (!req.identity.authenticated) {
-      HttpResponse r = HttpResponse::Error(
-          401, "unauthorized",
-          req.identity.error.empty() ? "a bearer token is required" : req.identity.error);
-      r.headers.emplace_back("www-authenticate", "Bearer");
-      return WithRoute(std::move(r), route);
-    }
+    if (!req.identity.authenticated) return WithRoute(Unauthorized(req), route);
     if (seg.size() == 2) {
       if (m == "POST") return WithRoute(CreateSession(req), route);
       if (m == "GET") return WithRoute(ListSessions(req), route);
@@ -167,10 +172,13 @@ HttpResponse App::Impl::Route(const HttpRequest& req) {
       const auto view = SessionView(req, id, &error);
       return WithRoute(view ? HttpResponse::Json(200, *view) : error, route);
     }
-    if (seg.size() == 4 && (seg[3] == "report" || seg[3] == "report.csv" ||
-                            seg[3] == "report.html" || seg[3] == "report.json")) {
+    if (seg.size() == 4 &&
+        (seg[3] == "report" || seg[3] == "report.csv" || seg[3] == "report.html" ||
+         seg[3] == "report.json" || seg[3] == "turns.csv")) {
       if (m != "GET") return WithRoute(MethodNotAllowed("GET"), route);
-      const std::string format = seg[3] == "report" ? "json" : seg[3].substr(7);
+      const std::string format = seg[3] == "report"      ? "json"
+                                 : seg[3] == "turns.csv" ? "turns.csv"
+                                                         : seg[3].substr(7);
       return WithRoute(Report(req, id, format), route);
     }
   }
@@ -265,6 +273,28 @@ HttpResponse App::Impl::ListSessions(const HttpRequest& req) {
   return HttpResponse::Json(200, body);
 }
 
+HttpResponse App::Impl::Progress(const HttpRequest& req) {
+  std::string error;
+  const auto limit = QueryInt(req, "limit", kDefaultProgressSessions, 1, kMaxPageSize, &error);
+  const auto window =
+      limit ? QueryInt(req, "window", kDefaultTrendWindow, 2, kMaxPageSize, &error) : std::nullopt;
+  if (!limit || !window) return HttpResponse::Error(400, "invalid_query", error);
+  // Every ended session has exactly one report: the reports are the ended sessions.
+  store::Page page;
+  std::string store_error;
+  static const std::vector<std::string> kFields = {
+      "persona_id", "persona_name", "started_at", "ended_at",
+      "duration_s", "end_reason",   "feedback",   "metrics"};  // not the timelines and transcripts
+  if (store->ListByUser(store::Collection::kReports, req.identity.user_id, 0,
+                        static_cast<uint64_t>(*limit), kFields, &page,
+                        &store_error) != store::ReadStatus::kOk)
+    return HttpResponse::Error(503, "store_unavailable", "the report store is unavailable");
+  std::vector<Json::Value> reports;
+  reports.reserve(page.docs.size());
+  for (const auto& doc : page.docs) reports.push_back(store::ToPublicJson(doc));
+  return HttpResponse::Json(200, ProgressOf(reports, page.total, *window));
+}
+
 std::shared_ptr<session::Session> App::Impl::OwnSession(const HttpRequest& req,
                                                         const std::string& id) {
   auto s = registry.Find(id);
@@ -312,9 +342,9 @@ HttpResponse App::Impl::Report(const HttpRequest& req, const std::string& id,
   }
   const Json::Value report = store::ToPublicJson(doc);
   HttpResponse r;
-  if (format == "csv") {
+  if (format == "csv" || format == "turns.csv") {
     r.content_type = "text/csv; charset=utf-8";
-    r.body = RenderReportCsv(report);
+    r.body = format == "csv" ? RenderReportCsv(report) : RenderTurnsCsv(report);
   } else if (format == "html") {
     r.content_type = "text/html; charset=utf-8";
     r.body = RenderReportHtml(report);
@@ -323,10 +353,10 @@ HttpResponse App::Impl::Report(const HttpRequest& req, const std::string& id,
   }
   const auto download = req.query.find("download");
   if (download != req.query.end() && download->second != "0" && download->second != "false") {
-    r.headers.emplace_back("content-disposition", "attachment; filename=parley-report-" + id + "." +
-                                                      (format == "html"  ? "html"
-                                                       : format == "csv" ? "csv"
-                                                                         : "json"));
+    const std::string name = format == "turns.csv" ? "parley-turns-" + id + ".csv"
+                             : format == "json"    ? "parley-report-" + id + ".json"
+                                                   : "parley-report-" + id + "." + format;
+    r.headers.emplace_back("content-disposition", "attachment; filename=" + name);
   }
   return r;
 }

@@ -53,6 +53,7 @@ struct App::Impl final : signaling::Handler, session::Outbox {
   signaling::HttpResponse Health();
   signaling::HttpResponse CreateSession(const signaling::HttpRequest& req);
   signaling::HttpResponse ListSessions(const signaling::HttpRequest& req);
+  signaling::HttpResponse Progress(const signaling::HttpRequest& req);  // GET /api/progress
   // The caller's session, or nullptr (also for another user's session: no existence leak).
   std::shared_ptr<session::Session> OwnSession(const signaling::HttpRequest& req,
                                                const std::string& id);
@@ -60,7 +61,7 @@ struct App::Impl final : signaling::Handler, session::Outbox {
   // 404/503 responses in `error` when there is none.
   std::optional<Json::Value> SessionView(const signaling::HttpRequest& req, const std::string& id,
                                          signaling::HttpResponse* error);
-  // format: "json", "csv" or "html".
+  // format: "json", "csv", "turns.csv" or "html".
   signaling::HttpResponse Report(const signaling::HttpRequest& req, const std::string& id,
                                  const std::string& format);
   signaling::HttpResponse DeleteSession(const signaling::HttpRequest& req, const std::string& id);
@@ -112,5 +113,12 @@ struct App::Impl final : signaling::Handler, session::Outbox {
 // HTML page.
 std::string RenderReportCsv(const Json::Value& report);
 std::string RenderReportHtml(const Json::Value& report);
+// One row per transcript turn (docs/protocol.md "CSV").
+std::string RenderTurnsCsv(const Json::Value& report);
+
+// progress.cc: stored reports (API shape, newest first; `total` of them in all) as the
+// GET /api/progress document: oldest first, with a trend per score over the last `window`.
+Json::Value ProgressOf(const std::vector<Json::Value>& reports_newest_first, uint64_t total,
+                       int window);
 
 }  // namespace parley::app

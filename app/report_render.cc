@@ -2,6 +2,7 @@
 // app/report.html.mustache (kainjow's Mustache, which escapes every value) filled with the
 // report's numbers in words and units: no script, no external resource, an A4 print sheet.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -216,25 +217,94 @@ std::string SvgChart(const std::vector<std::pair<double, double>>& pts, double l
 }  // namespace
 
 std::string RenderReportCsv(const Json::Value& report) {
-  std::set<std::string> columns;
+  // The documented columns first, always, in this order (docs/protocol.md "CSV"); a column an
+  // analyser adds beyond them follows, by name.
+  static const std::vector<std::string> kColumns = {
+      "gaze_on_screen_ratio", "blink_rate_per_min", "smile_ratio",
+      "face_visible_ratio",   "head_yaw_deg",       "head_pitch_deg",
+      "head_roll_deg",        "user_speaking_s",    "persona_speaking_s"};
+  std::vector<std::string> columns = kColumns;
+  std::set<std::string> extra;
+  int64_t seconds = 0;
   for (const auto& row : report["timeline"]) {
-    for (const auto& key : row.getMemberNames()) {
-      if (key != "t") columns.insert(key);
-    }
+    seconds = std::max<int64_t>(seconds, row["t"].asInt64() + 1);
+    for (const auto& key : row.getMemberNames())
+      if (key != "t" && std::find(kColumns.begin(), kColumns.end(), key) == kColumns.end())
+        extra.insert(key);
   }
+  columns.insert(columns.end(), extra.begin(), extra.end());
+  // One row per second of the session: a voice-only session has rows too.
+  if (report["duration_s"].isNumeric() && std::isfinite(report["duration_s"].asDouble()))
+    seconds = std::max<int64_t>(seconds, std::llround(std::ceil(report["duration_s"].asDouble())));
+  for (const auto& turn : report["transcript"])
+    seconds = std::max<int64_t>(seconds, (turn["t_end"].asInt64() + 999) / 1000);
+  seconds = std::min<int64_t>(seconds, 24 * 3600);
+  std::vector<double> user(static_cast<size_t>(seconds)), persona(user.size());
+  for (const auto& turn : report["transcript"]) {  // seconds of each second spent speaking
+    std::vector<double>& into = turn["role"].asString() == "user" ? user : persona;
+    const double from = turn["t_start"].asDouble() / 1000, to = turn["t_end"].asDouble() / 1000;
+    for (int64_t sec = std::max<int64_t>(0, static_cast<int64_t>(from));
+         sec < seconds && static_cast<double>(sec) < to; ++sec)
+      into[static_cast<size_t>(sec)] +=
+          std::min(to, sec + 1.0) - std::max(from, static_cast<double>(sec));
+  }
+  std::map<int64_t, const Json::Value*> samples;
+  for (const auto& row : report["timeline"]) samples[row["t"].asInt64()] = &row;
+
   std::string out = "t_s";
-  for (const auto& c : columns) {
-    out.push_back(',');
-    out += CsvField(c);
-  }
+  for (const auto& c : columns) out += "," + CsvField(c);
   out += "\r\n";
-  for (const auto& row : report["timeline"]) {
-    out += CsvField(row["t"]);
+  for (int64_t sec = 0; sec < seconds; ++sec) {
+    out += std::to_string(sec);
+    const auto it = samples.find(sec);
     for (const auto& c : columns) {
       out.push_back(',');
-      out += CsvField(row[c]);
+      if (c == "user_speaking_s" || c == "persona_speaking_s") {
+        const double v = (c == "user_speaking_s" ? user : persona)[static_cast<size_t>(sec)];
+        out += Fixed(std::min(1.0, v), 2);
+      } else if (it != samples.end()) {
+        out += CsvField((*it->second)[c]);
+      }
     }
     out += "\r\n";
+  }
+  return out;
+}
+
+std::string RenderTurnsCsv(const Json::Value& report) {
+  std::string out =
+      "turn,role,start_s,end_s,duration_s,words,words_per_min,question,interrupted,played_s,"
+      "confidence,typed,text\r\n";
+  int n = 0;
+  for (const auto& turn : report["transcript"]) {
+    const bool is_user = turn["role"].asString() == "user";
+    const double start = turn["t_start"].asDouble() / 1000, end = turn["t_end"].asDouble() / 1000;
+    const std::string text = turn["text"].asString();
+    size_t words = 0;  // whitespace-separated, as a reader counts them
+    for (size_t i = 0; i < text.size(); ++i)
+      if (!std::isspace(static_cast<unsigned char>(text[i])) &&
+          (i == 0 || std::isspace(static_cast<unsigned char>(text[i - 1]))))
+        ++words;
+    const double length = std::max(0.0, end - start);
+    out += std::to_string(++n);
+    out += is_user ? ",user," : ",persona,";
+    out += Fixed(start, 2) + "," + Fixed(end, 2) + "," + Fixed(length, 2) + ",";
+    out += std::to_string(words) + ",";
+    // A rate over less than a second of speech says nothing.
+    if (is_user && length >= 1 && !turn["typed"].asBool())
+      out += Fixed(static_cast<double>(words) / length * 60, 0);
+    out += ",";
+    out += is_user ? (turn["question"].asBool() ? "1" : "0") : "";
+    out += ",";
+    out += is_user ? "" : (turn["interrupted"].asBool() ? "1" : "0");
+    out += ",";
+    if (!is_user && turn["played_ms"].isNumeric())
+      out += Fixed(turn["played_ms"].asDouble() / 1000, 2);
+    out += ",";
+    if (is_user && turn["confidence"].isNumeric()) out += Fixed(turn["confidence"].asDouble(), 3);
+    out += ",";
+    out += turn["typed"].asBool() ? "1" : "0";
+    out += "," + CsvField(Json::Value(text)) + "\r\n";
   }
   return out;
 }

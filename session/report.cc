@@ -85,6 +85,10 @@ Json::Value BuildReport(const Session& session, const std::string& persona_name)
         "so no score is given.";
   r["not_measured"] = not_measured;
   r["transcript"] = tl.transcript;
+  // Each user turn says whether it asked something (the turns CSV, the page's conversation).
+  for (auto& turn : r["transcript"])
+    if (turn["role"].asString() == "user")
+      turn["question"] = dialogue::AnalyzeTurn(turn["text"].asString()).question;
   r["timeline"] = tl.samples;
   r["events"] = tl.events;
   // Crisis words were heard: what and when (docs/protocol.md "safety").

@@ -169,6 +169,9 @@ namespace {
 void DeepMerge(Json::Value& into, const Json::Value& patch) {
   for (const auto& key : patch.getMemberNames()) {
     const Json::Value& v = patch[key];
+    // A null is "not measured here": it never erases what another stage measured (a stage's
+    // `patch["metrics"]` lookup leaves a null behind when it has nothing to say).
+    if (v.isNull() && into.isMember(key)) continue;
     if (v.isObject() && into[key].isObject()) {
       DeepMerge(into[key], v);
     } else {

@@ -87,6 +87,16 @@ int64_t DateMillis(const Json::Value& v) {
   return 0;
 }
 
+Json::Value Project(const Json::Value& doc, const std::vector<std::string>& fields) {
+  if (fields.empty() || !doc.isObject()) return doc;
+  Json::Value out(Json::objectValue);
+  for (const char* key : {"session_id", "user_id", "created_at"})
+    if (doc.isMember(key)) out[key] = doc[key];
+  for (const auto& f : fields)
+    if (doc.isMember(f)) out[f] = doc[f];
+  return out;
+}
+
 Json::Value ToPublicJson(const Json::Value& v) {
   if (v.isObject()) {
     if (v.size() == 1 && v.isMember("$date")) {
@@ -274,7 +284,8 @@ ReadStatus FileStore::Get(Collection c, const std::string& session_id, Json::Val
 }
 
 ReadStatus FileStore::ListByUser(Collection c, const std::string& user_id, uint64_t offset,
-                                 uint64_t limit, Page* page, std::string* error) {
+                                 uint64_t limit, const std::vector<std::string>& fields, Page* page,
+                                 std::string* error) {
   std::vector<std::string> ids;
   {
     const std::lock_guard lock(mu_);
@@ -291,7 +302,7 @@ ReadStatus FileStore::ListByUser(Collection c, const std::string& user_id, uint6
   page->docs.clear();
   for (const auto& id : ids) {
     Json::Value d;
-    if (Get(c, id, &d, error) == ReadStatus::kOk) page->docs.push_back(std::move(d));
+    if (Get(c, id, &d, error) == ReadStatus::kOk) page->docs.push_back(Project(d, fields));
   }
   return ReadStatus::kOk;
 }

@@ -34,8 +34,10 @@ class FileStore final : public Store {
   bool Put(Collection c, const Json::Value& doc, std::string* error) override;
   ReadStatus Get(Collection c, const std::string& session_id, Json::Value* doc,
                  std::string* error) override;
+  using Store::ListByUser;
   ReadStatus ListByUser(Collection c, const std::string& user_id, uint64_t offset, uint64_t limit,
-                        Page* page, std::string* error) override;
+                        const std::vector<std::string>& fields, Page* page,
+                        std::string* error) override;
   bool Delete(Collection c, const std::string& session_id, std::string* error) override;
   Json::Value Health() override;
   size_t ReplayNow() override { return 0; }

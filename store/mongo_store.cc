@@ -254,8 +254,10 @@ class MongoStore final : public Store {
     return ReadStatus::kOk;
   }
 
+  using Store::ListByUser;
   ReadStatus ListByUser(Collection c, const std::string& user_id, uint64_t offset, uint64_t limit,
-                        Page* page, std::string* error) override {
+                        const std::vector<std::string>& fields, Page* page,
+                        std::string* error) override {
     // Pending spooled writes for this user are merged in, so a page never hides a write.
     const auto pending = spool_.PendingForUser(c, user_id);
     PooledClient client(pool_.get());
@@ -272,6 +274,16 @@ class MongoStore final : public Store {
     const int64_t want = static_cast<int64_t>(offset + limit + pending.size());
     const BsonPtr opts(BCON_NEW("sort", "{", "created_at", BCON_INT32(-1), "session_id",
                                 BCON_INT32(-1), "}", "limit", BCON_INT64(want)));
+    if (!fields.empty()) {  // MongoDB leaves the rest on the server
+      bson_t projection;
+      bson_append_document_begin(opts.get(), "projection", -1, &projection);
+      for (const char* key : {"session_id", "user_id", "created_at"})
+        BSON_APPEND_INT32(&projection, key, 1);
+      for (const auto& f : fields)
+        if (f != "session_id" && f != "user_id" && f != "created_at")
+          BSON_APPEND_INT32(&projection, f.c_str(), 1);
+      bson_append_document_end(opts.get(), &projection);
+    }
     std::unique_ptr<mongoc_cursor_t, CursorDeleter> cursor(
         mongoc_collection_find_with_opts(coll.get(), filter.get(), opts.get(), nullptr));
     std::vector<Json::Value> docs;
@@ -312,7 +324,7 @@ class MongoStore final : public Store {
     });
     page->docs.clear();
     for (uint64_t i = offset; i < docs.size() && page->docs.size() < limit; ++i)
-      page->docs.push_back(std::move(docs[i]));
+      page->docs.push_back(Project(docs[i], fields));  // spooled ones are whole
     page->total = static_cast<uint64_t>(std::max<int64_t>(0, adjusted_total));
     return ReadStatus::kOk;
   }

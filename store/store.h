@@ -60,8 +60,16 @@ class Store {
   virtual bool Put(Collection c, const Json::Value& doc, std::string* error) = 0;
   virtual ReadStatus Get(Collection c, const std::string& session_id, Json::Value* doc,
                          std::string* error) = 0;
+  // The user's documents newest first. A non-empty `fields` keeps only those top-level fields
+  // of each (plus "session_id", "user_id" and "created_at"), so a listing of reports need not
+  // carry their timelines.
   virtual ReadStatus ListByUser(Collection c, const std::string& user_id, uint64_t offset,
-                                uint64_t limit, Page* page, std::string* error) = 0;
+                                uint64_t limit, const std::vector<std::string>& fields, Page* page,
+                                std::string* error) = 0;
+  ReadStatus ListByUser(Collection c, const std::string& user_id, uint64_t offset, uint64_t limit,
+                        Page* page, std::string* error) {
+    return ListByUser(c, user_id, offset, limit, {}, page, error);
+  }
   // Removes the document from the store and from the spool. Deleting nothing is success.
   virtual bool Delete(Collection c, const std::string& session_id, std::string* error) = 0;
 
@@ -77,6 +85,8 @@ class Store {
 Json::Value DateValue(int64_t unix_ms);
 // {"$date": ...} anywhere in `v` becomes its RFC 3339 string; "_id" is dropped. For API output.
 Json::Value ToPublicJson(const Json::Value& v);
+// `doc` with only `fields` (and the key fields above); all of it when `fields` is empty.
+Json::Value Project(const Json::Value& doc, const std::vector<std::string>& fields);
 // A session id that is safe as a file name and a query value (letters, digits, '-', '_').
 bool IsValidId(std::string_view id);
 

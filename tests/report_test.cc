@@ -171,6 +171,10 @@ TEST(Report, DownloadsAsCsvTimelineAndPrintableHtmlWithEscapedText) {
     session->timeline().AddSample(t * 1000 + 10, v);
   }
   session->timeline().AddTurn({"user", "<script>alert(1)</script>", 100, 900, Json::Value()});
+  session->timeline().AddTurn({"assistant", "Well, how \"fun\" is that?", 1500, 3700,
+                               *core::ParseJson(R"({"played_ms": 2200, "interrupted": true})")});
+  session->timeline().AddTurn(
+      {"user", "what do you do", 4000, 6000, *core::ParseJson(R"({"confidence": 0.87})")});
   ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
 
   const auto csv =
@@ -178,11 +182,30 @@ TEST(Report, DownloadsAsCsvTimelineAndPrintableHtmlWithEscapedText) {
   ASSERT_EQ(csv.status, 200) << csv.body;
   EXPECT_EQ(csv.Header("content-type"), "text/csv; charset=utf-8");
   EXPECT_EQ(csv.Header("content-disposition"), "attachment; filename=parley-report-" + id + ".csv");
+  // The documented columns always, in order, and an extra one after them; a row for every
+  // second up to the last turn, with the share of it each side spoke.
   EXPECT_EQ(csv.body,
-            "t_s,gaze_on_screen_ratio,note\r\n"
-            "0,0.5,\"a,\"\"b\"\"\"\r\n"
-            "1,0.6,\r\n"
-            "2,0.7,\"a,\"\"b\"\"\"\r\n");
+            "t_s,gaze_on_screen_ratio,blink_rate_per_min,smile_ratio,face_visible_ratio,"
+            "head_yaw_deg,head_pitch_deg,head_roll_deg,user_speaking_s,persona_speaking_s,note\r\n"
+            "0,0.5,,,,,,,0.80,0.00,\"a,\"\"b\"\"\"\r\n"
+            "1,0.6,,,,,,,0.00,0.50,\r\n"
+            "2,0.7,,,,,,,0.00,1.00,\"a,\"\"b\"\"\"\r\n"
+            "3,,,,,,,,0.00,0.70,\r\n"
+            "4,,,,,,,,1.00,0.00,\r\n"
+            "5,,,,,,,,1.00,0.00,\r\n");
+  const auto turns =
+      Http("GET", s.Url("/api/sessions/" + id + "/turns.csv?download=1"), "", s.Auth("alice"));
+  ASSERT_EQ(turns.status, 200) << turns.body;
+  EXPECT_EQ(turns.Header("content-disposition"),
+            "attachment; filename=parley-turns-" + id + ".csv");
+  EXPECT_EQ(turns.body,
+            "turn,role,start_s,end_s,duration_s,words,words_per_min,question,interrupted,"
+            "played_s,confidence,typed,text\r\n"
+            "1,user,0.10,0.90,0.80,1,,0,,,,0,<script>alert(1)</script>\r\n"
+            "2,persona,1.50,3.70,2.20,5,,,1,2.20,,0,\"Well, how \"\"fun\"\" is that?\"\r\n"
+            "3,user,4.00,6.00,2.00,4,120,1,,,0.870,0,what do you do\r\n");
+  EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + id + "/turns.csv"), "", s.Auth("mallory")).status,
+            404);
 
   const auto html = Http("GET", s.Url("/api/sessions/" + id + "/report.html"), "", s.Auth("alice"));
   ASSERT_EQ(html.status, 200);
@@ -214,6 +237,94 @@ TEST(Report, DownloadsAsCsvTimelineAndPrintableHtmlWithEscapedText) {
   EXPECT_EQ(
       Http("GET", s.Url("/api/sessions/" + id + "/report.html"), "", s.Auth("mallory")).status,
       404);
+}
+
+// One ended session of `user` whose analysers measured `concentration` and a voice with
+// `fillers` filler words in a minute of speech.
+std::string EndedSessionWith(TestServer& s, WsHub& hub, const std::string& user, int concentration,
+                             int fillers) {
+  const std::string id = s.CreateSession(user, "daniel");
+  auto ws = s.Join(hub, "landmarks", id, user);  // live, with no analyser writing over the patch
+  EXPECT_EQ(ws->state(), WsClient::State::kOpen);
+  s.app().sessions().Find(id)->MergeReport(*core::ParseJson(
+      R"({"feedback": {"concentration": )" + std::to_string(concentration) +
+      R"(, "posture": 90}, "metrics": {"speech": {"speech_s": 60, "pitch_std_semitones": 3},
+          "speaking_rate_wpm": 150, "volume_db": {"mean": -20, "std": 3},
+          "gaze_on_screen_ratio": 0.8, "filler_words": )" +
+      std::to_string(fillers) + "}}"));
+  EXPECT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth(user)).status, 200);
+  std::this_thread::sleep_for(5ms);  // distinct creation times: the listing's order
+  return id;
+}
+
+TEST(Progress, ListsEndedSessionsOldestFirstWithATrendPerScore) {
+  TestServer s;
+  WsHub hub;
+  std::vector<std::string> ids;
+  for (const auto& [concentration, fillers] : {std::pair{60, 8}, {70, 4}, {85, 0}})
+    ids.push_back(EndedSessionWith(s, hub, "alice", concentration, fillers));
+  EndedSessionWith(s, hub, "bob", 10, 20);
+  s.CreateSession("alice");  // not ended: no report, not in the progress
+
+  const auto r = Http("GET", s.Url("/api/progress"), "", s.Auth("alice"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const Json::Value p = r.JsonBody();
+  ASSERT_EQ(p["sessions"].size(), 3u) << r.body;
+  EXPECT_EQ(p["total"].asInt(), 3);
+  for (int i = 0; i < 3; ++i) {
+    const Json::Value& session = p["sessions"][i];
+    EXPECT_EQ(session["session_id"].asString(), ids[i]);
+    EXPECT_EQ(session["persona_name"].asString(), "Daniel Park");
+    EXPECT_TRUE(session["ended_at"].isString());
+    EXPECT_FALSE(session.isMember("timeline"));
+    EXPECT_DOUBLE_EQ(session["measures"]["speaking_rate_wpm"].asDouble(), 150);
+    EXPECT_TRUE(session["scores"]["likability"].isNull());  // no conversation in these
+  }
+  EXPECT_EQ(p["sessions"][0]["scores"]["concentration"].asInt(), 60);
+  EXPECT_DOUBLE_EQ(p["sessions"][0]["measures"]["filler_words_per_min"].asDouble(), 8);
+  const Json::Value& c = p["trends"]["concentration"];
+  EXPECT_EQ(c["sessions"].asInt(), 3);
+  EXPECT_EQ(c["latest"].asInt(), 85);
+  EXPECT_EQ(c["best"].asInt(), 85);
+  EXPECT_EQ(c["first"].asInt(), 60);
+  EXPECT_DOUBLE_EQ(c["slope_per_session"].asDouble(), 12.5);  // least squares over 60, 70, 85
+  EXPECT_EQ(c["direction"].asString(), "improving");
+  // Fewer fillers each time: the voice's score rose too, and so did the total.
+  const Json::Value& tone = p["trends"]["tone"];
+  EXPECT_LT(p["sessions"][0]["scores"]["tone"].asInt(), p["sessions"][2]["scores"]["tone"].asInt());
+  EXPECT_EQ(tone["direction"].asString(), "improving");
+  EXPECT_EQ(p["trends"]["total_score"]["direction"].asString(), "improving");
+  EXPECT_EQ(p["trends"]["posture"]["direction"].asString(), "steady");
+  EXPECT_EQ(p["trends"]["likability"]["sessions"].asInt(), 0);
+  EXPECT_TRUE(p["trends"]["likability"]["direction"].isNull());
+
+  // The trend is over the last `window` sessions: 70 -> 85.
+  const auto last2 = Http("GET", s.Url("/api/progress?window=2"), "", s.Auth("alice")).JsonBody();
+  EXPECT_DOUBLE_EQ(last2["trends"]["concentration"]["slope_per_session"].asDouble(), 15);
+  // `limit` keeps the latest sessions, still oldest first.
+  const auto latest = Http("GET", s.Url("/api/progress?limit=2"), "", s.Auth("alice")).JsonBody();
+  ASSERT_EQ(latest["sessions"].size(), 2u);
+  EXPECT_EQ(latest["sessions"][0]["session_id"].asString(), ids[1]);
+  EXPECT_EQ(latest["total"].asInt(), 3);
+
+  const auto bob = Http("GET", s.Url("/api/progress"), "", s.Auth("bob")).JsonBody();
+  ASSERT_EQ(bob["sessions"].size(), 1u);
+  EXPECT_EQ(bob["trends"]["concentration"]["sessions"].asInt(), 1);
+  EXPECT_TRUE(bob["trends"]["concentration"]["slope_per_session"].isNull());  // one is no trend
+  EXPECT_EQ(Http("GET", s.Url("/api/progress"), "", s.Auth("carol")).JsonBody()["sessions"].size(),
+            0u);
+}
+
+TEST(Progress, RejectsBadQueriesAndAnonymousCallers) {
+  TestServer s;
+  for (const char* q :
+       {"limit=0", "limit=101", "limit=x", "window=1", "window=", "limit=5&window=9999"}) {
+    const auto r = Http("GET", s.Url(std::string("/api/progress?") + q), "", s.Auth("alice"));
+    EXPECT_EQ(r.status, 400) << q;
+    EXPECT_EQ(r.JsonBody()["error"]["code"].asString(), "invalid_query") << q;
+  }
+  EXPECT_EQ(Http("GET", s.Url("/api/progress")).status, 401);
+  EXPECT_EQ(Http("POST", s.Url("/api/progress"), "", s.Auth("alice")).status, 405);
 }
 
 TEST(Report, AnotherUserCanNeitherReadNorDeleteIt) {

@@ -119,6 +119,29 @@ TEST_F(FileStoreTest, ListsByOwnerNewestFirstWithPagingAndSurvivesReopen) {
   EXPECT_EQ(s->Get(Collection::kSessions, "s6", &gone, &error), ReadStatus::kNotFound);
 }
 
+// A listing can leave out what it does not need (GET /api/progress skips reports' timelines).
+void ExpectProjectedListing(Store& s) {
+  std::string error;
+  ASSERT_TRUE(s.Put(Collection::kReports, Doc("p0", "alice", kBaseMs, "a long timeline"), &error));
+  Page page;
+  ASSERT_EQ(s.ListByUser(Collection::kReports, "alice", 0, 5, {"score", "nested"}, &page, &error),
+            ReadStatus::kOk)
+      << error;
+  ASSERT_EQ(page.docs.size(), 1u);
+  const Json::Value& d = page.docs[0];
+  EXPECT_EQ(d["session_id"].asString(), "p0");
+  EXPECT_EQ(d["user_id"].asString(), "alice");
+  EXPECT_TRUE(d.isMember("created_at"));
+  EXPECT_TRUE(d["score"].isDouble());
+  EXPECT_EQ(d["nested"]["list"].size(), 2u);
+  EXPECT_FALSE(d.isMember("payload")) << core::ToJson(d);
+  EXPECT_FALSE(d.isMember("turns"));
+}
+
+TEST_F(FileStoreTest, ListingWithFieldsReturnsOnlyThoseAndTheKeys) {
+  ExpectProjectedListing(*Open());
+}
+
 TEST_F(FileStoreTest, CrashMidWriteLeavesTheOldOrTheNewDocumentNeverATornOne) {
   // Both large enough to be caught mid-write, and close in size so that a kill lands in
   // either kind of write often enough for both outcomes to show up.
@@ -321,6 +344,10 @@ TEST_F(MongoStoreTest, CreatesUniqueSessionIdAndOwnerDateIndexes) {
     EXPECT_NE(std::find(names.begin(), names.end(), "session_id_unique(unique)"), names.end());
     EXPECT_NE(std::find(names.begin(), names.end(), "user_id_created_at"), names.end());
   }
+}
+
+TEST_F(MongoStoreTest, ListingWithFieldsReturnsOnlyThoseAndTheKeys) {
+  ExpectProjectedListing(*Open());
 }
 
 TEST_F(MongoStoreTest, ListsByOwnerNewestFirstWithPagingAndDeletes) {

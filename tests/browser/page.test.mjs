@@ -73,7 +73,13 @@ test('a whole session from the page: landmarks, transcript, the persona\'s voice
     await poll(() => page.locator('#dl-csv').getAttribute('href').then((h) => h && h.startsWith('blob:')), { what: 'download links' });
     for (const [link, check] of [
       ['Download JSON', (text) => assert.equal(JSON.parse(text).session_id, id)],
-      ['Download CSV', (text) => assert.match(text.split('\n')[0], /^t_s,/)],
+      ['Download CSV', (text) => assert.match(text.split('\n')[0], /^t_s,gaze_on_screen_ratio,/)],
+      ['Download turns CSV', (text) => {
+        const rows = text.trim().split('\r\n');
+        assert.match(rows[0], /^turn,role,start_s,/);
+        assert.ok(rows.some((r) => /^\d+,user,/.test(r)), 'the user\'s turns are rows');
+        assert.ok(rows.some((r) => /^\d+,persona,/.test(r)), 'the persona\'s turns are rows');
+      }],
       ['Download HTML', (text) => { assert.match(text, /<html/i); reportHtml = text; }],
     ]) {
       const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: link }).click()]);
@@ -108,6 +114,9 @@ test('a whole session from the page: landmarks, transcript, the persona\'s voice
     // The history lists it, with a link back to the report.
     await page.getByRole('link', { name: 'History' }).click();
     await page.getByRole('link', { name: 'Open report' }).first().waitFor();
+    // ...and the progress charts show this session's concentration.
+    await page.locator('#progress-charts [data-score="concentration"] svg circle').first().waitFor();
+    assert.match(await page.locator('#progress-summary').textContent(), /\d+ finished sessions?\./);
     await snap(page, 'history');
     assert.deepEqual(problems, []);
   } finally {

@@ -59,5 +59,6 @@ export class Api {
   session(id) { return this.request('GET', `/api/sessions/${encodeURIComponent(id)}`); }
   endSession(id) { return this.request('POST', `/api/sessions/${encodeURIComponent(id)}/end`); }
   sessions(offset = 0, limit = 20) { return this.request('GET', `/api/sessions?offset=${offset}&limit=${limit}`); }
+  progress() { return this.request('GET', '/api/progress'); }
   report(id) { return this.request('GET', `/api/sessions/${encodeURIComponent(id)}/report`); }
 }

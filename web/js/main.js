@@ -5,6 +5,7 @@ import { Api, ApiError } from './api.js';
 import { FaceTracker, loadFaceMesh } from './facemesh.js';
 import { PracticeSession } from './session.js';
 import { renderReport, formatDuration, round } from './report.js';
+import { renderProgress } from './progress.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -525,6 +526,7 @@ async function showReport(id) {
     downloadLink($('dl-json'), base, `parley-report-${id}.json`),
     downloadLink($('dl-html'), `${base}.html`, `parley-report-${id}.html`),
     downloadLink($('dl-csv'), `${base}.csv`, `parley-report-${id}.csv`),
+    downloadLink($('dl-turns'), `/api/sessions/${encodeURIComponent(id)}/turns.csv`, `parley-turns-${id}.csv`),
   ]).catch((e) => notice(`Downloads are not available: ${e.message}`, 'error'));
   $('report-title').focus();
 }
@@ -534,6 +536,9 @@ async function showHistory(more = false) {
   if (!more) {
     state.historyOffset = 0;
     $('history-rows').replaceChildren();
+    state.api.progress()
+      .then((p) => renderProgress(p, document))
+      .catch((e) => { $('progress-summary').textContent = `Your progress could not be loaded: ${e.message}`; });
   }
   try {
     const page = await state.api.sessions(state.historyOffset, 20);
