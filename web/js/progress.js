@@ -1,6 +1,8 @@
 // Progress across sessions (GET /api/progress): a chart per score over the person's ended
 // sessions, oldest to newest, with the latest, the best and where the trend is heading.
 
+import { el, svg } from './report.js';
+
 const SCORES = [
   ['total_score', 'Overall'],
   ['likability', 'Likability'],
@@ -18,22 +20,6 @@ const DIRECTION = {
   steady: 'holding steady',
   declining: 'slipping',
 };
-
-const SVG = 'http://www.w3.org/2000/svg';
-function svg(tag, attrs) {
-  const e = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-  return e;
-}
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === 'class') e.className = v;
-    else e.setAttribute(k, v);
-  }
-  for (const c of children) e.append(c);
-  return e;
-}
 
 // One score over the sessions that have it: points on a 0-100 scale, joined by a line.
 function scoreChart(sessions, key, label, trend) {
