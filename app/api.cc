@@ -14,18 +14,6 @@ constexpr int kMaxPageSize = 100;
 constexpr int kDefaultProgressSessions = 50;  // GET /api/progress: the last 50 ended sessions
 constexpr int kDefaultTrendWindow = 5;        // a trend is over the last 5 sessions with a score
 
-HttpResponse WithRoute(HttpResponse r, std::string route) {
-  r.headers.emplace_back("x-parley-route", std::move(route));
-  return r;
-}
-
-HttpResponse MethodNotAllowed(const std::string& allow) {
-  HttpResponse r =
-      HttpResponse::Error(405, "method_not_allowed", "this path accepts " + allow + " only");
-  r.headers.emplace_back("allow", allow);
-  return r;
-}
-
 // Splits "/api/sessions/abc/end" into {"api","sessions","abc","end"}.
 std::vector<std::string> Segments(const std::string& path) {
   std::vector<std::string> out;
@@ -37,14 +25,6 @@ std::vector<std::string> Segments(const std::string& path) {
     start = end + 1;
   }
   return out;
-}
-
-HttpResponse Unauthorized(const HttpRequest& req) {
-  HttpResponse r = HttpResponse::Error(
-      401, "unauthorized",
-      req.identity.error.empty() ? "a bearer token is required" : req.identity.error);
-  r.headers.emplace_back("www-authenticate", "Bearer");
-  return r;
 }
 
 // Query integer within [lo, hi]; nullopt (and `error`) when present but invalid.
@@ -63,7 +43,32 @@ std::optional<int> QueryInt(const HttpRequest& req, const std::string& name, int
 
 }  // namespace
 
+HttpResponse WithRoute(HttpResponse r, std::string route) {
+  r.headers.emplace_back("x-parley-route", std::move(route));
+  return r;
+}
+
+HttpResponse MethodNotAllowed(const std::string& allow) {
+  HttpResponse r =
+      HttpResponse::Error(405, "method_not_allowed", "this path accepts " + allow + " only");
+  r.headers.emplace_back("allow", allow);
+  return r;
+}
+
+HttpResponse Unauthorized(const HttpRequest& req) {
+  HttpResponse r = HttpResponse::Error(
+      401, "unauthorized",
+      req.identity.error.empty() ? "a bearer token is required" : req.identity.error);
+  r.headers.emplace_back("www-authenticate", "Bearer");
+  return r;
+}
+
 signaling::HttpResponse App::Impl::HandleHttp(const HttpRequest& request) { return Route(request); }
+
+void App::Impl::HandleHttpAsync(HttpRequest request, Responder respond) {
+  if (request.path == "/api/analyze") return Analyze(std::move(request), respond);
+  respond(Route(request));
+}
 
 HttpResponse App::Impl::Route(const HttpRequest& req) {
   const std::string& path = req.path;

@@ -13,7 +13,11 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
       pool(config.workers, metrics),
       services(config.conversation, pool, log, metrics),
       registry(config.sessions, pool, log, metrics, &services, this),
-      static_files(config.web_root) {
+      static_files(config.web_root),
+      uploads(core::WorkerPoolConfig{"uploads", config.uploads.concurrent,
+                                     static_cast<size_t>(config.uploads.queue)},
+              metrics) {
+  config.server.upload_paths = {"/api/analyze"};
   core::AddProcessMetrics(metrics);
   registry.SetLiveCallback([this](session::Session& s) {
     // Runs on the service thread: the store write goes to a worker.
@@ -49,9 +53,18 @@ bool App::Impl::PersistSession(const session::Session& s) {
 bool App::Impl::StoreReport(session::Session& s) {
   if (!store) return false;
   const personas::Persona* persona = personas ? personas->Find(s.persona_id()) : nullptr;
-  const Json::Value report =
+  Json::Value report =
       session::BuildReport(s, persona != nullptr ? persona->doc["name"].asString() : "");
   std::string error;
+  // With a dialogue LLM configured it may reword the summary and tips (the numbers stay).
+  if (dialogue::LlmEngine* llm = services.llm(); llm != nullptr) {
+    if (!session::RewriteFeedback(&report, *llm, &error)) {
+      report["feedback"]["summary_rewrite_error"] = error;
+      log.Warn("the report's summary stays the templates'",
+               {{"session_id", s.id()}, {"error", error}});
+    }
+    error.clear();
+  }
   if (!store->Put(store::Collection::kReports, report, &error)) {
     log.Error("could not store the report", {{"session_id", s.id()}, {"error", error}});
     return false;
@@ -128,6 +141,7 @@ void App::Shutdown() {
   Impl& s = *impl_;
   if (s.shut_down.exchange(true)) return;
   if (!s.server) {
+    s.uploads.Shutdown();
     s.services.Shutdown();
     s.pool.Shutdown();
     if (s.store) s.store->Close();
@@ -137,6 +151,7 @@ void App::Shutdown() {
   s.log.Info("shutting down: refusing new requests, ending live sessions");
   s.server->BeginDrain();
   const size_t ended = s.registry.EndAll("shutdown");
+  s.uploads.Shutdown();  // analyses in progress saw their sessions end; queued ones answer 503
   const auto elapsed = std::chrono::steady_clock::now() - begin;
   const auto budget = std::chrono::seconds(s.config.shutdown_timeout_s);
   const auto left = budget > elapsed

@@ -24,6 +24,17 @@
 
 namespace parley::app {
 
+// POST /api/analyze: uploaded recordings (their largest size is --max-upload-kib).
+struct UploadConfig {
+  int max_duration_s = 1200;  // longer recordings are refused with 413
+  // Analyses run on their own threads, never the general pool's: one keeps about a core busy.
+  int concurrent = 1;
+  int queue = 4;             // waiting beyond the running ones: 503 with Retry-After
+  int stall_timeout_s = 30;  // an analysis that makes no progress this long fails (503)
+  std::string Validate() const;
+  void AddFlags(core::FlagSet& flags);
+};
+
 struct AppConfig {
   signaling::ServerConfig server;
   signaling::AuthConfig auth;
@@ -31,6 +42,7 @@ struct AppConfig {
   session::SessionConfig sessions;
   // The stages of every session: media, vision, hearing (each module's own config inside).
   session::ConversationConfig conversation;
+  UploadConfig uploads;
   std::string log_level = "info";
   std::string data_dir = "./data";
   std::string web_root;      // default: the checkout's web/

@@ -29,6 +29,12 @@ enum class FrameKind : uint8_t {
   kPcmOut = 0x11,  // server -> client
 };
 
+// api.cc: responses every route uses.
+signaling::HttpResponse WithRoute(signaling::HttpResponse r, std::string route);
+signaling::HttpResponse MethodNotAllowed(const std::string& allow);
+// 401 with the reason the credentials were refused.
+signaling::HttpResponse Unauthorized(const signaling::HttpRequest& req);
+
 // wire.cc: a session event as its protocol message; the session document in the API's shape.
 Json::Value EventJson(const session::Envelope& e);
 Json::Value SessionDocument(const session::SessionInfo& info);
@@ -38,6 +44,8 @@ struct App::Impl final : signaling::Handler, session::Outbox {
 
   // signaling::Handler
   signaling::HttpResponse HandleHttp(const signaling::HttpRequest& request) override;
+  // POST /api/analyze answers from the uploads pool; every other request as HandleHttp.
+  void HandleHttpAsync(signaling::HttpRequest request, Responder respond) override;
   signaling::UpgradeDecision OnUpgrade(const signaling::UpgradeRequest& request) override;
   void OnOpen(signaling::ConnectionId id, const signaling::UpgradeRequest& request,
               const std::string& tag) override;
@@ -66,6 +74,14 @@ struct App::Impl final : signaling::Handler, session::Outbox {
                                  const std::string& format);
   signaling::HttpResponse DeleteSession(const signaling::HttpRequest& req, const std::string& id);
   signaling::HttpResponse Synthesize(const signaling::HttpRequest& req);  // POST /api/tts
+
+  // analyze.cc: POST /api/analyze. Checks the upload on the calling worker, then queues its
+  // analysis on `uploads`, which responds when the report is stored.
+  void Analyze(signaling::HttpRequest req, const Responder& respond);
+  struct Upload;
+  signaling::HttpResponse RunAnalysis(const Upload& upload);
+  // Ends a session nobody should see (an upload that failed) and deletes what was stored.
+  void Discard(session::Session& s);
 
   // Lifecycle glue (app.cc).
   bool PersistSession(const session::Session& s);
@@ -102,6 +118,8 @@ struct App::Impl final : signaling::Handler, session::Outbox {
   session::SessionRegistry registry;
   signaling::StaticFiles static_files;
   std::unique_ptr<signaling::Server> server;
+  // Uploaded recordings' analyses (after the registry: destroyed, so joined, before it).
+  core::WorkerPool uploads;
   const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::atomic<bool> shut_down{false};
 

@@ -17,6 +17,29 @@
 
 namespace parley::app {
 
+std::string UploadConfig::Validate() const {
+  if (max_duration_s < 1 || max_duration_s > 6 * 3600)
+    return "--max-upload-duration must be 1..21600 s";
+  if (concurrent < 1 || concurrent > 64) return "--upload-workers must be 1..64";
+  if (queue < 1 || queue > 10'000) return "--upload-queue must be 1..10000";
+  if (stall_timeout_s < 1 || stall_timeout_s > 3600)
+    return "--upload-stall-timeout must be 1..3600 s";
+  return {};
+}
+
+void UploadConfig::AddFlags(core::FlagSet& f) {
+  f.Group("Uploads");
+  f.Add("--max-upload-duration", &max_duration_s,
+        "Longest recording POST /api/analyze accepts, in seconds (413 above)",
+        "PARLEY_MAX_UPLOAD_DURATION");
+  f.Add("--upload-workers", &concurrent, "Uploaded recordings analysed at once (each ~1 core)",
+        "PARLEY_UPLOAD_WORKERS");
+  f.Add("--upload-queue", &queue, "Uploads that may wait for an analysis slot before 503",
+        "PARLEY_UPLOAD_QUEUE");
+  f.Add("--upload-stall-timeout", &stall_timeout_s,
+        "Seconds an analysis may make no progress before it fails", "PARLEY_UPLOAD_STALL_TIMEOUT");
+}
+
 std::vector<std::string> AppConfig::Validate() const {
   std::vector<std::string> problems;
   auto check = [&](const std::string& area, const std::string& why) {
@@ -26,6 +49,7 @@ std::vector<std::string> AppConfig::Validate() const {
   check("auth", auth.Validate());
   check("workers", workers.Validate());
   check("sessions", sessions.Validate());
+  check("uploads", uploads.Validate());
   for (const auto& p : conversation.Validate()) problems.push_back(p);
   if (!core::ParseLogLevel(log_level))
     problems.push_back("--log-level must be one of debug, info, warn, error (got '" + log_level +
@@ -73,6 +97,7 @@ void AppConfig::AddFlags(core::FlagSet& f) {
         "PARLEY_LOG_LEVEL");
   sessions.AddFlags(f);
   conversation.AddFlags(f);
+  uploads.AddFlags(f);
   auth.AddFlags(f);
   f.Group("Store");
   f.Add("--data-dir", &data_dir, "Embedded store, spool and recordings", "PARLEY_DATA_DIR");

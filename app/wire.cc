@@ -162,6 +162,7 @@ Json::Value SessionDocument(const SessionInfo& info) {
   v["ended_at"] = info.ended_at ? Date(*info.ended_at) : Json::Value();
   v["end_reason"] = info.end_reason.empty() ? Json::Value() : Json::Value(info.end_reason);
   v["duration_s"] = info.duration_s;
+  v["source"] = info.recording ? "upload" : "live";
   v["connections"] = static_cast<Json::UInt>(info.connections);
   v["media"] = info.media ? Json::Value(std::string(MediaName(*info.media))) : Json::Value();
   v["urls"]["practice"] = "/ws/practice?session=" + info.id;

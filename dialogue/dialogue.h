@@ -162,9 +162,17 @@ class LlmEngine final : public Engine {
   std::string_view name() const override { return "llm"; }
   // The request's messages: the system prompt, the history, the user's turn (or a nudge).
   static std::vector<Message> Messages(const ReplyRequest& request);
+  // Any chat request (the report's feedback rewrite): the whole answer, or nullopt with
+  // `error`. Blocks up to the configured timeouts; any thread.
+  std::optional<std::string> Complete(const std::vector<Message>& messages, int max_tokens,
+                                      double temperature, std::string* error);
+  const std::string& model() const { return config_.model; }
 
  private:
   explicit LlmEngine(LlmConfig config);
+  std::optional<std::string> StreamChat(const std::vector<Message>& messages, int max_tokens,
+                                        double temperature, const DeltaSink& on_delta,
+                                        std::string* error);
   LlmConfig config_;
   std::string url_;
 };

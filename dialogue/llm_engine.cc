@@ -185,13 +185,25 @@ std::vector<Message> LlmEngine::Messages(const ReplyRequest& r) {
 
 std::optional<std::string> LlmEngine::Reply(const ReplyRequest& request, const DeltaSink& on_delta,
                                             std::string* error) {
+  return StreamChat(Messages(request), config_.max_tokens, config_.temperature, on_delta, error);
+}
+
+std::optional<std::string> LlmEngine::Complete(const std::vector<Message>& messages, int max_tokens,
+                                               double temperature, std::string* error) {
+  const DeltaSink ignore = [](std::string_view) { return true; };
+  return StreamChat(messages, max_tokens, temperature, ignore, error);
+}
+
+std::optional<std::string> LlmEngine::StreamChat(const std::vector<Message>& messages,
+                                                 int max_tokens, double temperature,
+                                                 const DeltaSink& on_delta, std::string* error) {
   Json::Value body(Json::objectValue);
   body["model"] = config_.model;
   body["stream"] = true;
-  body["max_tokens"] = config_.max_tokens;
-  body["temperature"] = config_.temperature;
+  body["max_tokens"] = max_tokens;
+  body["temperature"] = temperature;
   body["messages"] = Json::Value(Json::arrayValue);
-  for (const auto& m : Messages(request)) {
+  for (const auto& m : messages) {
     Json::Value j(Json::objectValue);
     j["role"] = RoleName(m.role);
     j["content"] = m.text;

@@ -183,6 +183,9 @@ class IngestImpl final : public IngestPipeline {
 
   const IngestStats& stats() const override { return stats_; }
   bool failed() const override { return failed_.load(); }
+  size_t backlog_bytes() const override {
+    return stopping_.load() ? 0 : gst_app_src_get_current_level_bytes(GST_APP_SRC(appsrc_));
+  }
 
  private:
   void Fail(const std::string& code, const std::string& message) {

@@ -86,6 +86,8 @@ class IngestPipeline {
   virtual void Stop() = 0;
   virtual const IngestStats& stats() const = 0;
   virtual bool failed() const = 0;
+  // Bytes pushed and not yet taken by the decoder.
+  virtual size_t backlog_bytes() const = 0;
 };
 
 // ---- Playback: synthesized PCM in, paced Opus (or PCM) packets out --------------------------

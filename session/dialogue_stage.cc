@@ -86,6 +86,11 @@ int64_t DialogueStage::Now() const {
   return s ? s->NowMs() : 0;
 }
 
+void DialogueStage::SetListenOnly() {
+  const std::lock_guard lock(mu_);
+  listen_only_ = true;
+}
+
 void DialogueStage::OnMediaStarted() {
   {
     const std::lock_guard lock(mu_);
@@ -314,7 +319,7 @@ void DialogueStage::Step() {
   auto interrupt = dialogue::InterruptionPolicy::Action::kNone;
   {
     const std::lock_guard lock(mu_);
-    if (ended_) return;
+    if (ended_ || listen_only_) return;
     const int64_t now = Now();
     interrupt = interruptions_.Poll(now);
     action = turn_taking_.Poll(now);

@@ -325,8 +325,13 @@ void HearingStage::RequestDecoder(Session& s, const std::shared_ptr<Job>& job) {
   });
 }
 
+size_t HearingStage::Backlog() {
+  const std::lock_guard lock(mu_);
+  return jobs_.size();
+}
+
 void HearingStage::MaybeEmitPartial(Session& s, Job& job) {
-  if (!config_.asr.partials) return;
+  if (!config_.asr.partials || recording_) return;
   const auto now = std::chrono::steady_clock::now();
   if (now - job.last_partial_at < std::chrono::milliseconds(config_.partial_interval_ms)) return;
   job.last_partial_at = now;

@@ -140,6 +140,28 @@ void IngestStage::Push(std::string_view bytes) {
   }
 }
 
+size_t IngestStage::Backlog() const {
+  std::shared_ptr<Feeder> feeder;
+  {
+    const std::lock_guard lock(mu_);
+    feeder = feeder_;
+  }
+  if (!feeder) return 0;
+  const std::lock_guard lock(feeder->mu);
+  return feeder->pipeline ? feeder->pipeline->backlog_bytes() : feeder->early_bytes;
+}
+
+bool IngestStage::Failed() const {
+  std::shared_ptr<Feeder> feeder;
+  {
+    const std::lock_guard lock(mu_);
+    feeder = feeder_;
+  }
+  if (!feeder) return false;
+  const std::lock_guard lock(feeder->mu);
+  return feeder->failed || (feeder->pipeline && feeder->pipeline->failed());
+}
+
 void IngestStage::Retire() {
   if (!feeder_) return;
   {

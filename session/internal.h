@@ -37,6 +37,10 @@ class IngestStage : public std::enable_shared_from_this<IngestStage> {
   bool Start(const StartParams& params, std::string* error);
   void Stop();
   void Push(std::string_view bytes);
+  // Bytes taken but not decoded yet (a recording's feeder waits on it); any thread.
+  size_t Backlog() const;
+  // The current start's pipeline could not be built or stopped decoding.
+  bool Failed() const;
   // Worker: stops what is running, drains the strand here, adds metrics.media.
   void End(Json::Value* patch);
 
@@ -61,7 +65,7 @@ class IngestStage : public std::enable_shared_from_this<IngestStage> {
   Services& services_;
   Sinks sinks_;
   core::Strand strand_;  // builds and stops, in the order of start and stop messages
-  std::mutex mu_;
+  mutable std::mutex mu_;
   bool started_ever_ = false;
   bool ended_ = false;
   std::shared_ptr<Feeder> feeder_;  // the current start's
@@ -93,6 +97,10 @@ class HearingStage : public std::enable_shared_from_this<HearingStage> {
   void Feed(int64_t t_ms, std::span<const int16_t> pcm);
   // Ends a turn in progress.
   void Flush();
+  // A recording's analysis: no partial transcripts (nobody listens to them); before any audio.
+  void SetRecording() { recording_ = true; }
+  // Utterances not transcribed yet (a recording's feeder waits on it); any thread.
+  size_t Backlog();
   // Worker: waits (bounded) for the session's last transcripts, adds the talk metrics.
   void End(Json::Value* patch);
 
@@ -116,6 +124,7 @@ class HearingStage : public std::enable_shared_from_this<HearingStage> {
   Listener listener_;
   std::shared_ptr<speech::EchoCanceller> echo_;
   std::vector<int16_t> cleaned_;  // the last frame after echo cancellation (under mu_)
+  bool recording_ = false;
 
   std::mutex mu_;
   std::condition_variable idle_;
@@ -142,6 +151,9 @@ class VisionStage : public std::enable_shared_from_this<VisionStage> {
   void PushClientFrame(Conversation::LandmarkFormat format, std::string_view bytes);
   // GStreamer's thread: a decoded video frame, for dlib while the client sends no landmarks.
   void OnVideo(int64_t t_ms, const media::VideoFrame& frame);
+  // A recording's analysis: a frame that comes while dlib is busy waits for it (the decoder
+  // slows down) instead of being skipped; before any frame.
+  void SetLossless() { lossless_ = true; }
   // Worker: waits for dlib's frame in flight, adds the vision metrics and scores.
   void End(Json::Value* patch);
 
@@ -163,6 +175,7 @@ class VisionStage : public std::enable_shared_from_this<VisionStage> {
   std::condition_variable idle_;
   bool ended_ = false;
   bool landmarker_busy_ = false;
+  bool lossless_ = false;
   std::chrono::steady_clock::time_point last_client_frame_{};
 
   // Analysis: the service thread (client frames), a vision worker (server frames), End.
@@ -253,6 +266,9 @@ class DialogueStage : public std::enable_shared_from_this<DialogueStage> {
   DialogueStage(std::weak_ptr<Session> session, Services& services,
                 std::shared_ptr<PlaybackStage> playback, std::shared_ptr<HearingStage> hearing);
   ~DialogueStage();
+  // A recording's analysis: the persona listens (turns are measured) and never answers; before
+  // media starts.
+  void SetListenOnly();
   // Inputs; any thread, non-blocking.
   void OnMediaStarted();
   void OnSpeechStart(int64_t t_ms);
@@ -285,6 +301,7 @@ class DialogueStage : public std::enable_shared_from_this<DialogueStage> {
 
   mutable std::mutex mu_;
   bool ended_ = false;
+  bool listen_only_ = false;
   dialogue::TurnTaking turn_taking_;
   dialogue::InterruptionPolicy interruptions_;
   bool barge_in_pending_ = false;

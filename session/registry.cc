@@ -128,6 +128,18 @@ bool SessionRegistry::Attach(Session& s, uint64_t connection) {
   return true;
 }
 
+bool SessionRegistry::BeginRecording(Session& s) {
+  if (!s.GoLiveForRecording()) return false;
+  log_.Info("session live (recording)", {{"session_id", s.id()}});
+  std::function<void(Session&)> cb;
+  {
+    const std::lock_guard lock(mu_);
+    cb = live_cb_;
+  }
+  if (cb) cb(s);
+  return true;
+}
+
 void SessionRegistry::Detach(Session& s, uint64_t connection) { s.Detach(connection); }
 
 bool SessionRegistry::Start(Session& s, const StartParams& params, std::string* error) {

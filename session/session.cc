@@ -135,7 +135,10 @@ SessionInfo Session::Info() const {
   info.end_reason = end_reason_;
   info.connections = connections_.size();
   if (media_) info.media = media_->media;
-  if (started_at_) {
+  info.recording = recording_;
+  if (recorded_duration_s_) {
+    info.duration_s = *recorded_duration_s_;
+  } else if (started_at_) {
     const auto end = ended_at_.value_or(std::chrono::system_clock::now());
     info.duration_s =
         std::round(std::chrono::duration<double>(end - *started_at_).count() * 1000) / 1000;
@@ -191,6 +194,21 @@ void Session::MergeReport(const Json::Value& patch) {
 Json::Value Session::report_patch() const {
   const std::lock_guard lock(mu_);
   return report_patch_;
+}
+
+void Session::SetRecordedDuration(double seconds) {
+  const std::lock_guard lock(mu_);
+  recorded_duration_s_ = std::round(seconds * 1000) / 1000;
+}
+
+bool Session::GoLiveForRecording() {
+  const std::lock_guard lock(mu_);
+  if (state_ != State::kCreated) return false;
+  state_ = State::kLive;
+  recording_ = true;
+  live_steady_ = std::chrono::steady_clock::now();
+  started_at_ = std::chrono::system_clock::now();
+  return true;
 }
 
 bool Session::Attach(uint64_t connection, bool* went_live) {

@@ -330,6 +330,9 @@ struct StartParams {
   // Who takes the persona's voice out of the microphone: true the server (`"echo":"server"`),
   // false the client or nobody needs to (`"client"`); unset, `--echo-cancel` decides.
   std::optional<bool> server_echo_cancel;
+  // An uploaded recording (Conversation::AnalyzeRecording): every frame is analysed, nothing is
+  // skipped to keep up with real time, and the persona does not answer.
+  bool recording = false;
 };
 std::string_view MediaName(StartParams::Media m);
 
@@ -368,6 +371,25 @@ class Conversation {
   // Blocks: a worker or the shutdown thread. Idempotent.
   void End();
 
+  // A whole recording (WebM, or mono S16LE PCM at `sample_rate`) through the stages as fast as
+  // they take it: the media is fed with back-pressure (the decoder's backlog, the recogniser's
+  // queue, dlib on every frame), listened to and watched, never answered. Blocks for the
+  // analysis (its caller's own executor, never the general pool); End() afterwards collects the
+  // report. The session must be live (SessionRegistry::BeginRecording).
+  struct RecordingLimits {
+    double max_seconds = 1200;  // stream time beyond this: stops, too_long
+    // No progress (bytes taken, audio or video decoded) for this long: stops, stalled.
+    std::chrono::milliseconds stall_timeout{30'000};
+  };
+  struct RecordingOutcome {
+    enum class Status { kAnalysed, kUndecodable, kTooLong, kStalled, kEnded } status;
+    double media_s = 0;  // stream time decoded
+    uint64_t audio_frames = 0, video_frames = 0;
+    std::string error;  // the decoder's own words when it failed
+  };
+  RecordingOutcome AnalyzeRecording(StartParams params, std::string_view bytes,
+                                    const RecordingLimits& limits);
+
   struct Stages;  // conversation.cc and the stage files
 
  private:
@@ -384,6 +406,7 @@ struct SessionInfo {
   size_t connections = 0;
   std::optional<StartParams::Media> media;  // while media is started
   double duration_s = 0;                    // started -> ended (or now), ms precision
+  bool recording = false;                   // an uploaded recording's analysis, not a live one
 };
 
 class Session {
@@ -412,6 +435,9 @@ class Session {
   void Emit(Event event, bool droppable = false, std::optional<int64_t> t_ms = std::nullopt);
   void EmitAudio(std::string packet);
 
+  // A recording's session lasts as long as its media, not as long as its analysis took.
+  void SetRecordedDuration(double seconds);
+
   // Analysers contribute to the report by merging a partial report, e.g.
   // {"metrics": {"blinks": 12}, "feedback": {"blinking": 80}} (objects merge deeply).
   void MergeReport(const Json::Value& patch);
@@ -421,6 +447,7 @@ class Session {
   friend class SessionRegistry;  // drives the transitions below; never the fields directly
   // Each transition runs under the session's own lock; the registry decides when.
   bool Attach(uint64_t connection, bool* went_live);  // false once ended
+  bool GoLiveForRecording();                          // created -> live without a connection
   void Detach(uint64_t connection);
   bool BeginMedia(const StartParams& params, std::string* error);
   bool EndMediaMark(std::string* error);
@@ -448,6 +475,8 @@ class Session {
   std::set<uint64_t> connections_;
   std::optional<std::chrono::steady_clock::time_point> disconnected_since_;
   std::optional<StartParams> media_;
+  bool recording_ = false;
+  std::optional<double> recorded_duration_s_;
   Json::Value report_patch_{Json::objectValue};
   // Last: destroyed first, while everything its stages use still exists.
   std::unique_ptr<Conversation> conversation_;
@@ -488,6 +517,9 @@ class SessionRegistry {
 
   // Attaches a connection: created -> live. False when the session has ended meanwhile.
   bool Attach(Session& s, uint64_t connection);
+  // created -> live for an uploaded recording's analysis: no connection, no disconnect grace
+  // (it ends when the analysis does). False when it is not newly created.
+  bool BeginRecording(Session& s);
   void Detach(Session& s, uint64_t connection);
   // start/stop control messages; false with `error` when refused.
   bool Start(Session& s, const StartParams& params, std::string* error);
@@ -537,5 +569,10 @@ Json::Value BuildReport(const Session& session, const std::string& persona_name)
 // report's metrics and the vision scores already in it (docs/scoring.md "Scores"). Pure; a
 // score without enough input stays null with the reason in its details.
 void ScoreReport(Json::Value* report);
+// The LLM rewords the report's templated summary and tips from the same numbers (rewrite.cc):
+// on success feedback.summary_by becomes "llm"; false with `error` (the templates' text stays)
+// when the service fails or its answer drops a tip or states a number the session lacks.
+// Blocks for the request (an ending thread).
+bool RewriteFeedback(Json::Value* report, dialogue::LlmEngine& llm, std::string* error);
 
 }  // namespace parley::session

@@ -162,7 +162,8 @@ void VisionStage::Submit(Input in) {
   if (!s) return;
   {
     const std::lock_guard lock(mu_);
-    if (ended_) return;
+    // dlib's frame in flight when the session ended still counts: End waits for it.
+    if (ended_ && in.kind != Input::Kind::kServer) return;
     if (in.kind != Input::Kind::kServer) last_client_frame_ = std::chrono::steady_clock::now();
   }
   const std::lock_guard lock(analysis_mu_);
@@ -181,9 +182,13 @@ void VisionStage::PushClientFrame(Conversation::LandmarkFormat format, std::stri
 void VisionStage::OnVideo(int64_t t_ms, const media::VideoFrame& f) {
   if (!services_.config().server_landmarks || f.width <= 0 || f.height <= 0) return;
   {
-    const std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     if (ended_ || std::chrono::steady_clock::now() - last_client_frame_ < kClientLandmarksWin)
       return;
+    if (lossless_) {  // a recording: the decoder waits for dlib instead of skipping the frame
+      idle_.wait_for(lock, std::chrono::seconds(10), [&] { return !landmarker_busy_ || ended_; });
+      if (ended_) return;
+    }
     if (landmarker_busy_) {  // dlib is still on the previous frame
       ++skipped_;
       return;
@@ -232,6 +237,7 @@ void VisionStage::End(Json::Value* patch) {
   {
     std::unique_lock lock(mu_);
     ended_ = true;
+    idle_.notify_all();  // a recording's decoder waiting to hand over a frame stops waiting
     // A frame dlib is working on still counts.
     idle_.wait_for(lock, std::chrono::seconds(10), [&] { return !landmarker_busy_; });
   }

@@ -16,6 +16,9 @@ void ServerConfig::AddFlags(core::FlagSet& f) {
            "Largest WebSocket message in KiB; larger closes with 1009", "PARLEY_MAX_MESSAGE_KIB");
   f.AddKiB("--max-body-kib", &max_http_body_bytes, "Largest HTTP request body in KiB (413 above)",
            "PARLEY_MAX_BODY_KIB");
+  f.AddKiB("--max-upload-kib", &max_upload_bytes,
+           "Largest uploaded recording (POST /api/analyze) in KiB (413 above)",
+           "PARLEY_MAX_UPLOAD_KIB");
   f.Add("--max-messages-per-s", &max_messages_per_s,
         "WebSocket messages per second per connection (token bucket rate)",
         "PARLEY_MAX_MESSAGES_PER_S");

@@ -108,6 +108,8 @@ std::string ServerConfig::Validate() const {
     return "max message size must be 1 KiB..256 MiB";
   if (max_http_body_bytes < 1024 || max_http_body_bytes > (256u << 20))
     return "max HTTP body size must be 1 KiB..256 MiB";
+  if (max_upload_bytes < 1024 || max_upload_bytes > (1u << 30))
+    return "max upload size must be 1 KiB..1 GiB";
   if (!(max_messages_per_s >= 1 && max_messages_per_s <= 1e6))
     return "max messages per second must be 1..1000000";
   if (!(message_burst >= 1 && message_burst <= 1e7)) return "message burst must be 1..10000000";
@@ -407,9 +409,7 @@ struct Server::Impl {
       if (end == length.c_str() || *end != '\0') {
         return Finish(c, HttpResponse::Error(400, "bad_request", "invalid Content-Length"), true);
       }
-      if (n > config.max_http_body_bytes) {
-        return Finish(c, TooLarge(), true);
-      }
+      if (n > BodyLimit(req)) return Finish(c, TooLarge(req), true);
       c->expecting_body = n > 0;
     } else if (chunked) {
       c->expecting_body = true;
@@ -419,10 +419,18 @@ struct Server::Impl {
     return 0;
   }
 
-  HttpResponse TooLarge() const {
-    return HttpResponse::Error(
-        413, "payload_too_large",
-        "request body exceeds " + std::to_string(config.max_http_body_bytes) + " bytes");
+  // Recordings may be larger than other bodies (ServerConfig::upload_paths).
+  bool IsUpload(const HttpRequest& req) const {
+    return req.method == "POST" && std::find(config.upload_paths.begin(), config.upload_paths.end(),
+                                             req.path) != config.upload_paths.end();
+  }
+  size_t BodyLimit(const HttpRequest& req) const {
+    return IsUpload(req) ? config.max_upload_bytes : config.max_http_body_bytes;
+  }
+
+  HttpResponse TooLarge(const HttpRequest& req) const {
+    return HttpResponse::Error(413, "payload_too_large",
+                               "request body exceeds " + std::to_string(BodyLimit(req)) + " bytes");
   }
 
   int Preflight(Conn* c, const std::string& origin, const std::string& host) {
@@ -449,15 +457,20 @@ struct Server::Impl {
     const uint64_t seq = c->http_seq;
     auto box = mailbox;
     Handler* h = &handler;
-    HttpRequest req = c->request;
+    // An upload's analysis may take longer than lws's request timeout; the handler bounds it.
+    if (IsUpload(c->request)) lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
+    // The body is not needed here any more (an upload may be tens of MiB): moved, not copied.
+    HttpRequest req = std::move(c->request);
+    c->request = HttpRequest{req.method, req.path, {}, {}, {}, req.peer_ip, {}};
     const bool ok = pool.TrySubmit([box, h, id, seq, req = std::move(req)]() mutable {
-      HttpResponse r;
+      auto respond = [box, id, seq](HttpResponse r) {
+        box->Post(HttpDoneCmd{id, seq, std::move(r)});
+      };
       try {
-        r = h->HandleHttp(req);
+        h->HandleHttpAsync(std::move(req), respond);
       } catch (const std::exception& e) {
-        r = HttpResponse::Error(500, "internal_error", "the request failed inside the server");
+        respond(HttpResponse::Error(500, "internal_error", "the request failed inside the server"));
       }
-      box->Post(HttpDoneCmd{id, seq, std::move(r)});
     });
     if (!ok) Finish(c, HttpResponse::Error(503, "overloaded", "the server is busy; retry shortly"));
   }
@@ -465,9 +478,9 @@ struct Server::Impl {
   int OnHttpBody(lws* wsi, const char* in, size_t len) {
     Conn* c = ConnFor(wsi, false);
     if (c == nullptr || c->body_rejected) return 0;
-    if (c->request.body.size() + len > config.max_http_body_bytes) {
+    if (c->request.body.size() + len > BodyLimit(c->request)) {
       c->body_rejected = true;
-      return Finish(c, TooLarge(), true);
+      return Finish(c, TooLarge(c->request), true);
     }
     c->request.body.append(in, len);
     return 0;

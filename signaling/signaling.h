@@ -40,9 +40,12 @@ enum CloseCode : uint16_t {
 
 struct ServerConfig {
   std::string bind_address = "0.0.0.0";
-  int port = 8080;                        // 0 picks a free port; Server::port() tells which
-  size_t max_message_bytes = 1 << 20;     // WebSocket message; larger closes with 1009
-  size_t max_http_body_bytes = 1 << 20;   // larger is answered 413
+  int port = 8080;                       // 0 picks a free port; Server::port() tells which
+  size_t max_message_bytes = 1 << 20;    // WebSocket message; larger closes with 1009
+  size_t max_http_body_bytes = 1 << 20;  // larger is answered 413
+  // POST bodies to these paths (exact) may be up to max_upload_bytes instead (recordings).
+  std::vector<std::string> upload_paths;
+  size_t max_upload_bytes = 64 << 20;
   double max_messages_per_s = 200;        // per WebSocket connection (token bucket rate)
   double message_burst = 400;             // token bucket depth
   int idle_timeout_s = 120;               // no message from the client for this long: close 1001
@@ -123,8 +126,16 @@ struct OutMessage {
 // must not block; HandleHttp runs on a worker thread.
 class Handler {
  public:
+  // Delivers a response; callable once, from any thread, at any time (the connection may be
+  // gone by then: the response is dropped).
+  using Responder = std::function<void(HttpResponse)>;
   virtual ~Handler() = default;
   virtual HttpResponse HandleHttp(const HttpRequest& request) = 0;
+  // Runs on a worker like HandleHttp; a handler whose work takes long (an uploaded recording's
+  // analysis) may hand `respond` to its own executor and return, freeing the worker.
+  virtual void HandleHttpAsync(HttpRequest request, Responder respond) {
+    respond(HandleHttp(request));
+  }
   virtual UpgradeDecision OnUpgrade(const UpgradeRequest& request) = 0;
   virtual void OnOpen(ConnectionId id, const UpgradeRequest& request, const std::string& tag) = 0;
   virtual void OnMessage(ConnectionId id, bool binary, std::string_view data) = 0;

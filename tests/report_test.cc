@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "tests/support/child.h"
+#include "tests/support/fake_openai.h"
 #include "tests/support/mongo_server.h"
 #include "tests/support/test_server.h"
 
@@ -255,6 +256,80 @@ std::string EndedSessionWith(TestServer& s, WsHub& hub, const std::string& user,
   EXPECT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth(user)).status, 200);
   std::this_thread::sleep_for(5ms);  // distinct creation times: the listing's order
   return id;
+}
+
+// A fake LLM that rewrites the facts it is sent with `rewrite` (the templates' text in, the
+// answer's JSON out) and a server that uses it.
+struct RewritingLlm {
+  explicit RewritingLlm(std::function<std::string(const Json::Value& facts)> rewrite)
+      : fake([rewrite](int, const Json::Value& request) {
+          const auto facts = core::ParseJson(request["messages"][1]["content"].asString());
+          return testing::FakeOpenAi::Chat{200, {testing::FakeOpenAi::StreamBody(rewrite(*facts))}};
+        }),
+        server([this](app::AppConfig& c) { c.conversation.llm.base_url = fake.url(); }) {}
+  testing::FakeOpenAi fake;
+  TestServer server;
+};
+
+std::string Rewritten(const Json::Value& facts, const std::string& tip_prefix) {
+  Json::Value out(Json::objectValue);
+  out["summary"] = "In short: " + facts["summary"].asString();
+  for (const auto& tip : facts["tips"]) out["tips"].append(tip_prefix + tip.asString());
+  return "```json\n" + core::ToJson(out) + "\n```";
+}
+
+TEST(Report, WithAnLlmTheSummaryAndTipsAreRewordedFromTheSameNumbers) {
+  RewritingLlm llm([](const Json::Value& facts) { return Rewritten(facts, "Here is one: "); });
+  TestServer& s = llm.server;
+  WsHub hub;
+  const std::string id = EndedSessionWith(s, hub, "alice", 70, 6);
+  const Json::Value r =
+      Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
+  ASSERT_EQ(llm.fake.chat_requests().size(), 1u);
+  // The model was given the templates' text and the session's numbers.
+  const auto facts =
+      core::ParseJson(llm.fake.chat_requests()[0]["messages"][1]["content"].asString());
+  ASSERT_TRUE(facts);
+  EXPECT_EQ((*facts)["scores"]["concentration"].asInt(), 70);
+  EXPECT_EQ((*facts)["tips"].size(), r["tips"].size());
+  EXPECT_EQ(r["feedback"]["summary_by"], "llm") << core::ToJson(r["feedback"]);
+  EXPECT_EQ(r["feedback"]["summary"].asString(), "In short: " + (*facts)["summary"].asString());
+  ASSERT_GE(r["tips"].size(), 1u);
+  for (Json::ArrayIndex i = 0; i < r["tips"].size(); ++i)
+    EXPECT_EQ(r["tips"][i].asString(), "Here is one: " + (*facts)["tips"][i].asString());
+}
+
+TEST(Report, AnLlmRewriteThatInventsANumberOrFailsKeepsTheTemplates) {
+  for (const std::string mode : {"invents", "drops_a_tip", "not_json", "http_500"}) {
+    testing::FakeOpenAi fake([mode](int, const Json::Value& request) {
+      if (mode == "http_500") return testing::FakeOpenAi::Chat{500, {"{}"}};
+      const auto facts = core::ParseJson(request["messages"][1]["content"].asString());
+      std::string answer;
+      if (mode == "invents") answer = Rewritten(*facts, "Top speakers score 9731 here. ");
+      if (mode == "drops_a_tip") {
+        const std::string fenced = Rewritten(*facts, "");
+        Json::Value out = *core::ParseJson(fenced.substr(8, fenced.size() - 12));
+        out["tips"].resize(out["tips"].size() - 1);
+        answer = core::ToJson(out);
+      }
+      if (mode == "not_json") answer = "Great session, keep it up!";
+      return testing::FakeOpenAi::Chat{200, {testing::FakeOpenAi::StreamBody(answer)}};
+    });
+    TestServer s([&](app::AppConfig& c) {
+      c.conversation.llm.base_url = fake.url();
+      c.conversation.llm.retries = 0;
+    });
+    WsHub hub;
+    const std::string id = EndedSessionWith(s, hub, "alice", 70, 6);
+    const Json::Value r =
+        Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
+    EXPECT_EQ(fake.chat_requests().size(), 1u) << mode;
+    EXPECT_EQ(r["feedback"]["summary_by"], "templates") << mode;
+    EXPECT_FALSE(r["feedback"]["summary_rewrite_error"].asString().empty()) << mode;
+    EXPECT_EQ(r["feedback"]["summary"].asString().rfind("In short", 0), std::string::npos) << mode;
+    for (const auto& tip : r["tips"])
+      EXPECT_EQ(tip.asString().find("9731"), std::string::npos) << mode;
+  }
 }
 
 TEST(Progress, ListsEndedSessionsOldestFirstWithATrendPerScore) {
