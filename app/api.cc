@@ -65,8 +65,30 @@ HttpResponse Unauthorized(const HttpRequest& req) {
 
 signaling::HttpResponse App::Impl::HandleHttp(const HttpRequest& request) { return Route(request); }
 
+std::optional<HttpResponse> App::Impl::HandleHttpNow(const HttpRequest& request) {
+  if (request.path == "/health" && (request.method == "GET" || request.method == "HEAD"))
+    return WithRoute(Health(), "/health");
+  return std::nullopt;
+}
+
 void App::Impl::HandleHttpAsync(HttpRequest request, Responder respond) {
   if (request.path == "/api/analyze") return Analyze(std::move(request), respond);
+  // POST /api/sessions/{id}/end: the end (up to the last transcripts, the report's store
+  // write) runs on the registry's end workers; this worker is free at once.
+  const auto seg = Segments(request.path);
+  if (request.method == "POST" && seg.size() == 4 && seg[0] == "api" && seg[1] == "sessions" &&
+      seg[3] == "end" && request.identity.authenticated) {
+    if (auto session = OwnSession(request, seg[2])) {
+      auto req = std::make_shared<HttpRequest>(std::move(request));
+      registry.EndAsync(std::move(session), "ended_by_client", [this, req, respond] {
+        // An ended session is no longer in memory once its report is safe: read it back.
+        HttpResponse error;
+        const auto view = SessionView(*req, (Segments(req->path))[2], &error);
+        respond(WithRoute(view ? HttpResponse::Json(200, *view) : error, "/api/sessions/{id}/end"));
+      });
+      return;
+    }
+  }
   respond(Route(request));
 }
 

@@ -12,7 +12,7 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
       log(l),
       pool(config.workers, metrics),
       services(config.conversation, pool, log, metrics),
-      registry(config.sessions, pool, log, metrics, &services, this),
+      registry(config.sessions, log, metrics, &services, this),
       static_files(config.web_root),
       uploads(core::WorkerPoolConfig{"uploads", config.uploads.concurrent,
                                      static_cast<size_t>(config.uploads.queue)},

@@ -46,6 +46,10 @@ struct App::Impl final : signaling::Handler, session::Outbox {
   signaling::HttpResponse HandleHttp(const signaling::HttpRequest& request) override;
   // POST /api/analyze answers from the uploads pool; every other request as HandleHttp.
   void HandleHttpAsync(signaling::HttpRequest request, Responder respond) override;
+  // GET /health on the service thread: it reads counters only, and must answer even when
+  // every worker is busy.
+  std::optional<signaling::HttpResponse> HandleHttpNow(
+      const signaling::HttpRequest& request) override;
   signaling::UpgradeDecision OnUpgrade(const signaling::UpgradeRequest& request) override;
   void OnOpen(signaling::ConnectionId id, const signaling::UpgradeRequest& request,
               const std::string& tag) override;

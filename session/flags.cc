@@ -10,6 +10,9 @@ void SessionConfig::AddFlags(core::FlagSet& f) {
         "PARLEY_DISCONNECT_GRACE");
   f.Add("--unused-session-ttl", &unused_session_ttl_s,
         "Seconds a created session may wait for its first connection", "PARLEY_UNUSED_SESSION_TTL");
+  f.Add("--end-workers", &end_workers,
+        "Threads that end sessions (drain stages, store reports), apart from request handling",
+        "PARLEY_END_WORKERS");
 }
 
 void ConversationConfig::AddFlags(core::FlagSet& f) {

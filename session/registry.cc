@@ -26,18 +26,18 @@ std::string SessionConfig::Validate() const {
   if (max_sessions < 1) return "max sessions must be at least 1";
   if (end_hook_timeout_s < 1 || end_hook_timeout_s > 600)
     return "end hook timeout must be 1..600 s";
+  if (end_workers < 1 || end_workers > 256) return "--end-workers must be 1..256";
   return {};
 }
 
-SessionRegistry::SessionRegistry(const SessionConfig& config, core::WorkerPool& pool,
-                                 core::Logger& log, core::Metrics& metrics, Services* services,
-                                 Outbox* outbox)
+SessionRegistry::SessionRegistry(const SessionConfig& config, core::Logger& log,
+                                 core::Metrics& metrics, Services* services, Outbox* outbox)
     : config_(config),
-      pool_(pool),
       log_(log),
       metrics_(metrics),
       services_(services),
-      outbox_(outbox) {
+      outbox_(outbox),
+      enders_(core::WorkerPoolConfig{"session_end", config.end_workers, 100'000}, metrics) {
   for (State s : {State::kCreated, State::kLive, State::kEnded}) {
     metrics_.AddGaugeCallback("parley_sessions", "Sessions in memory by state",
                               {{"state", std::string(StateName(s))}},
@@ -189,6 +189,15 @@ bool SessionRegistry::End(Session& s, const std::string& reason) {
   return true;
 }
 
+void SessionRegistry::EndAsync(std::shared_ptr<Session> s, const std::string& reason,
+                               std::function<void()> done) {
+  auto task = [this, s, reason, done] {
+    End(*s, reason);
+    if (done) done();
+  };
+  if (!enders_.TrySubmit(task)) task();  // saturated: do it here rather than lose the end
+}
+
 void SessionRegistry::Remove(const std::string& id) {
   std::shared_ptr<Session> removed;  // destroyed outside the lock
   const std::lock_guard lock(mu_);
@@ -227,7 +236,7 @@ size_t SessionRegistry::EndAll(const std::string& reason) {
     auto task =
         std::make_shared<std::packaged_task<void()>>([this, s, reason] { End(*s, reason); });
     done.push_back(task->get_future());
-    if (!pool_.TrySubmit([task] { (*task)(); })) (*task)();  // pool full: end it here
+    if (!enders_.TrySubmit([task] { (*task)(); })) (*task)();  // queue full: end it here
   }
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(config_.end_hook_timeout_s);
@@ -268,11 +277,7 @@ void SessionRegistry::CheckExpiry() {
       }
     }
   }
-  for (auto& [s, reason] : expired) {
-    if (!pool_.TrySubmit([this, s = s, reason = reason] { End(*s, reason); })) {
-      End(*s, reason);  // pool saturated: do it here rather than lose the end
-    }
-  }
+  for (auto& [s, reason] : expired) EndAsync(s, reason);
 }
 
 }  // namespace parley::session

@@ -487,6 +487,10 @@ struct SessionConfig {
   int unused_session_ttl_s = 3600;  // created but never connected for this long: ended
   int max_sessions = 10'000;        // sessions held in memory (all states)
   int end_hook_timeout_s = 20;      // shutdown waits this long for sessions to end
+  // Threads that end sessions (drain stages, build and store reports): their own, so a storm
+  // of sessions ending never starves request handling. Ending mostly waits (bounded: media
+  // EOS, last transcripts, the store), so there are more of them than cores.
+  int end_workers = 16;
   std::string Validate() const;
   void AddFlags(core::FlagSet& flags);
 };
@@ -498,8 +502,8 @@ class SessionRegistry {
   using EndedCallback = std::function<void(Session&, const std::vector<uint64_t>& connections)>;
 
   // `services` gives each session its conversation (null: sessions without stages).
-  SessionRegistry(const SessionConfig& config, core::WorkerPool& pool, core::Logger& log,
-                  core::Metrics& metrics, Services* services, Outbox* outbox);
+  SessionRegistry(const SessionConfig& config, core::Logger& log, core::Metrics& metrics,
+                  Services* services, Outbox* outbox);
   ~SessionRegistry();  // stops the expiry thread; does not end sessions (see EndAll)
 
   // Runs after the conversation has drained, before the ended callback.
@@ -527,6 +531,10 @@ class SessionRegistry {
 
   // Ends the session on this thread (its conversation drains here). False when it had ended.
   bool End(Session& s, const std::string& reason);
+  // Ends it on the registry's end workers and then calls `done` there (also when it had ended
+  // already); never blocks. When even their queue is full it ends here.
+  void EndAsync(std::shared_ptr<Session> s, const std::string& reason,
+                std::function<void()> done = nullptr);
   // Removes an ended session from memory, remembering (bounded) that it ended.
   void Remove(const std::string& id);
   // True when `id` ended in this process and was removed from memory; `user_id` is its owner.
@@ -540,7 +548,6 @@ class SessionRegistry {
   void CheckExpiry();
 
   SessionConfig config_;
-  core::WorkerPool& pool_;
   core::Logger& log_;
   core::Metrics& metrics_;
   Services* const services_;
@@ -559,6 +566,8 @@ class SessionRegistry {
   std::condition_variable expiry_cv_;
   bool stopping_ = false;
   std::thread expiry_thread_;
+  // Last: joined first, while everything an end uses still exists.
+  core::WorkerPool enders_;
 };
 
 // The report document (docs/protocol.md "Report") of an ended session, from its facts, its

@@ -415,6 +415,7 @@ struct Server::Impl {
       c->expecting_body = true;
     }
     if (c->expecting_body) return 0;  // wait for LWS_CALLBACK_HTTP_BODY_COMPLETION
+    if (auto now = handler.HandleHttpNow(req)) return Finish(c, std::move(*now));
     Dispatch(c);
     return 0;
   }

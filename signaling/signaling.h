@@ -131,6 +131,9 @@ class Handler {
   using Responder = std::function<void(HttpResponse)>;
   virtual ~Handler() = default;
   virtual HttpResponse HandleHttp(const HttpRequest& request) = 0;
+  // Runs on the service thread before a bodiless request is queued for a worker: answers that
+  // take microseconds and must not wait behind any queue (a health check). nullopt: queue it.
+  virtual std::optional<HttpResponse> HandleHttpNow(const HttpRequest&) { return std::nullopt; }
   // Runs on a worker like HandleHttp; a handler whose work takes long (an uploaded recording's
   // analysis) may hand `respond` to its own executor and return, freeing the worker.
   virtual void HandleHttpAsync(HttpRequest request, Responder respond) {
