@@ -186,7 +186,8 @@ void VisionStage::OnVideo(int64_t t_ms, const media::VideoFrame& f) {
     if (ended_ || std::chrono::steady_clock::now() - last_client_frame_ < kClientLandmarksWin)
       return;
     if (lossless_) {  // a recording: the decoder waits for dlib instead of skipping the frame
-      idle_.wait_for(lock, std::chrono::seconds(10), [&] { return !landmarker_busy_ || ended_; });
+      // Bounded generously: the first frame also loads dlib's model (seconds on a busy machine).
+      idle_.wait_for(lock, std::chrono::seconds(60), [&] { return !landmarker_busy_ || ended_; });
       if (ended_) return;
     }
     if (landmarker_busy_) {  // dlib is still on the previous frame
