@@ -89,6 +89,17 @@ void App::Impl::HandleHttpAsync(HttpRequest request, Responder respond) {
       return;
     }
   }
+  // DELETE /api/sessions/{id} of a session still in memory ends it first: on the end workers.
+  if (request.method == "DELETE" && seg.size() == 3 && seg[0] == "api" && seg[1] == "sessions" &&
+      request.identity.authenticated) {
+    if (auto session = OwnSession(request, seg[2])) {
+      auto req = std::make_shared<HttpRequest>(std::move(request));
+      registry.EndAsync(std::move(session), "deleted", [this, req, respond] {
+        respond(WithRoute(DeleteSession(*req, Segments(req->path)[2]), "/api/sessions/{id}"));
+      });
+      return;
+    }
+  }
   respond(Route(request));
 }
 
@@ -357,6 +368,13 @@ HttpResponse App::Impl::Report(const HttpRequest& req, const std::string& id,
     return HttpResponse::Error(
         409, "report_not_ready",
         "the session has not ended; POST /api/sessions/" + id + "/end first");
+  if (const auto ending = registry.Find(id); ending && !ending->end_finished()) {
+    // Ended, but its stages are still draining or its report is being written.
+    HttpResponse r = HttpResponse::Error(409, "report_not_ready",
+                                         "the session is ending; its report is being written");
+    r.headers.emplace_back("retry-after", "1");
+    return r;
+  }
   Json::Value doc;
   std::string why;
   switch (store->Get(store::Collection::kReports, id, &doc, &why)) {

@@ -34,6 +34,9 @@ void Conversation::Stages::Wire() {
     }
     for (const auto& tap : taps) tap(t_ms, frame);
   };
+  sinks.drained = [weak] {
+    if (const auto self = weak.lock()) self->hearing->Flush();  // the turn ends with its stream
+  };
   ingest = std::make_shared<IngestStage>(session, services, std::move(sinks));
   playback = std::make_shared<PlaybackStage>(session, services);
   // Made for every session that listens: its client says at `start` whether it is needed.

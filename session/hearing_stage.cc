@@ -446,8 +446,10 @@ void HearingStage::AddPartnerSpeech(int64_t t_start_ms, int64_t t_end_ms) {
   talk_.AddPartnerSpeech(t_start_ms, t_end_ms);
 }
 
-// Ends a turn in progress. (Not on `stop`: the pipeline still drains after it, and the
-// endpointer ends a turn by itself when the stream's clock jumps at the next `start`.)
+// Ends a turn in progress: once a start's pipeline has drained (after `stop`, a dropped
+// connection, the end). Until then the turn would hold its decoder, one of a few shared by all
+// sessions, for as long as no audio comes: a storm of connections dropped mid-sentence would
+// leave every other turn waiting for a decoder until the dropped sessions ended.
 void HearingStage::Flush() {
   const auto s = session_.lock();
   std::vector<speech::EndpointEvent> events;
@@ -468,8 +470,23 @@ void HearingStage::End(Json::Value* patch) {
   std::unique_lock lock(mu_);
   ended_ = true;
   // Transcripts of the last utterances belong in the report: wait for them (bounded).
-  idle_.wait_for(lock, std::chrono::seconds(services_.config().end_wait_s),
-                 [&] { return jobs_.empty(); });
+  if (!idle_.wait_for(lock, std::chrono::seconds(services_.config().end_wait_s),
+                      [&] { return jobs_.empty(); })) {
+    Json::Value jobs(Json::arrayValue);
+    for (const auto& job : jobs_) {
+      Json::Value j;
+      j["t_start_ms"] = Json::Int64(job->t_start_ms);
+      j["ended"] = job->ended;
+      j["dropped"] = job->dropped;
+      j["requested"] = job->requested;
+      j["decoding"] = job->stream != nullptr;
+      j["pumping"] = job->pumping;
+      j["pending_samples"] = static_cast<Json::UInt64>(job->pending.size());
+      jobs.append(j);
+    }
+    services_.log().Warn("the session ended with utterances not transcribed in time",
+                         {{"end_wait_s", services_.config().end_wait_s}, {"utterances", jobs}});
+  }
   if (!first_audio_ms_) return;  // no audio: nothing measured
   const double audio_s = static_cast<double>(last_audio_ms_ - *first_audio_ms_) / 1000;
   const speech::TalkSummary t = talk_.Summarize(audio_s);

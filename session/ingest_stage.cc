@@ -169,7 +169,7 @@ void IngestStage::Retire() {
     feeder_->closed = true;  // input refused from now on
   }
   // After the build in the strand's order: it either handed the pipeline over or stops it.
-  strand_.Post([feeder = std::move(feeder_), totals = totals_] {
+  strand_.Post([feeder = std::move(feeder_), totals = totals_, drained = sinks_.drained] {
     std::unique_ptr<media::IngestPipeline> pipeline;
     {
       const std::lock_guard lock(feeder->mu);
@@ -178,6 +178,7 @@ void IngestStage::Retire() {
     if (!pipeline) return;
     pipeline->Stop();
     totals->Add(pipeline->stats());
+    if (drained) drained();
   });  // refused by a full pool: runs at the next Post or the end's Drain
 }
 

@@ -29,6 +29,9 @@ class IngestStage : public std::enable_shared_from_this<IngestStage> {
   struct Sinks {
     std::function<void(int64_t t_ms, std::span<const int16_t> pcm)> audio;
     std::function<void(int64_t t_ms, const media::VideoFrame& frame)> video;
+    // A start's pipeline has stopped and delivered its last frame (stop, a dropped connection,
+    // the end); on the stage's strand.
+    std::function<void()> drained;
   };
   IngestStage(std::weak_ptr<Session> session, Services& services, Sinks sinks);
 

@@ -164,7 +164,12 @@ bool SessionRegistry::Stop(Session& s, std::string* error) {
 
 bool SessionRegistry::End(Session& s, const std::string& reason) {
   std::vector<uint64_t> connections;
-  if (!s.MarkEnded(reason, &connections)) return false;
+  if (!s.MarkEnded(reason, &connections)) {
+    if (!s.WaitEndFinished(std::chrono::seconds(config_.end_hook_timeout_s)))
+      log_.Warn("the session's end in progress did not finish in time",
+                {{"session_id", s.id()}, {"reason", reason}});
+    return false;
+  }
   std::vector<EndHook> end_hooks;
   EndedCallback ended;
   {
@@ -186,6 +191,7 @@ bool SessionRegistry::End(Session& s, const std::string& reason) {
       .Add();
   log_.Info("session ended", {{"session_id", s.id()}, {"reason", reason}});
   if (ended) ended(s, connections);
+  s.MarkEndFinished();
   return true;
 }
 

@@ -274,6 +274,24 @@ bool Session::MarkEnded(const std::string& reason, std::vector<uint64_t>* connec
   return true;
 }
 
+void Session::MarkEndFinished() {
+  {
+    const std::lock_guard lock(mu_);
+    end_finished_ = true;
+  }
+  end_finished_cv_.notify_all();
+}
+
+bool Session::end_finished() const {
+  const std::lock_guard lock(mu_);
+  return end_finished_;
+}
+
+bool Session::WaitEndFinished(std::chrono::steady_clock::duration timeout) const {
+  std::unique_lock lock(mu_);
+  return end_finished_cv_.wait_for(lock, timeout, [this] { return end_finished_; });
+}
+
 bool Session::TakeExpiredGrace(std::chrono::steady_clock::time_point now,
                                std::chrono::steady_clock::duration grace) {
   const std::lock_guard lock(mu_);

@@ -438,6 +438,13 @@ class Session {
   // A recording's session lasts as long as its media, not as long as its analysis took.
   void SetRecordedDuration(double seconds);
 
+  // True once its end has finished: the stages drained and the ended callback (the report's
+  // store write) returned. Between MarkEnded and this, the state is already ended but the
+  // report may not be stored yet.
+  bool end_finished() const;
+  // Waits up to `timeout` for end_finished(); true when it is.
+  bool WaitEndFinished(std::chrono::steady_clock::duration timeout) const;
+
   // Analysers contribute to the report by merging a partial report, e.g.
   // {"metrics": {"blinks": 12}, "feedback": {"blinking": 80}} (objects merge deeply).
   void MergeReport(const Json::Value& patch);
@@ -454,6 +461,7 @@ class Session {
   void AbandonMedia();
   // created/live -> ended; false when it had already ended. `connections` gets the open ones.
   bool MarkEnded(const std::string& reason, std::vector<uint64_t>* connections);
+  void MarkEndFinished();
   // How long a live session has had no connection (nullopt: it has one, or is not live);
   // marks it so that it expires once.
   bool TakeExpiredGrace(std::chrono::steady_clock::time_point now,
@@ -467,7 +475,9 @@ class Session {
   Timeline timeline_;
 
   mutable std::mutex mu_;
+  mutable std::condition_variable end_finished_cv_;
   State state_ = State::kCreated;
+  bool end_finished_ = false;
   std::chrono::steady_clock::time_point live_steady_{};
   std::optional<std::chrono::system_clock::time_point> started_at_;
   std::optional<std::chrono::system_clock::time_point> ended_at_;
@@ -529,7 +539,9 @@ class SessionRegistry {
   bool Start(Session& s, const StartParams& params, std::string* error);
   bool Stop(Session& s, std::string* error);
 
-  // Ends the session on this thread (its conversation drains here). False when it had ended.
+  // Ends the session on this thread (its conversation drains here). False when it had ended;
+  // when another thread is still ending it, first waits (up to end_hook_timeout_s) for that end
+  // to finish, so that on return the report is stored (or its write has failed) either way.
   bool End(Session& s, const std::string& reason);
   // Ends it on the registry's end workers and then calls `done` there (also when it had ended
   // already); never blocks. When even their queue is full it ends here.

@@ -613,6 +613,7 @@ TEST(RemoteRecognizer, NothingListeningIsAnErrorNotAHang) {
 // ---- Through the real server
 // ----------------------------------------------------------------------
 
+#include "tests/support/storm.h"
 #include "tests/support/test_server.h"
 
 namespace parley::testing {
@@ -666,6 +667,34 @@ std::vector<Json::Value> StopEndAndCollect(TestServer& s, WsClient& ws, const st
   }
   EXPECT_FALSE(got.empty() || got.back()["type"] != "session_ended");
   return got;
+}
+
+// A connection dropped in the middle of a turn (a phone losing its network) ends that turn once
+// its stream has drained: its decoder goes back to the pool at once, not when the session's
+// disconnect grace (30 s) expires. With one decoder, another person's turn is still heard.
+TEST(HearingOverWebSocket, AConnectionDroppedMidTurnGivesItsDecoderBack) {
+  const auto prompts = AsteriskPrompts(1);
+  ASSERT_FALSE(prompts.empty()) << "asterisk-core-sounds-en(-wav) is not installed";
+  TestServer s([](app::AppConfig& c) { c.conversation.hearing.asr.pool_size = 1; });
+  WsHub hub;
+  const std::string dropped = s.CreateSession("alice");
+  {
+    auto ws = s.Join(hub, "practice", dropped, "alice");
+    ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+    ASSERT_TRUE(ws->ReceiveType("started"));
+    ws->SendBinary("\x02" + testing::VoicedPcm(0.6));  // speech, and no pause after it
+    ASSERT_TRUE(ws->ReceiveType("speech_start", 10s));
+    std::this_thread::sleep_for(1s);  // the decoders have loaded; the open turn holds the one
+    ws->Drop();
+  }
+  std::vector<int16_t> audio = DecodeTo16k(prompts[0].first);
+  audio.resize(audio.size() + 2 * kRate, 0);  // the turn ends in 2 s of quiet
+  const std::string other = s.CreateSession("alice");
+  auto ws = StreamPcm(s, hub, other, audio, 100ms);
+  const auto final = ws->ReceiveType("transcript.final", 15s);
+  ASSERT_TRUE(final) << "the other session's turn was not transcribed while the dropped one "
+                        "held the only decoder";
+  EXPECT_FALSE((*final)["text"].asString().empty());
 }
 
 TEST(HearingOverWebSocket, PcmSpeechIsSegmentedAndTranscribedAsWellAsByTheBareDecoder) {
