@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <numbers>
 #include <opencv2/imgcodecs.hpp>
 #include <random>
 #include <sstream>
@@ -217,6 +218,39 @@ TEST(HeadPose, RecoversKnownPosesOfTheCanonicalFace) {
   }
 }
 
+// Pose is read against the line of sight: a head 20° to the side of the camera's axis that
+// turns 20° to face the lens is frontal; elsewhere the reading is the generator's own.
+TEST(HeadPose, AHeadFacingTheLensReadsFrontalAnywhereInTheImage) {
+  for (const double side : {-1.0, 1.0}) {
+    FacePose p;
+    p.tx = side * p.tz * std::tan(20 * std::numbers::pi / 180);
+    p.yaw = -side * 20;  // + is turned to the image's right: towards the lens is the other way
+    vision::FeatureExtractor x;
+    const auto f = x.Compute(RenderFace(p, {}, 640, 640, 480, true));
+    ASSERT_TRUE(f.face);
+    EXPECT_NEAR(f.pose.yaw_deg, 0, 0.3) << side;
+    EXPECT_NEAR(f.pose.pitch_deg, 0, 0.3) << side;
+    FacePose up;
+    up.ty =
+        -side * up.tz * std::tan(12 * std::numbers::pi / 180);  // above / below the axis (y down)
+    up.pitch = -side * 12;  // + is looking up: a head above the lens looks down at it
+    const auto g = vision::FeatureExtractor().Compute(RenderFace(up, {}, 640, 640, 480, true));
+    EXPECT_NEAR(g.pose.pitch_deg, 0, 0.3) << side;
+    EXPECT_NEAR(g.pose.yaw_deg, 0, 0.3) << side;
+  }
+  for (double tx : {-12.0, 0.0, 9.0})
+    for (double ty : {-8.0, 6.0})
+      for (double yaw : {-25.0, 15.0}) {
+        FacePose p;
+        p.tx = tx, p.ty = ty, p.yaw = yaw, p.pitch = 10, p.roll = -5;
+        const auto f = vision::FeatureExtractor().Compute(RenderFace(p, {}, 640, 640, 480, true));
+        const HeadAngles seen = AgainstLineOfSight(p);
+        EXPECT_NEAR(f.pose.yaw_deg, seen.yaw, 0.3) << tx << " " << ty << " " << yaw;
+        EXPECT_NEAR(f.pose.pitch_deg, seen.pitch, 0.3) << tx << " " << ty << " " << yaw;
+        EXPECT_NEAR(f.pose.roll_deg, seen.roll, 0.3) << tx << " " << ty << " " << yaw;
+      }
+}
+
 TEST(HeadPose, IrisGazeAddsTheEyesToTheHead) {
   FacePose p;
   p.yaw = 10;
@@ -385,6 +419,47 @@ std::shared_ptr<const vision::LandmarkerModel> Dlib() {
   auto model = vision::LoadLandmarkerModel(config, &error);
   EXPECT_TRUE(model) << error;
   return model;
+}
+
+// The Chromium fake camera's frame of the astronaut (tests/browser/make_fixtures.py): the photo's
+// rows 16..495 centred on a grey 640x480 frame, the frame the MediaPipe fixture was taken from.
+cv::Mat AstronautCameraFrame() {
+  const cv::Mat photo =
+      cv::imread("/usr/lib/python3/dist-packages/skimage/data/astronaut.png", cv::IMREAD_COLOR);
+  cv::Mat frame(480, 640, CV_8UC3, cv::Scalar(96, 96, 96));
+  if (photo.empty()) return {};
+  photo(cv::Rect(0, 16, 512, 480)).copyTo(frame(cv::Rect(64, 0, 512, 480)));
+  return frame;
+}
+
+// The same photo through both landmark paths: dlib's 68 points on the fake camera's frame and
+// MediaPipe's 478 (the fixture, from Chromium's camera) give the same head pose. Before the pose
+// was read against the line of sight and dlib's jaw points were mapped between mesh vertices,
+// dlib read this frontal face as pitched down 24.8° (MediaPipe: 5.4°).
+TEST(RealFaces, BothLandmarkPathsReadTheAstronautsPoseAlike) {
+  const auto model = Dlib();
+  ASSERT_TRUE(model);
+  const cv::Mat image = AstronautCameraFrame();
+  ASSERT_FALSE(image.empty());
+  vision::Landmarker lm(model);
+  const LandmarkFrame d =
+      lm.Detect(0, image.cols, image.rows, static_cast<int>(image.step), image.data);
+  ASSERT_EQ(d.points.size(), 68u);
+  const auto by_dlib = vision::FeatureExtractor().Compute(d).pose;
+  const auto by_mediapipe = vision::FeatureExtractor().Compute(ReadAstronaut()).pose;
+  std::printf(
+      "astronaut: dlib yaw %.1f pitch %.1f roll %.1f | MediaPipe yaw %.1f pitch %.1f "
+      "roll %.1f\n",
+      by_dlib.yaw_deg, by_dlib.pitch_deg, by_dlib.roll_deg, by_mediapipe.yaw_deg,
+      by_mediapipe.pitch_deg, by_mediapipe.roll_deg);
+  EXPECT_NEAR(by_dlib.yaw_deg, by_mediapipe.yaw_deg, 4);
+  EXPECT_NEAR(by_dlib.pitch_deg, by_mediapipe.pitch_deg, 4);
+  EXPECT_NEAR(by_dlib.roll_deg, by_mediapipe.roll_deg, 4);
+  for (const auto& pose : {by_dlib, by_mediapipe}) {
+    EXPECT_LT(std::abs(pose.yaw_deg), 10);
+    EXPECT_LT(std::abs(pose.pitch_deg), 10);
+    EXPECT_LT(std::abs(pose.roll_deg), 10);
+  }
 }
 
 TEST(RealFaces, DlibFindsSixtyEightPointsOnTheAstronautAndTheExampleFaces) {

@@ -33,8 +33,10 @@ constexpr double kCanonicalEyeWidthCm = 2.59;
 
 // Indices of one landmark layout (MediaPipe 468/478 or dlib 68).
 struct Layout {
-  std::vector<int> pose_points;                            // into the frame
-  std::vector<int> pose_model;                             // the same points in the canonical face
+  std::vector<int> pose_points;  // into the frame
+  // The same places on the canonical face: a vertex, or the mean of a few where no one vertex
+  // is the place (dlib's jaw contour lies between mesh vertices).
+  std::vector<std::vector<int>> pose_model;
   int right_outer, right_inner, left_outer, left_inner;    // eye corners (person's right/left)
   std::vector<std::pair<int, int>> right_lids, left_lids;  // (upper, lower) pairs
   int mouth_right, mouth_left, lip_upper, lip_lower;
@@ -47,7 +49,7 @@ const Layout& MediaPipeLayout() {
     // Points that do not move with expressions: eye corners, nose, forehead, face sides.
     l.pose_points = {33, 133, 362, 263, 168, 6, 197, 195, 5,   4,
                      1,  98,  327, 10,  151, 9, 234, 454, 127, 356};
-    l.pose_model = l.pose_points;
+    for (int i : l.pose_points) l.pose_model.push_back({i});
     l.right_outer = 33, l.right_inner = 133, l.left_outer = 263, l.left_inner = 362;
     l.right_lids = {{161, 163}, {160, 144}, {159, 145}, {158, 153}, {157, 154}};
     l.left_lids = {{388, 390}, {387, 373}, {386, 374}, {385, 380}, {384, 381}};
@@ -69,9 +71,12 @@ const Layout& MediaPipeIrisLayout() {
 const Layout& DlibLayout() {
   static const Layout layout = [] {
     Layout l;
-    // dlib 68 → canonical: eye corners, nose bridge/tip/wings/base, chin, mouth corners, jaw.
+    // dlib 68 → canonical: eye corners, nose bridge/tip/wings/base, chin, jaw. dlib's jaw
+    // contour starts between mesh vertices 127 (eye level) and 234 (on the astronaut, aligned
+    // by the eye corners, dlib's 0 and 16 fall halfway between them).
     l.pose_points = {36, 39, 42, 45, 27, 30, 31, 35, 33, 8, 0, 16};
-    l.pose_model = {33, 133, 362, 263, 168, 4, 98, 327, 2, 152, 234, 454};
+    l.pose_model = {{33}, {133}, {362}, {263}, {168},      {4},
+                    {98}, {327}, {2},   {152}, {127, 234}, {356, 454}};
     l.right_outer = 36, l.right_inner = 39, l.left_outer = 45, l.left_inner = 42;
     l.right_lids = {{37, 41}, {38, 40}};
     l.left_lids = {{43, 47}, {44, 46}};
@@ -223,6 +228,18 @@ bool RefinePose(const std::vector<cv::Vec3d>& model, const std::vector<cv::Vec2d
   return std::isfinite(best_cost);
 }
 
+// The rotation that turns the camera's axis (0, 0, 1) onto the ray towards `t` (the smallest
+// such rotation: no twist about the ray).
+cv::Matx33d LineOfSight(const cv::Vec3d& t) {
+  const double n = cv::norm(t);
+  if (n < 1e-9) return cv::Matx33d::eye();
+  const cv::Vec3d d = t / n;
+  const cv::Vec3d axis = cv::Vec3d(0, 0, 1).cross(d);  // (-d.y, d.x, 0)
+  const double s = cv::norm(axis);
+  if (s < 1e-12) return cv::Matx33d::eye();
+  return ExpMap(axis * (std::atan2(s, d[2]) / s));
+}
+
 bool SolveFromScratch(const std::vector<cv::Vec3d>& model, const std::vector<cv::Vec2d>& image,
                       const Intrinsics& k, cv::Matx33d& r, cv::Vec3d& t) {
   std::vector<cv::Point3d> obj(model.begin(), model.end());
@@ -293,7 +310,11 @@ Features FeatureExtractor::Compute(const LandmarkFrame& frame) {
     s.layout = layout;
     s.has_pose = false;
     s.model.clear();
-    for (int i : layout->pose_model) s.model.push_back(ModelPoint(i));
+    for (const auto& vertices : layout->pose_model) {
+      cv::Vec3d p(0, 0, 0);
+      for (int i : vertices) p += ModelPoint(i);
+      s.model.push_back(p / static_cast<double>(vertices.size()));
+    }
   }
   const double w = frame.width, h = frame.height;
   const Intrinsics k{s.camera.focal_px > 0 ? s.camera.focal_px : w, w / 2, h / 2};
@@ -314,7 +335,10 @@ Features FeatureExtractor::Compute(const LandmarkFrame& frame) {
   }
   s.has_pose = ok;
   if (ok) {
-    const cv::Matx33d& r = s.r;
+    // Angles against the line of sight, not the camera's axis: a head facing the lens reads
+    // 0/0/0 wherever it is in the image. (Against the axis, a face 150 px above the centre of a
+    // 640-wide frame that looks into the lens reads 13° of pitch.)
+    const cv::Matx33d r = LineOfSight(s.t).t() * s.r;
     out.pose.yaw_deg = -std::atan2(r(0, 2), r(2, 2)) * kDeg;
     out.pose.pitch_deg = std::asin(std::clamp(r(1, 2), -1.0, 1.0)) * kDeg;
     out.pose.roll_deg = std::atan2(r(1, 0), r(1, 1)) * kDeg;

@@ -41,6 +41,35 @@ V3 Rotate(const FacePose& p, V3 v) {
 
 }  // namespace
 
+HeadAngles AgainstLineOfSight(const FacePose& p) {
+  // Columns of R (camera axes), then the rotation taking the camera axis onto the ray to the
+  // head (Rodrigues about z × d), and the angles of Ray^T R in the docs' convention.
+  const V3 cx = Rotate(p, {1, 0, 0}), cy = Rotate(p, {0, 1, 0}), cz = Rotate(p, {0, 0, 1});
+  const double r[3][3] = {{cx.x, cy.x, cz.x}, {cx.y, cy.y, cz.y}, {cx.z, cy.z, cz.z}};
+  const double n = std::sqrt(p.tx * p.tx + p.ty * p.ty + p.tz * p.tz);
+  const V3 d{p.tx / n, p.ty / n, p.tz / n};
+  const double s = std::hypot(d.x, d.y);  // |z × d|
+  double ray[3][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};
+  if (s > 1e-12) {
+    const V3 k{-d.y / s, d.x / s, 0};  // unit axis
+    const double c = d.z;              // cos of the angle; s is its sine
+    const double kk[3] = {k.x, k.y, k.z};
+    const double kx[3][3] = {{0, -k.z, k.y}, {k.z, 0, -k.x}, {-k.y, k.x, 0}};
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j)
+        ray[i][j] = (i == j ? c : 0) + s * kx[i][j] + (1 - c) * kk[i] * kk[j];
+  }
+  double rel[3][3] = {};
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      for (int m = 0; m < 3; ++m) rel[i][j] += ray[m][i] * r[m][j];
+  HeadAngles a;
+  a.yaw = -std::atan2(rel[0][2], rel[2][2]) / kRad;
+  a.pitch = std::asin(std::clamp(rel[1][2], -1.0, 1.0)) / kRad;
+  a.roll = std::atan2(rel[1][0], rel[1][1]) / kRad;
+  return a;
+}
+
 vision::LandmarkFrame RenderFace(const FacePose& pose, const Person& person, double focal_px,
                                  int width, int height, bool irises) {
   const auto& canonical = vision::CanonicalFace();
@@ -215,9 +244,10 @@ Synthetic GenerateSession(const GeneratorConfig& config) {
     pf.face = !inside(truth.no_face, t);
     pf.on_screen = !inside(truth.gaze_away, t);
     pf.smiling = inside(truth.smiles, t);
-    pf.yaw = pose.yaw;
-    pf.pitch = pose.pitch;
-    pf.roll = pose.roll;
+    const HeadAngles seen = AgainstLineOfSight(pose);
+    pf.yaw = seen.yaw;
+    pf.pitch = seen.pitch;
+    pf.roll = seen.roll;
     truth.frames.push_back(pf);
 
     vision::LandmarkFrame frame;

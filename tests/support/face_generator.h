@@ -59,6 +59,13 @@ struct FacePose {
 struct Person {
   double width = 1, height = 1, depth = 1, eye_opening = 1, mouth_width = 1;
 };
+// The head's angles against the line of sight from the camera to it (docs/scoring.md: a head
+// facing the lens is 0/0/0 wherever it is in the image), from a pose in camera axes.
+struct HeadAngles {
+  double yaw = 0, pitch = 0, roll = 0;
+};
+HeadAngles AgainstLineOfSight(const FacePose& pose);
+
 vision::LandmarkFrame RenderFace(const FacePose& pose, const Person& person, double focal_px,
                                  int width, int height, bool irises);
 
