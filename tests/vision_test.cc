@@ -313,7 +313,8 @@ SessionResult RunSession(const GeneratorConfig& config) {
     const double t = e.t_ms + t0;
     if (e.type == "blink") blinks.push_back(t);
     if (e.type == "gaze_away") away_start = t;
-    if (e.type == "gaze_back" && away_start >= 0) {
+    // An episode ends with the gaze coming back, or with the face lost (no gaze_back then).
+    if ((e.type == "gaze_back" || e.type == "face_lost") && away_start >= 0) {
       away.push_back({away_start, t});
       away_start = -1;
     }
@@ -369,6 +370,82 @@ TEST(VisionAccuracy, DetectorsMatchTheTruthOverManySyntheticPeople) {
   EXPECT_LE(yaw, 3.0);
   EXPECT_LE(pitch, 3.0);
   EXPECT_LE(roll, 3.0);
+}
+
+// The situations that broke precision on real streams: the face missing for a second or two
+// within the first seconds (sitting down), re-acquired in the middle of a gaze-away episode,
+// and a head turned far away at the very first frame. No false episode at face_found or at the
+// first frames; episodes still found with good timing.
+TEST(VisionAccuracy, FaceLossAndReacquisitionRaiseNoFalseGazeAway) {
+  struct Situation {
+    const char* name;
+    void (*set)(GeneratorConfig&);
+  };
+  const Situation situations[] = {
+      {"early face loss", [](GeneratorConfig& c) { c.early_face_loss = true; }},
+      {"face lost mid-episode", [](GeneratorConfig& c) { c.face_loss_in_episodes = true; }},
+      {"yaw 40 at the first frame", [](GeneratorConfig& c) { c.first_frame_yaw = 40; }},
+      {"yaw -35 at the first frame, early loss",
+       [](GeneratorConfig& c) {
+         c.first_frame_yaw = -35;
+         c.early_face_loss = true;
+       }},
+  };
+  constexpr int kSeeds = 12;
+  for (const auto& situation : situations) {
+    Match gaze;
+    double worst_on_screen = 0;
+    for (uint32_t seed = 1; seed <= kSeeds; ++seed) {
+      GeneratorConfig config;
+      config.seed = 100 + seed;
+      config.duration_s = 60;
+      situation.set(config);
+      const SessionResult r = RunSession(config);
+      gaze.true_positives += r.gaze.true_positives;
+      gaze.detected += r.gaze.detected;
+      gaze.truth += r.gaze.truth;
+      worst_on_screen = std::max(worst_on_screen, r.on_screen_error);
+    }
+    std::printf("%-40s gaze P %.3f R %.3f F1 %.3f (%d/%d/%d) | worst on-screen error %.3f\n",
+                situation.name, gaze.precision(), gaze.recall(), gaze.f1(), gaze.true_positives,
+                gaze.detected, gaze.truth, worst_on_screen);
+    SCOPED_TRACE(situation.name);
+    EXPECT_GE(gaze.precision(), 0.9);
+    EXPECT_GE(gaze.f1(), 0.9);
+    EXPECT_LE(worst_on_screen, 0.03);
+  }
+}
+
+// Frames in dlib's 68-point layout, taken from the generator's face by the common dlib ↔ mesh
+// table (not the pose fit's own mapping): the pose, blinks and face time still read true.
+TEST(VisionAccuracy, SixtyEightPointFramesOfTheGeneratorsFaceReadTheTruePose) {
+  Match blinks;
+  double yaw = 0, pitch = 0, roll = 0;
+  constexpr int kSeeds = 8;
+  for (uint32_t seed = 1; seed <= kSeeds; ++seed) {
+    GeneratorConfig config;
+    config.seed = 200 + seed;
+    config.duration_s = 60;
+    config.dlib68 = true;
+    const SessionResult r = RunSession(config);
+    SCOPED_TRACE("seed " + std::to_string(config.seed));
+    EXPECT_LE(r.face_error, 0.03);
+    blinks.true_positives += r.blinks.true_positives;
+    blinks.detected += r.blinks.detected;
+    blinks.truth += r.blinks.truth;
+    yaw += r.yaw_mae / kSeeds;
+    pitch += r.pitch_mae / kSeeds;
+    roll += r.roll_mae / kSeeds;
+  }
+  std::printf("68 points: blink F1 %.3f (%d/%d/%d) | MAE yaw %.2f pitch %.2f roll %.2f\n",
+              blinks.f1(), blinks.true_positives, blinks.detected, blinks.truth, yaw, pitch, roll);
+  EXPECT_LE(yaw, 3.0);
+  // The common table and the fit's mapping (set on a real dlib face) disagree by about a
+  // centimetre on where dlib's jaw and nose wings sit on the mesh: ~4° of pitch. The mapping
+  // before read 8.8° here.
+  EXPECT_LE(pitch, 5.0);
+  EXPECT_LE(roll, 3.0);
+  EXPECT_GE(blinks.f1(), 0.8);  // two lid pairs per eye in this layout, against five
 }
 
 // ---- Real faces

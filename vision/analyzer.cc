@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <limits>
+#include <tuple>
 
 #include "vision/vision.h"
 
@@ -38,14 +40,65 @@ class RecentPercentile {
   mutable std::vector<double> scratch_;
 };
 
-double Clamp01(double v) { return std::clamp(v, 0.0, 1.0); }
-
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
   const size_t k = v.size() / 2;
   std::nth_element(v.begin(), v.begin() + static_cast<long>(k), v.end());
   return v[k];
 }
+
+// Where the screen is for this person: the gaze cluster nearest straight ahead (the line of
+// sight to the camera, which sits at the screen). The median of the window, used before, is
+// pulled off the screen whenever the person looked away for much of it: turned away in the
+// first seconds, when calibration has seen only 3 s of face, it put the centre between the
+// screen and the away direction and raised a false ~3 s gaze_away once they looked back.
+class GazeCentre {
+ public:
+  void Add(double t_ms, double yaw, double pitch) {
+    samples_.push_back({t_ms, yaw, pitch});
+    while (!samples_.empty() && samples_.front().t < t_ms - kBaselineWindowMs) samples_.pop_front();
+  }
+  // A cluster counts when a box of half the limits around one of its samples holds a quarter
+  // of the window; the one nearest straight ahead wins, its centre the median of the samples
+  // within the limits of it. None (no cluster that dense): the median of all.
+  std::optional<std::pair<double, double>> Get(double yaw_limit, double pitch_limit) const {
+    const size_t n = samples_.size();
+    if (n < 5) return std::nullopt;
+    const size_t stride = std::max<size_t>(1, n / 120);  // bounded cost: ~120 x n
+    const Sample* best = nullptr;
+    double best_distance = std::numeric_limits<double>::infinity();
+    for (size_t i = 0; i < n; i += stride) {
+      const Sample& c = samples_[i];
+      size_t support = 0;
+      for (const Sample& s : samples_)
+        support += std::abs(s.yaw - c.yaw) <= 0.5 * yaw_limit &&
+                   std::abs(s.pitch - c.pitch) <= 0.5 * pitch_limit;
+      if (4 * support < n) continue;
+      const double distance = std::hypot(c.yaw / yaw_limit, c.pitch / pitch_limit);
+      if (distance < best_distance) {
+        best_distance = distance;
+        best = &c;
+      }
+    }
+    std::vector<double> yaws, pitches;
+    for (const Sample& s : samples_) {
+      if (best != nullptr && (std::abs(s.yaw - best->yaw) > yaw_limit ||
+                              std::abs(s.pitch - best->pitch) > pitch_limit))
+        continue;
+      yaws.push_back(s.yaw);
+      pitches.push_back(s.pitch);
+    }
+    return std::pair{Median(std::move(yaws)), Median(std::move(pitches))};
+  }
+
+ private:
+  struct Sample {
+    double t, yaw, pitch;
+  };
+  std::deque<Sample> samples_;
+};
+
+double Clamp01(double v) { return std::clamp(v, 0.0, 1.0); }
 
 // Scores (docs/scoring.md).
 double BlinkScore(double rate_per_min) {
@@ -100,7 +153,8 @@ struct FaceAnalyzer::State {
   double ref_pitch = 0, ref_center_y = 0, ref_size = 0;
 
   // Baselines (adapting).
-  RecentPercentile ear, mouth, gaze_yaw, gaze_pitch;
+  RecentPercentile ear, mouth;
+  GazeCentre gaze_centre;
   double ear_open = 0.3, mouth_neutral = 0.8, gaze_c_yaw = 0, gaze_c_pitch = 0;
   double next_baseline_t = 0;
   double next_baseline_sample_t = 0;
@@ -138,8 +192,8 @@ struct FaceAnalyzer::State {
   void Baselines(double t) {
     if (auto v = ear.Get(0.70)) ear_open = std::max(*v, 1e-3);
     if (auto v = mouth.Get(0.20)) mouth_neutral = *v;
-    if (auto v = gaze_yaw.Get(0.5)) gaze_c_yaw = *v;
-    if (auto v = gaze_pitch.Get(0.5)) gaze_c_pitch = *v;
+    if (auto c = gaze_centre.Get(config.gaze_yaw_limit_deg, config.gaze_pitch_limit_deg))
+      std::tie(gaze_c_yaw, gaze_c_pitch) = *c;
     next_baseline_t = t + 1000;
   }
 
@@ -225,8 +279,7 @@ struct FaceAnalyzer::State {
     if (t >= next_baseline_sample_t) {
       ear.Add(t, 0.5 * (f.ear_left + f.ear_right));
       mouth.Add(t, f.mouth_width_ratio);
-      gaze_yaw.Add(t, f.gaze_yaw_deg);
-      gaze_pitch.Add(t, f.gaze_pitch_deg);
+      gaze_centre.Add(t, f.gaze_yaw_deg, f.gaze_pitch_deg);
       next_baseline_sample_t = t + kBaselineSampleMs;
     }
     if (t >= next_baseline_t) Baselines(t);
@@ -314,8 +367,7 @@ struct FaceAnalyzer::State {
       if (!f.face) continue;
       ear.Add(t, 0.5 * (f.ear_left + f.ear_right));
       mouth.Add(t, f.mouth_width_ratio);
-      gaze_yaw.Add(t, f.gaze_yaw_deg);
-      gaze_pitch.Add(t, f.gaze_pitch_deg);
+      gaze_centre.Add(t, f.gaze_yaw_deg, f.gaze_pitch_deg);
       pitch.push_back(f.pose.pitch_deg);
       cy.push_back(f.center_y);
       size.push_back(f.size);

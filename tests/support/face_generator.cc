@@ -41,6 +41,21 @@ V3 Rotate(const FacePose& p, V3 v) {
 
 }  // namespace
 
+vision::LandmarkFrame ToDlib68(const vision::LandmarkFrame& mesh) {
+  static constexpr int kVertex[68] = {
+      127, 234, 93,  132, 58,  172, 136, 150, 152, 379, 365, 397, 288, 361, 323, 454, 356,  // jaw
+      70,  63,  105, 66,  107, 336, 296, 334, 293, 300,                                     // brows
+      168, 197, 5,   4,   75,  97,  2,   326, 305,                                          // nose
+      33,  160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,                           // eyes
+      61,  39,  37,  0,   267, 269, 291, 405, 314, 17,  84,  181,                           // lips
+      78,  82,  13,  312, 308, 317, 14,  87};
+  vision::LandmarkFrame out = mesh;
+  out.points.clear();
+  if (mesh.points.size() < 468) return out;
+  for (int v : kVertex) out.points.push_back(mesh.points[static_cast<size_t>(v)]);
+  return out;
+}
+
 HeadAngles AgainstLineOfSight(const FacePose& p) {
   // Columns of R (camera axes), then the rotation taking the camera axis onto the ray to the
   // head (Rodrigues about z × d), and the angles of Ray^T R in the docs' convention.
@@ -156,10 +171,19 @@ Synthetic GenerateSession(const GeneratorConfig& config) {
       truth.no_face.push_back({t, t + d});
     }
   }
+  if (config.early_face_loss) {
+    const double t = between(300, 2500);
+    truth.no_face.insert(truth.no_face.begin(), {t, t + between(1000, 2000)});
+  }
   struct Away {
     double start, end, yaw, pitch;
   };
   std::vector<Away> aways;
+  if (config.first_frame_yaw != 0) {
+    const double d = between(1000, 2000);
+    aways.push_back({-500, d, config.first_frame_yaw, 0});  // fully turned at frame 0
+    truth.gaze_away.push_back({0, d});
+  }
   if (config.gaze_away) {
     for (double t = between(6000, 12000); t < total_ms - 6000; t += between(8000, 18000)) {
       const double d = between(1000, 4000);
@@ -170,8 +194,32 @@ Synthetic GenerateSession(const GeneratorConfig& config) {
       else
         pitch = -between(22, 32);  // down at notes or a phone
       aways.push_back({t, t + d, yaw, pitch});
+      if (config.face_loss_in_episodes && d > 2000 && uni(rng) < 0.5) {
+        // Turned so far the face is lost (longer than face_lost's 500 ms), then found still
+        // looking away.
+        const double lost = t + between(500, d - 1500), found = lost + between(600, 1000);
+        truth.no_face.push_back({lost, found});
+        truth.gaze_away.push_back({t, lost});
+        truth.gaze_away.push_back({found, t + d});
+        continue;
+      }
       truth.gaze_away.push_back({t, t + d});
     }
+  }
+  std::sort(truth.no_face.begin(), truth.no_face.end());
+  // An episode ends where the face is lost (docs/scoring.md); what is left after the face is
+  // found again is an episode of its own when it lasts (300 ms: shorter is a glance).
+  {
+    std::vector<Span> clipped;
+    for (Span away : truth.gaze_away) {
+      for (const Span& gone : truth.no_face) {
+        if (gone.second <= away.first || gone.first >= away.second) continue;
+        if (gone.first - away.first >= 300) clipped.push_back({away.first, gone.first});
+        away.first = gone.second;
+      }
+      if (away.second - away.first >= 300) clipped.push_back(away);
+    }
+    truth.gaze_away = std::move(clipped);
   }
   if (config.smiles) {
     for (double t = between(4000, 9000); t < total_ms - 6000; t += between(9000, 20000)) {
@@ -253,6 +301,7 @@ Synthetic GenerateSession(const GeneratorConfig& config) {
     vision::LandmarkFrame frame;
     if (pf.face) {
       frame = RenderFace(pose, person, focal, config.width, config.height, config.irises);
+      if (config.dlib68) frame = ToDlib68(frame);
       for (auto& p : frame.points) {
         p.x += static_cast<float>(noise * gauss(rng) / config.width);
         p.y += static_cast<float>(noise * gauss(rng) / config.height);

@@ -22,7 +22,18 @@ struct GeneratorConfig {
   double noise_px = -1;            // < 0: drawn from 0.5..1.5
   double jitter_ms = 4;            // uniform ± on each timestamp
   bool gaze_away = true, smiles = true, no_face = true;
+  // Situations of real sessions the default mix lacks:
+  bool early_face_loss = false;  // the face missing for 1–2 s within the first 3 s
+  double first_frame_yaw = 0;    // ≠ 0: looking away this far (°) from the first frame, 1–2 s
+  bool face_loss_in_episodes = false;  // half the gaze-away episodes lose the face midway
+                                       // (the truth splits them around the loss)
+  bool dlib68 = false;  // 68-point frames (dlib's layout) instead of MediaPipe's mesh
 };
+
+// dlib's 68 points as vertices of MediaPipe's mesh: the correspondence table in common use
+// (jaw 127…356 through the chin 152, brows, nose, eyes, lips), independent of the mapping the
+// pose fit uses (vision/features.cc).
+vision::LandmarkFrame ToDlib68(const vision::LandmarkFrame& mesh);
 
 using Span = std::pair<double, double>;  // [start, end) ms on the frame clock (t of frame 0 = 0)
 
