@@ -63,16 +63,21 @@ bool IngestStage::Start(const StartParams& params, std::string* error) {
                           ? media::IngestPipeline::Format::kPcm
                           : media::IngestPipeline::Format::kWebm;
   auto feeder = std::make_shared<Feeder>();
+  // A live stream's end waits briefly for what is still decoding; an upload's end waits for
+  // every frame (dlib holds the decoder back frame by frame: seconds under a sanitizer). The
+  // analysis bounds itself (--upload-stall-timeout).
+  media::MediaConfig media_config = services_.config().media;
+  if (params.recording) media_config.stop_timeout_ms = 60'000;
   auto build = [&services = services_, weak, feeder, totals = totals_, format,
-                rate = params.sample_rate, cb = std::move(cb)]() mutable {
+                rate = params.sample_rate, media_config, cb = std::move(cb)]() mutable {
     {
       const std::lock_guard lock(feeder->mu);
       // Ended before its turn with nothing to decode: no pipeline at all.
       if (feeder->closed && feeder->early.empty()) return;
     }
     std::string why;
-    auto pipeline = media::IngestPipeline::Create(format, rate, services.config().media,
-                                                  std::move(cb), services.metrics(), &why);
+    auto pipeline = media::IngestPipeline::Create(format, rate, media_config, std::move(cb),
+                                                  services.metrics(), &why);
     std::unique_lock lock(feeder->mu);
     if (!pipeline) {
       feeder->failed = true;
