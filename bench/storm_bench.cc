@@ -5,6 +5,7 @@
 // storm (reports stored / (time to the last report - the grace)), /health p50/p99/max and the
 // listing's p99 during it.
 //   build/default/bench/storm_bench --repeat 5
+//   STORM_LOGS=1 build/default/bench/storm_bench --repeat 1   (also prints the server's logs)
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>

@@ -21,6 +21,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kHttpChunk = 16 * 1024;
+// How much of a body refused for its size is still read (and thrown away) so that the client,
+// still sending it, gets the 413 instead of a reset connection; beyond, it is answered at once.
+constexpr size_t kMaxDiscardedBody = 16 << 20;
 constexpr int kRateErrorIntervalS = 1;         // at most one rate_limited event per interval
 constexpr size_t kKeepRxCapacity = 64 * 1024;  // larger receive buffers are not kept
 
@@ -210,6 +213,11 @@ struct Server::Impl {
     HttpRequest request;
     bool expecting_body = false;
     bool body_rejected = false;
+    // A body refused for its size is still read and thrown away (up to kMaxDiscardedBody), and
+    // this answer sent once it is all in: closing on a client still sending makes the kernel
+    // reset the connection, which can destroy the answer before the client reads it.
+    std::optional<HttpResponse> refusal;
+    size_t body_discarded = 0;
     std::optional<HttpResponse> response;
     bool response_head_only = false;
     bool response_close = false;
@@ -372,6 +380,8 @@ struct Server::Impl {
     c->request = HttpRequest{};
     c->expecting_body = false;
     c->body_rejected = false;
+    c->refusal.reset();
+    c->body_discarded = 0;
     c->response.reset();
     char* uri = nullptr;
     int uri_len = 0;
@@ -409,7 +419,10 @@ struct Server::Impl {
       if (end == length.c_str() || *end != '\0') {
         return Finish(c, HttpResponse::Error(400, "bad_request", "invalid Content-Length"), true);
       }
-      if (n > BodyLimit(req)) return Finish(c, TooLarge(req), true);
+      if (n > BodyLimit(req)) {
+        if (n - BodyLimit(req) > kMaxDiscardedBody) return Finish(c, TooLarge(req), true);
+        return Refuse(c, TooLarge(req));  // answered once the body is in
+      }
       c->expecting_body = n > 0;
     } else if (chunked) {
       c->expecting_body = true;
@@ -476,9 +489,31 @@ struct Server::Impl {
     if (!ok) Finish(c, HttpResponse::Error(503, "overloaded", "the server is busy; retry shortly"));
   }
 
+  // Refuses the request in progress: its body is read and discarded, then `r` is sent.
+  int Refuse(Conn* c, HttpResponse r) {
+    c->body_rejected = true;
+    c->expecting_body = true;
+    c->request.body.clear();
+    c->request.body.shrink_to_fit();
+    c->refusal = std::move(r);
+    return 0;
+  }
+
   int OnHttpBody(lws* wsi, const char* in, size_t len) {
     Conn* c = ConnFor(wsi, false);
-    if (c == nullptr || c->body_rejected) return 0;
+    if (c == nullptr) return 0;
+    if (c->body_rejected) {
+      c->body_discarded += len;
+      // More than is worth reading: answer now (the client may see a reset instead).
+      if (c->refusal && c->body_discarded > kMaxDiscardedBody) {
+        HttpResponse r = std::move(*c->refusal);
+        c->refusal.reset();
+        return Finish(c, std::move(r), true);
+      }
+      return 0;
+    }
+    // Without a Content-Length (chunked) lws reports no completion we could wait for: answer
+    // at once.
     if (c->request.body.size() + len > BodyLimit(c->request)) {
       c->body_rejected = true;
       return Finish(c, TooLarge(c->request), true);
@@ -489,6 +524,12 @@ struct Server::Impl {
 
   int OnHttpBodyComplete(lws* wsi) {
     Conn* c = ConnFor(wsi, false);
+    if (c != nullptr && c->refusal) {  // the refused body is all in: the answer can go
+      HttpResponse r = std::move(*c->refusal);
+      c->refusal.reset();
+      c->expecting_body = false;
+      return Finish(c, std::move(r), true);
+    }
     // lws also reports completion for bodies it was told are empty; those were dispatched.
     if (c == nullptr || c->body_rejected || !c->expecting_body) return 0;
     c->expecting_body = false;

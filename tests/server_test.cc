@@ -1,6 +1,10 @@
 // The real server on an ephemeral port, driven by real HTTP (libcurl) and WebSocket
 // (libwebsockets) clients.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <fstream>
@@ -424,6 +428,49 @@ TEST_F(ServerTest, RequestBodyOverTheLimitIs413) {
   EXPECT_EQ(r.status, 413);
   EXPECT_EQ(ErrorCode(r), "payload_too_large");
   // The server keeps answering.
+  EXPECT_EQ(Http("GET", s.Url("/health")).status, 200);
+}
+
+// A client still sending a body refused for its size reads the 413, not a reset connection:
+// the server reads the rest of the declared body (thrown away) before it answers and closes.
+// The body arrives in pieces, later than the headers, as over a slow uplink.
+TEST_F(ServerTest, AClientStillSendingAnOversizedBodyReadsThe413) {
+  TestServer s([](app::AppConfig& c) { c.server.max_http_body_bytes = 4096; });
+  {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(s.port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    std::string token;
+    for (const auto& [name, value] : s.Auth("alice"))
+      if (name == "Authorization") token = value;
+    const size_t size = 256 * 1024;
+    std::string head = "POST /api/sessions HTTP/1.1\r\nHost: localhost\r\nAuthorization: " + token +
+                       "\r\nContent-Type: application/json\r\n";
+    head += "Content-Length: " + std::to_string(size) + "\r\n\r\n";
+    ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(head.size()));
+    const std::string piece(32 * 1024, ' ');
+    bool sent_all = true;
+    for (size_t sent = 0; sent < size && sent_all; sent += piece.size()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      sent_all = ::send(fd, piece.data(), piece.size(), MSG_NOSIGNAL) ==
+                 static_cast<ssize_t>(piece.size());
+    }
+    EXPECT_TRUE(sent_all) << "the server stopped reading before the body was sent";
+    std::string answer;
+    char buf[4096];
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+      answer.append(buf, static_cast<size_t>(n));
+    ::close(fd);
+    EXPECT_EQ(answer.rfind("HTTP/1.1 413", 0), 0u) << answer;
+    EXPECT_NE(answer.find("payload_too_large"), std::string::npos) << answer;
+  }
   EXPECT_EQ(Http("GET", s.Url("/health")).status, 200);
 }
 

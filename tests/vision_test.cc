@@ -344,12 +344,8 @@ TEST(VisionAccuracy, DetectorsMatchTheTruthOverManySyntheticPeople) {
     EXPECT_LE(r.on_screen_error, 0.03);
     EXPECT_LE(r.face_error, 0.03);
     EXPECT_LE(r.smile_error, 0.03);
-    blinks.true_positives += r.blinks.true_positives;
-    blinks.detected += r.blinks.detected;
-    blinks.truth += r.blinks.truth;
-    gaze.true_positives += r.gaze.true_positives;
-    gaze.detected += r.gaze.detected;
-    gaze.truth += r.gaze.truth;
+    blinks += r.blinks;
+    gaze += r.gaze;
     yaw += r.yaw_mae / kSeeds;
     pitch += r.pitch_mae / kSeeds;
     roll += r.roll_mae / kSeeds;
@@ -401,9 +397,7 @@ TEST(VisionAccuracy, FaceLossAndReacquisitionRaiseNoFalseGazeAway) {
       config.duration_s = 60;
       situation.set(config);
       const SessionResult r = RunSession(config);
-      gaze.true_positives += r.gaze.true_positives;
-      gaze.detected += r.gaze.detected;
-      gaze.truth += r.gaze.truth;
+      gaze += r.gaze;
       worst_on_screen = std::max(worst_on_screen, r.on_screen_error);
     }
     std::printf("%-40s gaze P %.3f R %.3f F1 %.3f (%d/%d/%d) | worst on-screen error %.3f\n",
@@ -430,9 +424,7 @@ TEST(VisionAccuracy, SixtyEightPointFramesOfTheGeneratorsFaceReadTheTruePose) {
     const SessionResult r = RunSession(config);
     SCOPED_TRACE("seed " + std::to_string(config.seed));
     EXPECT_LE(r.face_error, 0.03);
-    blinks.true_positives += r.blinks.true_positives;
-    blinks.detected += r.blinks.detected;
-    blinks.truth += r.blinks.truth;
+    blinks += r.blinks;
     yaw += r.yaw_mae / kSeeds;
     pitch += r.pitch_mae / kSeeds;
     roll += r.roll_mae / kSeeds;

@@ -85,6 +85,12 @@ struct Match {
   int true_positives = 0, detected = 0, truth = 0;
   double precision() const { return detected ? double(true_positives) / detected : 1; }
   double recall() const { return truth ? double(true_positives) / truth : 1; }
+  Match& operator+=(const Match& m) {  // pools matches over sessions
+    true_positives += m.true_positives;
+    detected += m.detected;
+    truth += m.truth;
+    return *this;
+  }
   double f1() const {
     const double p = precision(), r = recall();
     return p + r > 0 ? 2 * p * r / (p + r) : 0;
