@@ -283,8 +283,12 @@ class FlagSet {
 std::string FormatUtc(std::chrono::system_clock::time_point t);
 // Milliseconds since the Unix epoch.
 int64_t UnixMillis(std::chrono::system_clock::time_point t);
-// Compact single-line JSON.
+// Compact single-line JSON. Always valid UTF-8: a string holding invalid UTF-8 (a client's bytes
+// echoed in an error) has each bad byte replaced by U+FFFD, so the output stays parseable.
 std::string ToJson(const Json::Value& v);
+// `text` with every byte that does not start a valid UTF-8 sequence replaced by U+FFFD
+// (overlong forms, surrogates and code points past U+10FFFF are invalid).
+std::string ReplaceInvalidUtf8(std::string_view text);
 // Parses JSON text; nullopt with `error` filled on failure (never throws).
 std::optional<Json::Value> ParseJson(std::string_view text, std::string* error = nullptr);
 

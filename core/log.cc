@@ -48,11 +48,72 @@ int64_t UnixMillis(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
 
+namespace {
+
+// Length of the longest prefix of `s` that is whole, valid UTF-8 (RFC 3629). Hand-written: it is
+// twenty lines, and the repair needs the position of the first bad byte, which validators
+// (simdjson's) do not report.
+size_t ValidUtf8Length(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b0 = static_cast<unsigned char>(s[i]);
+    if (b0 < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t n = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (b0 >= 0xC2 && b0 <= 0xDF) {
+      n = 2;
+    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+      n = 3;
+      if (b0 == 0xE0) lo = 0xA0;  // overlong
+      if (b0 == 0xED) hi = 0x9F;  // surrogates
+    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+      n = 4;
+      if (b0 == 0xF0) lo = 0x90;  // overlong
+      if (b0 == 0xF4) hi = 0x8F;  // past U+10FFFF
+    } else {
+      return i;
+    }
+    if (i + n > s.size()) return i;
+    const auto b1 = static_cast<unsigned char>(s[i + 1]);
+    if (b1 < lo || b1 > hi) return i;
+    for (size_t k = 2; k < n; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if (b < 0x80 || b > 0xBF) return i;
+    }
+    i += n;
+  }
+  return i;
+}
+
+}  // namespace
+
 std::string ToJson(const Json::Value& v) {
   Json::StreamWriterBuilder builder;
   builder["indentation"] = "";
   builder["emitUTF8"] = true;
-  return Json::writeString(builder, v);
+  std::string out = Json::writeString(builder, v);
+  // jsoncpp copies string bytes through as they are; JSON's own syntax is ASCII, so repairing the
+  // whole text only touches the insides of strings.
+  if (ValidUtf8Length(out) != out.size()) out = ReplaceInvalidUtf8(out);
+  return out;
+}
+
+std::string ReplaceInvalidUtf8(std::string_view text) {
+  static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+  std::string out;
+  out.reserve(text.size());
+  while (!text.empty()) {
+    const size_t good = ValidUtf8Length(text);
+    out.append(text.substr(0, good));
+    text.remove_prefix(good);
+    if (text.empty()) break;
+    out.append(kReplacement);
+    text.remove_prefix(1);  // one bad byte at a time: the next may start a valid sequence
+  }
+  return out;
 }
 
 std::optional<Json::Value> ParseJson(std::string_view text, std::string* error) {

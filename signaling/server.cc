@@ -74,6 +74,20 @@ std::string PeerIp(lws* wsi) {
   return ip;
 }
 
+// A Sec-WebSocket-Key is a base64-encoded 16-byte nonce: 22 base64 characters and "==".
+bool IsWebSocketKey(const std::string& key) {
+  // Checked by hand: lws's decoder reads a character outside the alphabet as zero bits.
+  static constexpr std::string_view kBase64 =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  if (key.size() != 24 || key.compare(22, 2, "==") != 0) return false;
+  for (size_t i = 0; i < 22; ++i) {
+    const size_t v = kBase64.find(key[i]);
+    if (v == std::string_view::npos) return false;
+    if (i == 21 && (v & 0x0F) != 0) return false;  // the last 4 bits are padding
+  }
+  return true;
+}
+
 std::string_view MethodName(int m) {
   switch (m) {
     case LWSHUMETH_GET:
@@ -635,6 +649,17 @@ struct Server::Impl {
     };
     if (draining)
       return reject(HttpResponse::Error(503, "shutting_down", "the server is shutting down"));
+    // RFC 6455 §4.2.1/§4.4; checked here because lws would accept hybi-08 and drop a keyless
+    // handshake without an answer.
+    if (HeaderCopy(wsi, WSI_TOKEN_VERSION) != "13") {
+      HttpResponse r = HttpResponse::Error(426, "unsupported_websocket_version",
+                                           "only Sec-WebSocket-Version 13 is supported");
+      r.headers.emplace_back("sec-websocket-version", "13");
+      return reject(std::move(r));
+    }
+    if (!IsWebSocketKey(HeaderCopy(wsi, WSI_TOKEN_KEY)))
+      return reject(HttpResponse::Error(
+          400, "bad_websocket_key", "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455)"));
     if (!OriginAllowed(up.origin, host))
       return reject(HttpResponse::Error(403, "origin_not_allowed",
                                         "origin '" + up.origin + "' is not in ALLOWED_ORIGINS"));

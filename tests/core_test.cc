@@ -213,6 +213,26 @@ TEST(Logger, WritesOneJsonObjectPerLineWithFields) {
   EXPECT_TRUE((*v)["ts"].isString());
 }
 
+TEST(ToJson, InvalidUtf8InAStringIsReplacedSoTheOutputParses) {
+  Json::Value v;
+  v["message"] = std::string("no persona '\xff\xfe\x80" "abc'");
+  v["overlong"] = std::string("\xc0\xaf");       // "/" spelled in two bytes
+  v["surrogate"] = std::string("\xed\xa0\x80");  // U+D800
+  v["cut"] = std::string("caf\xc3");              // a sequence cut short
+  v["kept"] = "caf\u00e9 \u65e5\u672c \U0001F600";
+  const std::string out = ToJson(v);
+  std::string error;
+  const auto back = ParseJson(out, &error);
+  ASSERT_TRUE(back.has_value()) << error << ": " << out;
+  EXPECT_EQ(ReplaceInvalidUtf8(out), out) << "the output itself is valid UTF-8";
+  EXPECT_EQ((*back)["message"].asString(), "no persona '\uFFFD\uFFFD\uFFFDabc'");
+  EXPECT_EQ((*back)["overlong"].asString(), "\uFFFD\uFFFD");
+  EXPECT_EQ((*back)["surrogate"].asString(), "\uFFFD\uFFFD\uFFFD");
+  EXPECT_EQ((*back)["cut"].asString(), "caf\uFFFD");
+  EXPECT_EQ((*back)["kept"].asString(), "caf\u00e9 \u65e5\u672c \U0001F600");
+  EXPECT_EQ(ReplaceInvalidUtf8("\xf4\x90\x80\x80ok"), "\uFFFD\uFFFD\uFFFD\uFFFDok");  // > U+10FFFF
+}
+
 TEST(ParseJson, RejectsTrailingGarbageDeepNestingAndDuplicateKeys) {
   std::string err;
   EXPECT_FALSE(ParseJson("{\"a\":1} x", &err));

@@ -28,6 +28,45 @@ Headers UpgradeHeaders(Headers extra = {}) {
 
 std::string ErrorCode(const HttpResult& r) { return r.JsonBody()["error"]["code"].asString(); }
 
+// Sends `request` as raw bytes on a fresh loopback connection and reads until the server closes
+// (or 5 s pass): for requests no well-behaved client library would send.
+std::string RawExchange(int port, const std::string& request) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "<no socket>";
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string answer;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size())) {
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+      answer.append(buf, static_cast<size_t>(n));
+      // An accepted upgrade stays open: its head is the answer.
+      if (answer.rfind("HTTP/1.1 101", 0) == 0 && answer.find("\r\n\r\n") != std::string::npos)
+        break;
+    }
+  }
+  ::close(fd);
+  return answer;
+}
+
+// The status code of a raw HTTP answer ("HTTP/1.0 426 ..." -> 426), 0 if there is none.
+int StatusOf(const std::string& answer) {
+  if (answer.size() < 12 || answer.rfind("HTTP/1.", 0) != 0) return 0;
+  return std::atoi(answer.substr(9, 3).c_str());
+}
+
+std::string AuthorizationOf(const Headers& auth) {
+  for (const auto& [name, value] : auth)
+    if (name == "Authorization") return value;
+  return {};
+}
+
 class ServerTest : public ::testing::Test {
  protected:
   WsHub hub_;
@@ -164,6 +203,47 @@ TEST_F(ServerTest, UnknownSessionUpgradeIsRefusedWith404) {
   EXPECT_EQ(ErrorCode(missing), "missing_session");
   const auto wrong = Http("GET", s.Url("/ws/nothing?session=x"), "", UpgradeHeaders(s.Auth("a")));
   EXPECT_EQ(wrong.status, 404);
+}
+
+TEST_F(ServerTest, AHandshakeWithAnUnsupportedVersionOrABadKeyIsAnswered) {
+  TestServer s;
+  const std::string id = s.CreateSession("alice");
+  const std::string token = AuthorizationOf(s.Auth("alice"));
+  auto handshake = [&](const std::string& version_line, const std::string& key_line) {
+    return RawExchange(s.port(), "GET /ws/practice?session=" + id +
+                                     " HTTP/1.1\r\nHost: localhost\r\nAuthorization: " + token +
+                                     "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+                                     version_line + key_line + "\r\n");
+  };
+  const std::string good_key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+  for (const std::string version : {"Sec-WebSocket-Version: 8\r\n", ""}) {
+    const std::string r = handshake(version, good_key);
+    EXPECT_EQ(StatusOf(r), 426) << version << r;
+    EXPECT_NE(r.find("sec-websocket-version: 13"), std::string::npos) << r;
+    EXPECT_NE(r.find("unsupported_websocket_version"), std::string::npos) << r;
+  }
+  const std::string v13 = "Sec-WebSocket-Version: 13\r\n";
+  for (const std::string key :
+       {std::string(), std::string("Sec-WebSocket-Key: short\r\n"),
+        std::string("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZR==\r\n"),  // bits in the padding
+        std::string("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub2!jZQ==\r\n")}) {
+    const std::string r = handshake(v13, key);
+    EXPECT_EQ(StatusOf(r), 400) << key << r;
+    EXPECT_NE(r.find("bad_websocket_key"), std::string::npos) << key << r;
+  }
+  // The session was not touched: a proper handshake still opens it.
+  EXPECT_EQ(StatusOf(handshake(v13, good_key)), 101);
+}
+
+TEST_F(ServerTest, AnErrorEchoingInvalidUtf8IsStillValidJson) {
+  TestServer s;
+  const auto r = Http("POST", s.Url("/api/sessions"),
+                      std::string("{\"persona_id\":\"\xff\xfe\x80") + "abc\"}",
+                      s.Auth("alice"));
+  EXPECT_EQ(r.status, 422);
+  EXPECT_EQ(ErrorCode(r), "unknown_persona") << r.body;
+  EXPECT_NE(r.body.find("\xEF\xBF\xBD"), std::string::npos) << "U+FFFD stands in for the bad bytes";
+  EXPECT_EQ(core::ReplaceInvalidUtf8(r.body), r.body) << "the body is valid UTF-8";
 }
 
 TEST_F(ServerTest, TokensAreRequiredAndCheckedForHttpAndUpgrade) {
