@@ -101,7 +101,43 @@ TEST(LandmarkParsing, RejectionsNameTheProblem) {
   EXPECT_NE(
       reject(R"({"t":1,"width":640,"height":480,"landmarks":[)" + far + "]}").find("landmark 0"),
       std::string::npos);
-  EXPECT_NE(reject(R"({"t":-5})").find("non-negative"), std::string::npos);
+  EXPECT_NE(reject(R"({"t":-5})").find("0..1e13"), std::string::npos);
+}
+
+TEST(LandmarkParsing, AbsurdTimesAndFloodsOfBlendshapesAreRefused) {
+  vision::JsonFrameParser parser;
+  LandmarkFrame got;
+  std::string error;
+  for (const char* t : {"1e300", "1.0000001e13", "-1e12", "-0.5"}) {
+    EXPECT_FALSE(parser.Parse(std::string(R"({"t":)") + t + "}", &got, &error)) << t;
+    EXPECT_NE(error.find("0..1e13"), std::string::npos) << t << ": " << error;
+  }
+  EXPECT_TRUE(parser.Parse(R"({"t":1e13})", &got, &error)) << error;  // the bound itself
+  EXPECT_TRUE(parser.Parse(R"({"t":1764800000000.5})", &got, &error)) << "Date.now() is a clock";
+
+  const auto with_blendshapes = [](int n, bool known) {
+    std::string b;
+    for (int i = 0; i < n; ++i) {
+      const std::string name = known ? std::string(vision::BlendshapeNames()[i % 52])
+                                     : "madeUpShape" + std::to_string(i);
+      b += std::string(i ? "," : "") + "\"" + name + "\":0.1";
+    }
+    return R"({"t":5,"blendshapes":{)" + b + "}}";
+  };
+  EXPECT_TRUE(parser.Parse(with_blendshapes(52, true), &got, &error)) << error;
+  EXPECT_TRUE(parser.Parse(with_blendshapes(60, false), &got, &error)) << "unknown names: ignored";
+  EXPECT_FALSE(got.has_blendshapes);
+  for (bool known : {true, false}) {
+    EXPECT_FALSE(parser.Parse(with_blendshapes(5000, known), &got, &error));
+    EXPECT_NE(error.find("more than 64 blendshapes"), std::string::npos) << error;
+  }
+  std::string categories;
+  for (int i = 0; i < 100; ++i)
+    categories += std::string(i ? "," : "") + R"({"categoryName":"x)" + std::to_string(i) +
+                  R"(","score":0.5})";
+  EXPECT_FALSE(parser.Parse(R"({"t":5,"faceBlendshapes":[{"categories":[)" + categories + "]}]}",
+                            &got, &error));
+  EXPECT_NE(error.find("more than 64 blendshapes"), std::string::npos) << error;
 }
 
 // Every JSON number form a client may send reads as the float nearest the decimal's exact value

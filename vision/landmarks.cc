@@ -100,9 +100,14 @@ bool CheckPoint(const Point3& p, size_t i, std::string* error) {
   return true;
 }
 
+// Year 2286 in Unix milliseconds. Not 1e12: a client's clock may be Date.now() (1.8e12 today),
+// and the contract only asks for milliseconds on the client's clock. Far below where a double
+// stops resolving fractions of a millisecond.
+constexpr double kMaxFrameTimeMs = 1e13;
+
 bool CheckHeader(const LandmarkFrame& f, const ParseLimits& limits, std::string* error) {
-  if (!std::isfinite(f.t_ms) || f.t_ms < 0) {
-    *error = "\"t\" must be a finite, non-negative number of milliseconds";
+  if (!std::isfinite(f.t_ms) || f.t_ms < 0 || f.t_ms > kMaxFrameTimeMs) {
+    *error = "\"t\" must be a number of milliseconds in 0..1e13";
     return false;
   }
   if (f.has_face() || f.width != 0 || f.height != 0) {
@@ -160,7 +165,14 @@ void ReadObjectPoints(array points, LandmarkFrame* f) {
   }
 }
 
-void SetBlendshape(LandmarkFrame* f, std::string_view name, double score) {
+// Blendshape entries one frame may carry, known names or not: MediaPipe sends 52; the cap keeps a
+// frame of thousands of keys from costing a name lookup each.
+constexpr int kMaxBlendshapeEntries = 64;
+
+void SetBlendshape(LandmarkFrame* f, std::string_view name, double score, int* entries) {
+  if (++*entries > kMaxBlendshapeEntries)
+    throw std::invalid_argument("more than " + std::to_string(kMaxBlendshapeEntries) +
+                                " blendshapes in one frame");
   const int i = BlendshapeIndex(name);
   if (i < 0) return;  // names from newer models are ignored
   if (!std::isfinite(score) || score < -0.01 || score > 1.01)
@@ -201,6 +213,7 @@ bool JsonFrameParser::Parse(std::string_view text, LandmarkFrame* frame, std::st
   buf.assign(text);
   buf.resize(text.size() + simdjson::SIMDJSON_PADDING);
   bool have_t = false;
+  int blendshape_entries = 0;
   try {
     simdjson::ondemand::document doc =
         state_->parser.iterate(buf.data(), text.size(), buf.size()).value();
@@ -227,7 +240,8 @@ bool JsonFrameParser::Parse(std::string_view text, LandmarkFrame* frame, std::st
         }
       } else if (key == "blendshapes") {
         if (v.is_null()) continue;
-        for (auto b : v.get_object()) SetBlendshape(frame, b.unescaped_key(), b.value());
+        for (auto b : v.get_object())
+          SetBlendshape(frame, b.unescaped_key(), b.value(), &blendshape_entries);
       } else if (key == "faceBlendshapes") {
         if (v.is_null()) continue;
         bool first = true;
@@ -244,7 +258,7 @@ bool JsonFrameParser::Parse(std::string_view text, LandmarkFrame* frame, std::st
                 else if (ck == "score")
                   score = cf.value().get_double();
               }
-              SetBlendshape(frame, name, score);
+              SetBlendshape(frame, name, score, &blendshape_entries);
             }
           }
           first = false;
