@@ -179,6 +179,15 @@ class IngestImpl final : public IngestPipeline {
     gst_bus_set_sync_handler(bus, nullptr, nullptr, nullptr);
     gst_object_unref(bus);
     pipeline_.reset();
+    // Bytes came and nothing decoded, without an error while streaming: the stream stopped
+    // inside its header (or before its first frame). The client would otherwise hear nothing.
+    if (!failed_.load() && stats_.bytes_in.load() > 0 && stats_.audio_samples.load() == 0 &&
+        stats_.video_frames.load() == 0 && cb_.on_error) {
+      cb_.on_error("no_media_decoded",
+                   "the stream ended after " + std::to_string(stats_.bytes_in.load()) +
+                       " bytes without a decodable frame (cut inside its header?)",
+                   false);
+    }
   }
 
   const IngestStats& stats() const override { return stats_; }

@@ -657,6 +657,21 @@ TEST(MediaOverWebSocket, TruncatedStreamDeliversWhatArrived) {
   EXPECT_TRUE(got.error_codes.empty());
 }
 
+TEST(MediaOverWebSocket, AStreamEndingBeforeAnythingDecodableSaysNoMediaWasDecoded) {
+  TempDir dir;
+  const std::string webm = Fixture(dir, "h.webm",
+                                   "audiotestsrc num-buffers=20 ! audioconvert ! opusenc ! webmmux");
+  // Inside the EBML header, inside the tracks, and the header only (no cluster).
+  const size_t header = webm.find("\x1f\x43\xb6\x75");  // the first Cluster's id
+  ASSERT_NE(header, std::string::npos);
+  for (size_t cut : {size_t{10}, size_t{40}, header}) {
+    const auto got = StreamWebm({webm.substr(0, cut)}, 3);
+    EXPECT_EQ(got.samples, 0u) << "cut at " << cut;
+    ASSERT_EQ(got.error_codes.size(), 1u) << "cut at " << cut;
+    EXPECT_EQ(got.error_codes[0], "no_media_decoded") << "cut at " << cut;
+  }
+}
+
 TEST(MediaOverWebSocket, BrowserRecordingInRandomChunksIsDecodedAndReported) {
   std::ifstream in(PARLEY_SOURCE_DIR "/tests/data/chromium_mediarecorder_vp8_opus.webm",
                    std::ios::binary);
