@@ -3,6 +3,7 @@
 // service thread; other threads talk to it through the Mailbox.
 #include <libwebsockets.h>
 #include <simdjson.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -11,8 +12,10 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <variant>
 
+#include "signaling/front_door.h"
 #include "signaling/signaling.h"
 
 namespace parley::signaling {
@@ -183,7 +186,27 @@ struct CloseAllCmd {
   uint16_t code;
   std::string reason;
 };
-using Command = std::variant<SendCmd, CloseCmd, HttpDoneCmd, CloseAllCmd>;
+// A connection the front door accepted (its first request head sound, unread); closed unless
+// lws adopts it.
+struct AdoptCmd {
+  struct Fd {
+    int fd = -1;
+    explicit Fd(int f) : fd(f) {}
+    Fd(Fd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+    Fd& operator=(Fd&& o) noexcept {
+      if (this != &o) {
+        if (fd >= 0) ::close(fd);
+        fd = std::exchange(o.fd, -1);
+      }
+      return *this;
+    }
+    ~Fd() {
+      if (fd >= 0) ::close(fd);
+    }
+    int Release() { return std::exchange(fd, -1); }
+  } fd;
+};
+using Command = std::variant<SendCmd, CloseCmd, HttpDoneCmd, CloseAllCmd, AdoptCmd>;
 
 class Mailbox {
  public:
@@ -865,6 +888,9 @@ struct Server::Impl {
               Respond(c, std::move(m.response));
             } else if constexpr (std::is_same_v<T, CloseAllCmd>) {
               for (auto& [id, conn] : by_id) CloseConn(conn.get(), m.code, m.reason);
+            } else if constexpr (std::is_same_v<T, AdoptCmd>) {
+              // lws closes the fd itself when it cannot adopt it.
+              lws_adopt_socket_vhost(vhost, m.fd.Release());
             }
           },
           cmd);
@@ -936,6 +962,8 @@ struct Server::Impl {
   lws_retry_bo_t retry{};
   lws_protocols protocols[2]{};
   lws_context* context = nullptr;
+  lws_vhost* vhost = nullptr;
+  std::unique_ptr<FrontDoor> front_door;
   struct HousekeepingTimer {
     lws_sorted_usec_list_t sul;
     Impl* owner;
@@ -966,16 +994,15 @@ bool Server::Start() {
   Impl& s = *impl_;
   lws_set_log_level(LLL_ERR | LLL_WARN, &EmitLwsLog);
   lws_context_creation_info info{};
-  info.port = s.config.port;
-  const bool any = s.config.bind_address == "0.0.0.0" || s.config.bind_address == "::";
-  info.iface = any ? nullptr : s.config.bind_address.c_str();
+  // The front door listens and hands each connection over once its first request head is
+  // sound (signaling/front_door.h): lws drops the heads it cannot hold without an answer.
+  info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
   info.protocols = s.protocols;
   info.user = &s;
   info.options = 0;  // UTF-8 of text messages is validated in OnReceive
-  if (s.config.bind_address.find(':') == std::string::npos && !any)
-    info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
   info.retry_and_idle_policy = &s.retry;
-  info.max_http_header_data = 8192;
+  // Room for the largest head the front door passes, with lws's own bookkeeping.
+  info.max_http_header_data = static_cast<unsigned short>(FrontDoorLimits{}.max_head_bytes + 4096);
   info.max_http_header_pool = 256;
   // lws reads the socket into this per-thread buffer (default 4 KiB): a 12 KB landmark frame
   // then took four reads and callbacks; one read takes it whole.
@@ -990,17 +1017,25 @@ bool Server::Start() {
                 {{"bind", s.config.bind_address}, {"port", s.config.port}});
     return false;
   }
-  lws_vhost* vh = lws_get_vhost_by_name(s.context, "parley");
-  const int port = vh != nullptr ? lws_get_vhost_listen_port(vh) : -1;
-  if (port <= 0) {
-    s.log.Error("the server did not bind its port",
-                {{"bind", s.config.bind_address}, {"port", s.config.port}});
+  s.vhost = lws_get_vhost_by_name(s.context, "parley");
+  s.mailbox->Attach(s.context);
+  s.front_door = std::make_unique<FrontDoor>(
+      FrontDoorLimits{},
+      [mailbox = s.mailbox](int fd) {
+        mailbox->Post(AdoptCmd{AdoptCmd::Fd(fd)});  // closed if undelivered
+      },
+      s.metrics);
+  std::string why;
+  if (s.vhost == nullptr || !s.front_door->Start(s.config.bind_address, s.config.port, &why)) {
+    s.log.Error("could not start the HTTP/WebSocket server",
+                {{"bind", s.config.bind_address}, {"port", s.config.port}, {"error", why}});
+    s.front_door.reset();
+    s.mailbox->Attach(nullptr);
     lws_context_destroy(s.context);
     s.context = nullptr;
     return false;
   }
-  s.bound_port = port;
-  s.mailbox->Attach(s.context);
+  s.bound_port = s.front_door->port();
   lws_sul_schedule(s.context, 0, &s.housekeeping.sul, &Impl::Housekeeping, LWS_US_PER_SEC);
   s.service = std::thread([&s] {
     while (!s.stop.load()) {
@@ -1037,6 +1072,7 @@ void Server::CloseAll(uint16_t code, std::string reason, std::chrono::millisecon
 void Server::Stop() {
   Impl& s = *impl_;
   if (s.context == nullptr) return;
+  s.front_door.reset();  // no new connections; those still sending their head are closed
   s.stop = true;
   s.mailbox->Wake();
   if (s.service.joinable()) s.service.join();

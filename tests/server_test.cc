@@ -235,6 +235,50 @@ TEST_F(ServerTest, AHandshakeWithAnUnsupportedVersionOrABadKeyIsAnswered) {
   EXPECT_EQ(StatusOf(handshake(v13, good_key)), 101);
 }
 
+TEST_F(ServerTest, RequestsLwsCannotHoldAreAnsweredNotDropped) {
+  TestServer s;
+  const std::string token = AuthorizationOf(s.Auth("alice"));
+  auto get = [&](const std::string& target, const std::string& extra = "") {
+    return RawExchange(s.port(), "GET " + target + " HTTP/1.1\r\nHost: localhost\r\n" +
+                                     "Authorization: " + token + "\r\n" + extra + "\r\n");
+  };
+  std::string params;
+  for (int i = 0; i < 1000; ++i) params += (i ? "&p" : "p") + std::to_string(i) + "=1";
+  std::string lines;
+  for (int i = 0; i < 100; ++i) lines += "X-Line-" + std::to_string(i) + ": v\r\n";
+  const struct {
+    std::string what, answer;
+    int status;
+    std::string code;
+  } cases[] = {
+      {"an 8 KiB session id", get("/api/sessions/" + std::string(8200, 'a')), 414, "uri_too_long"},
+      {"1,000 query parameters", get("/api/sessions?" + params), 414, "uri_too_long"},
+      {"a 64 KiB header", get("/health", "X-Big: " + std::string(64 * 1024, 'a') + "\r\n"), 431,
+       "headers_too_large"},
+      {"a 64 KiB bearer token",
+       RawExchange(s.port(), "GET /api/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                                 std::string(64 * 1024, 'a') + "\r\n\r\n"),
+       431, "headers_too_large"},
+      {"100 header lines", get("/health", lines), 431, "headers_too_large"},
+      {"a NUL byte in the path", get(std::string("/api/ses\0sions", 14)), 400, "bad_request"},
+      {"an encoded NUL", get("/api/ses%00sions"), 400, "bad_request"},
+      {"not HTTP at all", RawExchange(s.port(), "HELLO\r\n\r\n"), 400, "bad_request"},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(StatusOf(c.answer), c.status) << c.what << ": " << c.answer.substr(0, 200);
+    const size_t body = c.answer.find("\r\n\r\n");
+    ASSERT_NE(body, std::string::npos) << c.what;
+    std::string error;
+    const auto json = core::ParseJson(c.answer.substr(body + 4), &error);
+    ASSERT_TRUE(json.has_value()) << c.what << ": " << error;
+    EXPECT_EQ((*json)["error"]["code"].asString(), c.code) << c.what;
+  }
+  // Sound requests on the same port are untouched, with their bodies.
+  EXPECT_EQ(StatusOf(get("/api/sessions?" + params.substr(0, 40))), 200);
+  EXPECT_FALSE(s.CreateSession("alice").empty());
+  EXPECT_EQ(Http("GET", s.Url("/health")).status, 200);
+}
+
 TEST_F(ServerTest, AnErrorEchoingInvalidUtf8IsStillValidJson) {
   TestServer s;
   const auto r = Http("POST", s.Url("/api/sessions"),
