@@ -25,6 +25,11 @@ App::Impl::Impl(AppConfig c, core::Logger& l)
     if (live_session && !pool.TrySubmit([this, live_session] { PersistSession(*live_session); }))
       log.Warn("worker queue full: live state not persisted", {{"session_id", s.id()}});
   });
+  registry.SetCheckpointCallback([this](std::shared_ptr<session::Session> s) {
+    // The registry's timer thread: the report is built and written on a worker.
+    if (!pool.TrySubmit([this, s] { WriteCheckpoint(*s); }))
+      log.Warn("worker queue full: checkpoint skipped", {{"session_id", s->id()}});
+  });
   registry.SetEndedCallback([this](session::Session& s, const std::vector<uint64_t>& conns) {
     const bool stored = StoreReport(s);
     if (stored) registry.Remove(s.id());  // memory holds only sessions not yet safe on disk
@@ -69,7 +74,75 @@ bool App::Impl::StoreReport(session::Session& s) {
     log.Error("could not store the report", {{"session_id", s.id()}, {"error", error}});
     return false;
   }
-  return PersistSession(s);
+  if (!PersistSession(s)) return false;
+  // The report is safe: the checkpoint that stood in for it goes.
+  if (checkpoints && !checkpoints->Close(s.id(), &error))
+    log.Warn("could not remove the session's checkpoint",
+             {{"session_id", s.id()}, {"error", error}});
+  return true;
+}
+
+void App::Impl::WriteCheckpoint(session::Session& s) {
+  if (!checkpoints || s.state() != session::State::kLive) return;
+  const personas::Persona* persona = personas ? personas->Find(s.persona_id()) : nullptr;
+  Json::Value checkpoint(Json::objectValue);
+  checkpoint["report"] =
+      session::BuildCheckpoint(s, persona != nullptr ? persona->doc["name"].asString() : "");
+  session::SessionInfo info = s.Info();
+  info.state = session::State::kEnded;
+  info.ended_at = std::chrono::system_clock::now();
+  info.end_reason = "server_crash";
+  info.connections = 0;
+  info.media.reset();
+  checkpoint["session"] = SessionDocument(info);
+  checkpoint["interval_s"] = config.sessions.checkpoint_interval_s;
+  std::string error;
+  // Refused once the session's report is stored (it ended while this was built): that is fine.
+  if (!checkpoints->Write(s.id(), checkpoint, &error) && s.state() == session::State::kLive)
+    log.Warn("could not write the session's checkpoint",
+             {{"session_id", s.id()}, {"error", error}});
+}
+
+void App::Impl::RecoverCheckpoints() {
+  std::vector<std::string> unreadable;
+  const auto found = checkpoints->LoadAll(&unreadable);
+  for (const auto& path : unreadable)
+    log.Error("a checkpoint cannot be read; left in place", {{"path", path}});
+  Json::Value recovered(Json::arrayValue);
+  for (const auto& [id, checkpoint] : found) {
+    std::string error;
+    Json::Value existing;
+    if (store->Get(store::Collection::kReports, id, &existing, &error) == store::ReadStatus::kOk) {
+      // It ended, and its report was stored, just before the crash: that report stands.
+      checkpoints->Close(id, &error);
+      continue;
+    }
+    Json::Value report = checkpoint["report"];
+    Json::Value session = checkpoint["session"];
+    if (!report.isObject() || !session.isObject() || report["session_id"].asString() != id) {
+      log.Error("a checkpoint is not a session's; left in place", {{"session_id", id}});
+      continue;
+    }
+    const int64_t now_ms = core::UnixMillis(std::chrono::system_clock::now());
+    Json::Value& c = report["checkpoint"];
+    c["recovered_at"] = store::DateValue(now_ms);
+    c["interval_s"] = checkpoint["interval_s"];
+    c["gap"] =
+        "The server stopped without ending this session: this report is its last checkpoint. "
+        "What happened after checkpoint.at (at most checkpoint.interval_s, or the last turn) is "
+        "not in it.";
+    if (!store->Put(store::Collection::kReports, report, &error) ||
+        !store->Put(store::Collection::kSessions, session, &error)) {
+      log.Error("a crashed session's report could not be stored; its checkpoint stays",
+                {{"session_id", id}, {"error", error}});
+      continue;
+    }
+    checkpoints->Close(id, &error);
+    recovered.append(id);
+  }
+  if (!recovered.empty())
+    log.Warn("reports of sessions a crash left were built from their checkpoints",
+             {{"sessions", recovered}, {"count", recovered.size()}});
 }
 
 App::App(AppConfig config, core::Logger& log)
@@ -109,6 +182,12 @@ bool App::Start() {
     s.log.Error("cannot open the store", {{"error", error}});
     return false;
   }
+  s.checkpoints = store::CheckpointLog::Open(s.config.data_dir, &error);
+  if (!s.checkpoints) {
+    s.log.Error("cannot open the checkpoints", {{"error", error}});
+    return false;
+  }
+  s.RecoverCheckpoints();
   if (!media::InitGStreamer(&error)) {
     s.log.Error("cannot start media", {{"error", error}});
     return false;

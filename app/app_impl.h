@@ -9,25 +9,13 @@
 #include <unordered_map>
 
 #include "app/app.h"
+#include "app/client_message.h"
 #include "personas/personas.h"
 
 namespace parley::app {
 
-inline constexpr int kProtocolVersion = 1;
-// A text message on /ws/landmarks up to this size is checked for a control "type"; larger
-// ones are always landmark frames (docs/protocol.md).
-inline constexpr size_t kMaxControlMessageBytes = 4096;
 // Longest text POST /api/tts synthesizes (413 above).
 inline constexpr size_t kMaxTtsTextBytes = 4000;
-
-// Binary frame kinds (first byte of a binary WebSocket message), see docs/protocol.md.
-enum class FrameKind : uint8_t {
-  kWebm = 0x01,
-  kPcm = 0x02,
-  kLandmarks = 0x03,
-  kOpus = 0x10,    // server -> client
-  kPcmOut = 0x11,  // server -> client
-};
 
 // api.cc: responses every route uses.
 signaling::HttpResponse WithRoute(signaling::HttpResponse r, std::string route);
@@ -91,9 +79,12 @@ struct App::Impl final : signaling::Handler, session::Outbox {
   bool PersistSession(const session::Session& s);
   // Builds and stores the report and the final session document; true when both are safe.
   bool StoreReport(session::Session& s);
+  // Writes what a crash now would leave of a live session (a worker).
+  void WriteCheckpoint(session::Session& s);
+  // At start: the sessions a crashed process left get their reports from their checkpoints.
+  void RecoverCheckpoints();
 
   // live.cc
-  enum class Endpoint { kPractice, kLandmarks };
   struct LiveConn {
     Endpoint endpoint = Endpoint::kPractice;
     std::shared_ptr<session::Session> session;
@@ -107,8 +98,8 @@ struct App::Impl final : signaling::Handler, session::Outbox {
     };
     std::unordered_map<std::string, Throttle> error_throttle;
   };
-  void OnControl(signaling::ConnectionId id, LiveConn& conn, const Json::Value& msg);
-  void OnBinary(signaling::ConnectionId id, LiveConn& conn, std::string_view data);
+  void OnStart(signaling::ConnectionId id, LiveConn& conn, const session::StartParams& params);
+  void OnMedia(signaling::ConnectionId id, LiveConn& conn, const client::Media& media);
   void SendError(signaling::ConnectionId id, LiveConn& conn, const std::string& code,
                  const std::string& message);
 
@@ -119,6 +110,7 @@ struct App::Impl final : signaling::Handler, session::Outbox {
   session::Services services;  // before the registry: sessions' stages use it to the end
   std::optional<personas::Catalog> personas;
   std::unique_ptr<store::Store> store;
+  std::unique_ptr<store::CheckpointLog> checkpoints;
   session::SessionRegistry registry;
   signaling::StaticFiles static_files;
   std::unique_ptr<signaling::Server> server;

@@ -191,6 +191,22 @@ class SseParser {
   bool have_data_ = false, after_cr_ = false;
 };
 
+// An OpenAI-compatible chat-completion stream's body as it arrives: SSE events of
+// chat.completion.chunk JSON → the content deltas, "[DONE]", or the stream's failure (an
+// {"error": ...} object, a chunk that is not JSON, an event over 1 MiB). Exposed for tests and
+// fuzzing; one stream, one thread.
+class ChatStreamReader {
+ public:
+  // Appends the deltas completed by `bytes` (also those before a failure in the same bytes);
+  // false with `error` once the stream has failed (read no more of it).
+  bool Feed(std::string_view bytes, std::vector<std::string>* deltas, std::string* error);
+  bool done() const { return done_; }  // "[DONE]" seen
+
+ private:
+  SseParser sse_;
+  bool done_ = false;
+};
+
 // Splits streamed text into sentences as they complete (., !, ? or … followed by a space or
 // the end; a sentence of at least `min_chars` so "Dr." or "Oh." alone does not become one).
 class SentenceSplitter {

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/core.h"
 #include "core/curl_util.h"
 #include "dialogue/dialogue.h"
 
@@ -18,19 +19,10 @@ namespace {
 namespace http = core::http;
 using Clock = std::chrono::steady_clock;
 
-std::optional<Json::Value> Parse(const std::string& text) {
-  Json::Value v;
-  Json::CharReaderBuilder b;
-  std::string err;
-  std::istringstream in(text);
-  if (!Json::parseFromStream(b, in, &v, &err)) return std::nullopt;
-  return v;
-}
-
 // One streamed request's state, shared with libcurl's callbacks.
 struct Stream {
   const DeltaSink* on_delta = nullptr;
-  SseParser sse;
+  ChatStreamReader reader;
   std::string text;   // the reply so far
   std::string error;  // set by an error object or a bad chunk
   std::string raw;    // a non-SSE body (an HTTP error's JSON), bounded
@@ -50,40 +42,18 @@ size_t OnBody(char* data, size_t size, size_t n, void* user) {
     if (s->raw.size() < 4096) s->raw.append(data, std::min(bytes, 4096 - s->raw.size()));
     return bytes;
   }
-  std::vector<std::string> events;
-  s->sse.Feed(std::string_view(data, bytes), &events);
-  if (s->sse.buffered() > (1U << 20)) {
-    s->error = "the dialogue service sent an event over 1 MiB";
-    return 0;
-  }
-  for (const auto& e : events) {
-    if (e == "[DONE]") {
-      s->done = true;
-      continue;
-    }
-    const auto v = Parse(e);
-    if (!v || !v->isObject()) {
-      s->error = "the dialogue service sent a chunk that is not JSON";
+  std::vector<std::string> deltas;
+  const bool ok = s->reader.Feed(std::string_view(data, bytes), &deltas, &s->error);
+  for (const auto& delta : deltas) {
+    s->first_token = true;
+    s->text += delta;
+    if (*s->on_delta && !(*s->on_delta)(delta)) {
+      s->cancelled = true;
       return 0;
     }
-    if (v->isMember("error")) {
-      const Json::Value& err = (*v)["error"];
-      s->error = "the dialogue service reported an error: " +
-                 (err.isObject() && err["message"].isString() ? err["message"].asString()
-                                                              : Json::FastWriter().write(err));
-      return 0;
-    }
-    for (const auto& choice : (*v)["choices"]) {
-      const Json::Value& content = choice["delta"]["content"];
-      if (!content.isString() || content.asString().empty()) continue;
-      s->first_token = true;
-      s->text += content.asString();
-      if (*s->on_delta && !(*s->on_delta)(content.asString())) {
-        s->cancelled = true;
-        return 0;
-      }
-    }
   }
+  s->done = s->reader.done();
+  if (!ok) return 0;
   return bytes;
 }
 
@@ -123,6 +93,43 @@ const char* RoleName(Message::Role r) {
 }
 
 }  // namespace
+
+bool ChatStreamReader::Feed(std::string_view bytes, std::vector<std::string>* deltas,
+                            std::string* error) {
+  std::vector<std::string> events;
+  sse_.Feed(bytes, &events);
+  for (const auto& e : events) {
+    if (e == "[DONE]") {
+      done_ = true;
+      continue;
+    }
+    const auto v = core::ParseJson(e);  // bounded depth, never throws
+    if (!v || !v->isObject()) {
+      *error = "the dialogue service sent a chunk that is not JSON";
+      return false;
+    }
+    if (v->isMember("error")) {
+      const Json::Value& err = (*v)["error"];
+      *error = "the dialogue service reported an error: " +
+               (err.isObject() && err["message"].isString() ? err["message"].asString()
+                                                            : Json::FastWriter().write(err));
+      return false;
+    }
+    // A service may send anything: reading a member of a non-object would throw.
+    const Json::Value& choices = (*v)["choices"];
+    if (!choices.isArray()) continue;
+    for (const auto& choice : choices) {
+      if (!choice.isObject() || !choice["delta"].isObject()) continue;
+      const Json::Value& content = choice["delta"]["content"];
+      if (content.isString() && !content.asString().empty()) deltas->push_back(content.asString());
+    }
+  }
+  if (sse_.buffered() > (1U << 20)) {
+    *error = "the dialogue service sent an event over 1 MiB";
+    return false;
+  }
+  return true;
+}
 
 std::string LlmConfig::Validate() const {
   if (base_url.empty()) return {};

@@ -19,6 +19,7 @@ PARLEY_TEST_PACKAGES=(
   pocketsphinx-testdata python3-skimage libdlib19.1
   asterisk-core-sounds-en-wav asterisk-core-sounds-en
   chromium
+  clang libclang-rt-14-dev
 )
 
 as_root() {

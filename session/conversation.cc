@@ -119,6 +119,20 @@ void Conversation::AddVideoTap(VideoTap tap) {
   stages_->video_taps.push_back(std::move(tap));
 }
 
+namespace {
+
+// Who talked how much: the user's share of the speech of both.
+void AddShareOfSpeech(Json::Value* patch) {
+  const Json::Value& read = *patch;  // const: reading adds no members
+  const Json::Value& user = read["metrics"]["speech"]["speech_s"];
+  const Json::Value& persona = read["metrics"]["conversation"]["persona_speech_s"];
+  if (user.isNumeric() && persona.isNumeric() && user.asDouble() + persona.asDouble() > 0)
+    (*patch)["metrics"]["conversation"]["user_share_of_speech"] =
+        Round(user.asDouble() / (user.asDouble() + persona.asDouble()), 0.001);
+}
+
+}  // namespace
+
 void Conversation::End() {
   std::call_once(stages_->ended, [this] {
     Stages& st = *stages_;
@@ -132,15 +146,21 @@ void Conversation::End() {
     st.playback->End(&patch);
     st.hearing->End(&patch);
     st.dialogue->Measures(&patch);
-    // Who talked how much: the user's share of the speech of both.
-    const Json::Value& read = patch;  // const: reading adds no members
-    const Json::Value& user = read["metrics"]["speech"]["speech_s"];
-    const Json::Value& persona = read["metrics"]["conversation"]["persona_speech_s"];
-    if (user.isNumeric() && persona.isNumeric() && user.asDouble() + persona.asDouble() > 0)
-      patch["metrics"]["conversation"]["user_share_of_speech"] =
-          Round(user.asDouble() / (user.asDouble() + persona.asDouble()), 0.001);
+    AddShareOfSpeech(&patch);
     if (const auto s = st.session.lock()) s->MergeReport(patch);
   });
+}
+
+Json::Value Conversation::Summary() {
+  Stages& st = *stages_;
+  Json::Value patch(Json::objectValue);
+  st.ingest->Summarize(&patch);
+  st.vision->Summarize(&patch);
+  st.playback->Summarize(&patch);
+  st.hearing->Summarize(&patch);
+  st.dialogue->Measures(&patch);
+  AddShareOfSpeech(&patch);
+  return patch;
 }
 
 }  // namespace parley::session

@@ -13,6 +13,10 @@ void SessionConfig::AddFlags(core::FlagSet& f) {
   f.Add("--end-workers", &end_workers,
         "Threads that end sessions (drain stages, store reports), apart from request handling",
         "PARLEY_END_WORKERS");
+  f.Add("--checkpoint-interval", &checkpoint_interval_s,
+        "Seconds between checkpoints of a live session (also one after every turn), from which "
+        "a restart after a crash builds its report; 0: none",
+        "PARLEY_CHECKPOINT_INTERVAL");
 }
 
 void ConversationConfig::AddFlags(core::FlagSet& f) {

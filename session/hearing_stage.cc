@@ -487,6 +487,13 @@ void HearingStage::End(Json::Value* patch) {
     services_.log().Warn("the session ended with utterances not transcribed in time",
                          {{"end_wait_s", services_.config().end_wait_s}, {"utterances", jobs}});
   }
+  lock.unlock();
+  Summarize(patch);
+}
+
+void HearingStage::Summarize(Json::Value* patch) {
+  if (!config_.enabled) return;
+  const std::lock_guard lock(mu_);
   if (!first_audio_ms_) return;  // no audio: nothing measured
   const double audio_s = static_cast<double>(last_audio_ms_ - *first_audio_ms_) / 1000;
   const speech::TalkSummary t = talk_.Summarize(audio_s);

@@ -203,7 +203,14 @@ void IngestStage::End(Json::Value* patch) {
   // Builds and stops still queued run here, on this thread: waiting for another worker would
   // starve when every worker is ending a session at once (shutdown, a storm of drops).
   strand_.Drain();
-  if (!started) return;  // never started media: metrics.media stays null
+  if (started) Summarize(patch);
+}
+
+void IngestStage::Summarize(Json::Value* patch) {
+  {
+    const std::lock_guard lock(mu_);
+    if (!started_ever_) return;  // never started media: metrics.media stays null
+  }
   Json::Value& m = (*patch)["metrics"]["media"];
   m["audio_seconds"] = static_cast<double>(totals_->audio_samples.load()) / media::kAnalysisRate;
   m["video_frames"] = static_cast<Json::UInt64>(totals_->video_frames.load());

@@ -21,6 +21,8 @@ namespace parley::session {
 
 // Rounds to a multiple of `unit` (report figures).
 inline double Round(double v, double unit) { return std::round(v / unit) * unit; }
+// Merges report patches: objects member by member; a null never erases a measured value.
+void DeepMerge(Json::Value& into, const Json::Value& patch);
 
 // ---- Ingest: binary media -> GStreamer -> 16 kHz PCM and video frames -----------------------
 
@@ -46,6 +48,8 @@ class IngestStage : public std::enable_shared_from_this<IngestStage> {
   bool Failed() const;
   // Worker: stops what is running, drains the strand here, adds metrics.media.
   void End(Json::Value* patch);
+  // What End adds to the report, as of now, without ending anything (a crash checkpoint).
+  void Summarize(Json::Value* patch);
 
  private:
   struct Totals {
@@ -106,6 +110,8 @@ class HearingStage : public std::enable_shared_from_this<HearingStage> {
   size_t Backlog();
   // Worker: waits (bounded) for the session's last transcripts, adds the talk metrics.
   void End(Json::Value* patch);
+  // What End adds to the report, as of now, without ending anything (a crash checkpoint).
+  void Summarize(Json::Value* patch);
 
  private:
   struct Job;
@@ -159,6 +165,8 @@ class VisionStage : public std::enable_shared_from_this<VisionStage> {
   void SetLossless() { lossless_ = true; }
   // Worker: waits for dlib's frame in flight, adds the vision metrics and scores.
   void End(Json::Value* patch);
+  // What End adds to the report, as of now, without ending anything (a crash checkpoint).
+  void Summarize(Json::Value* patch);
 
  private:
   struct Input;
@@ -241,6 +249,8 @@ class PlaybackStage : public std::enable_shared_from_this<PlaybackStage> {
   // The client's last report for `utterance` (nullopt: none).
   std::optional<int64_t> ClientPlayed(uint16_t utterance) const;
   void End(Json::Value* patch);
+  // What End adds to the report, as of now, without ending anything (a crash checkpoint).
+  void Summarize(Json::Value* patch);
 
  private:
   void OnEvent(const media::PlaybackEvent& e);

@@ -254,6 +254,10 @@ void PlaybackStage::End(Json::Value* patch) {
     playback = std::move(playback_);
   }
   playback.reset();  // unregisters from the pacer
+  Summarize(patch);
+}
+
+void PlaybackStage::Summarize(Json::Value* patch) {
   const std::lock_guard lock(mu_);
   if (utterances_ == 0) return;
   Json::Value& v = (*patch)["metrics"]["voice"];

@@ -27,6 +27,8 @@ std::string SessionConfig::Validate() const {
   if (end_hook_timeout_s < 1 || end_hook_timeout_s > 600)
     return "end hook timeout must be 1..600 s";
   if (end_workers < 1 || end_workers > 256) return "--end-workers must be 1..256";
+  if (checkpoint_interval_s < 0 || checkpoint_interval_s > 3600)
+    return "--checkpoint-interval must be 0..3600 s";
   return {};
 }
 
@@ -66,6 +68,11 @@ void SessionRegistry::SetEndedCallback(EndedCallback cb) {
 void SessionRegistry::SetLiveCallback(std::function<void(Session&)> cb) {
   const std::lock_guard lock(mu_);
   live_cb_ = std::move(cb);
+}
+
+void SessionRegistry::SetCheckpointCallback(std::function<void(std::shared_ptr<Session>)> cb) {
+  const std::lock_guard lock(mu_);
+  checkpoint_cb_ = std::move(cb);
 }
 
 std::shared_ptr<Session> SessionRegistry::Create(const std::string& user_id,
@@ -284,6 +291,18 @@ void SessionRegistry::CheckExpiry() {
     }
   }
   for (auto& [s, reason] : expired) EndAsync(s, reason);
+  if (config_.checkpoint_interval_s <= 0) return;
+  std::vector<std::shared_ptr<Session>> due;
+  std::function<void(std::shared_ptr<Session>)> checkpoint;
+  {
+    const std::lock_guard lock(mu_);
+    if (!checkpoint_cb_) return;
+    checkpoint = checkpoint_cb_;
+    for (const auto& [id, s] : sessions_)
+      if (s->TakeCheckpointDue(now, std::chrono::seconds(config_.checkpoint_interval_s)))
+        due.push_back(s);
+  }
+  for (auto& s : due) checkpoint(std::move(s));
 }
 
 }  // namespace parley::session

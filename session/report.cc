@@ -39,10 +39,10 @@ const char* const kMetricFields[] = {"blinks",
 
 }  // namespace
 
-Json::Value BuildReport(const Session& session, const std::string& persona_name) {
-  const SessionInfo info = session.Info();
-  const Json::Value patch = session.report_patch();
-  const Timeline::Snapshot tl = session.timeline().Take();
+namespace {
+
+Json::Value ReportFrom(const SessionInfo& info, const Json::Value& patch,
+                       const Timeline::Snapshot& tl, const std::string& persona_name) {
   const auto date = [](const std::optional<std::chrono::system_clock::time_point>& t) {
     return t ? store::DateValue(core::UnixMillis(*t)) : Json::Value();
   };
@@ -94,6 +94,27 @@ Json::Value BuildReport(const Session& session, const std::string& persona_name)
   // Crisis words were heard: what and when (docs/protocol.md "safety").
   if (patch["safety"].isObject()) r["safety"] = patch["safety"];
   if (tl.dropped > 0) r["timeline_dropped"] = static_cast<Json::UInt64>(tl.dropped);
+  return r;
+}
+
+}  // namespace
+
+Json::Value BuildReport(const Session& session, const std::string& persona_name) {
+  return ReportFrom(session.Info(), session.report_patch(), session.timeline().Take(),
+                    persona_name);
+}
+
+Json::Value BuildCheckpoint(Session& session, const std::string& persona_name) {
+  const auto now = std::chrono::system_clock::now();
+  Json::Value patch = session.report_patch();
+  if (Conversation* conversation = session.conversation())
+    DeepMerge(patch, conversation->Summary());
+  SessionInfo info = session.Info();
+  info.state = State::kEnded;
+  info.ended_at = now;
+  info.end_reason = "server_crash";
+  Json::Value r = ReportFrom(info, patch, session.timeline().Take(), persona_name);
+  r["checkpoint"]["at"] = store::DateValue(core::UnixMillis(now));
   return r;
 }
 

@@ -147,12 +147,15 @@ SessionInfo Session::Info() const {
 }
 
 void Session::Emit(Event event, bool droppable, std::optional<int64_t> t_ms) {
-  if (outbox_ == nullptr) return;
+  const bool finished_turn =
+      std::holds_alternative<TranscriptFinal>(event) || std::holds_alternative<ReplyEvent>(event);
   std::vector<uint64_t> targets;
   {
     const std::lock_guard lock(mu_);
+    if (finished_turn) turn_since_checkpoint_ = true;
     targets.assign(connections_.begin(), connections_.end());
   }
+  if (outbox_ == nullptr) return;
   if (targets.empty()) return;
   outbox_->Deliver(targets, Envelope{t_ms ? *t_ms : NowMs(), std::move(event), droppable});
 }
@@ -166,8 +169,6 @@ void Session::EmitAudio(std::string packet) {
   }
   if (!targets.empty()) outbox_->DeliverAudio(targets, std::move(packet));
 }
-
-namespace {
 
 void DeepMerge(Json::Value& into, const Json::Value& patch) {
   for (const auto& key : patch.getMemberNames()) {
@@ -183,8 +184,6 @@ void DeepMerge(Json::Value& into, const Json::Value& patch) {
   }
 }
 
-}  // namespace
-
 void Session::MergeReport(const Json::Value& patch) {
   if (!patch.isObject()) return;
   const std::lock_guard lock(mu_);
@@ -194,6 +193,17 @@ void Session::MergeReport(const Json::Value& patch) {
 Json::Value Session::report_patch() const {
   const std::lock_guard lock(mu_);
   return report_patch_;
+}
+
+bool Session::TakeCheckpointDue(std::chrono::steady_clock::time_point now,
+                                std::chrono::steady_clock::duration interval) {
+  const std::lock_guard lock(mu_);
+  if (state_ != State::kLive || recording_) return false;
+  if (last_checkpoint_ == std::chrono::steady_clock::time_point{}) last_checkpoint_ = live_steady_;
+  if (!turn_since_checkpoint_ && now - last_checkpoint_ < interval) return false;
+  turn_since_checkpoint_ = false;
+  last_checkpoint_ = now;
+  return true;
 }
 
 void Session::SetRecordedDuration(double seconds) {

@@ -370,6 +370,9 @@ class Conversation {
   // Drains every stage (bounded) and merges their measures into the session's report.
   // Blocks: a worker or the shutdown thread. Idempotent.
   void End();
+  // The measures End would merge if the session ended now, ending nothing: for a crash
+  // checkpoint. Any thread; takes each stage's lock briefly.
+  Json::Value Summary();
 
   // A whole recording (WebM, or mono S16LE PCM at `sample_rate`) through the stages as fast as
   // they take it: the media is fed with back-pressure (the decoder's backlog, the recogniser's
@@ -450,6 +453,12 @@ class Session {
   void MergeReport(const Json::Value& patch);
   Json::Value report_patch() const;
 
+  // Crash checkpoints: true when a live session's next one is due (`interval` after the last,
+  // or as soon as a turn has finished: a final transcript, the persona's reply), and then not
+  // again until the next is. Never for a recording's analysis (it has no live state to lose).
+  bool TakeCheckpointDue(std::chrono::steady_clock::time_point now,
+                         std::chrono::steady_clock::duration interval);
+
  private:
   friend class SessionRegistry;  // drives the transitions below; never the fields directly
   // Each transition runs under the session's own lock; the registry decides when.
@@ -488,6 +497,8 @@ class Session {
   bool recording_ = false;
   std::optional<double> recorded_duration_s_;
   Json::Value report_patch_{Json::objectValue};
+  std::chrono::steady_clock::time_point last_checkpoint_{};
+  bool turn_since_checkpoint_ = false;
   // Last: destroyed first, while everything its stages use still exists.
   std::unique_ptr<Conversation> conversation_;
 };
@@ -501,6 +512,9 @@ struct SessionConfig {
   // of sessions ending never starves request handling. Ending mostly waits (bounded: media
   // EOS, last transcripts, the store), so there are more of them than cores.
   int end_workers = 16;
+  // A live session's checkpoint (what a crash would leave of it) is written this often, and
+  // after every finished turn; 0: never.
+  int checkpoint_interval_s = 5;
   std::string Validate() const;
   void AddFlags(core::FlagSet& flags);
 };
@@ -521,6 +535,9 @@ class SessionRegistry {
   void SetEndedCallback(EndedCallback cb);
   // Runs on the service thread when a session goes live: must not block.
   void SetLiveCallback(std::function<void(Session&)> cb);
+  // Runs on the registry's timer thread when a live session's checkpoint is due
+  // (Session::TakeCheckpointDue, SessionConfig::checkpoint_interval_s): must not block.
+  void SetCheckpointCallback(std::function<void(std::shared_ptr<Session>)> cb);
 
   // nullptr when the registry is full.
   std::shared_ptr<Session> Create(const std::string& user_id, const std::string& persona_id);
@@ -573,6 +590,7 @@ class SessionRegistry {
   std::vector<EndHook> end_hooks_;
   EndedCallback ended_cb_;
   std::function<void(Session&)> live_cb_;
+  std::function<void(std::shared_ptr<Session>)> checkpoint_cb_;
 
   std::mutex expiry_mu_;
   std::condition_variable expiry_cv_;
@@ -585,6 +603,11 @@ class SessionRegistry {
 // The report document (docs/protocol.md "Report") of an ended session, from its facts, its
 // timeline and its report patch; `persona_name` may be empty.
 Json::Value BuildReport(const Session& session, const std::string& persona_name);
+// What a crash now would leave of a live session (a checkpoint): the report BuildReport would
+// make if it ended now with end_reason "server_crash", its stages' measures as of now
+// (Conversation::Summary) merged in, and "checkpoint": {"at": now}. The session goes on
+// unchanged. Any thread; costs about what a report costs.
+Json::Value BuildCheckpoint(Session& session, const std::string& persona_name);
 // The conversation scores (feedback.tone, .initiative, .likability), feedback.total_score, each
 // score's inputs in feedback.feedback_details, feedback.summary and the report's tips, from the
 // report's metrics and the vision scores already in it (docs/scoring.md "Scores"). Pure; a

@@ -242,14 +242,21 @@ void VisionStage::End(Json::Value* patch) {
     // A frame dlib is working on still counts.
     idle_.wait_for(lock, std::chrono::seconds(10), [&] { return !landmarker_busy_; });
   }
+  {
+    const std::lock_guard lock(analysis_mu_);
+    std::vector<vision::Event> events;
+    analyzer_.Finish(&events);
+    if (s) {
+      for (const auto& e : events)
+        s->timeline().AddEvent(static_cast<int64_t>(std::llround(origin_ + e.t_ms)), e.type);
+    }
+  }
+  Summarize(patch);
+}
+
+void VisionStage::Summarize(Json::Value* patch) {
   const std::lock_guard lock(analysis_mu_);
   if (frames_ == 0 && rejected_ == 0 && late_ == 0) return;  // no landmarks: not measured
-  std::vector<vision::Event> events;
-  analyzer_.Finish(&events);
-  if (s) {
-    for (const auto& e : events)
-      s->timeline().AddEvent(static_cast<int64_t>(std::llround(origin_ + e.t_ms)), e.type);
-  }
   const vision::SessionMetrics m = analyzer_.Metrics();
   Json::Value& mx = (*patch)["metrics"];
   Json::Value& fb = (*patch)["feedback"];

@@ -9,9 +9,11 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
+#include "core/core.h"
 #include "core/curl_util.h"
 #include "speech/speech.h"
 
@@ -62,15 +64,12 @@ double Confidence(double avg_logprob) { return std::clamp(std::exp(avg_logprob),
 
 // The verbose_json answer → words with times (ms from the first sample) and confidences.
 std::optional<Recognition> ParseAnswer(const std::string& body, std::string* error) {
-  Json::Value root;
-  Json::CharReaderBuilder builder;
-  std::string parse_error;
-  std::istringstream in(body);
-  if (!Json::parseFromStream(builder, in, &root, &parse_error) || !root.isObject() ||
-      !root["text"].isString()) {
+  const auto parsed = core::ParseJson(body);  // bounded depth, never throws
+  if (!parsed || !parsed->isObject() || !(*parsed)["text"].isString()) {
     *error = "the transcription service answered something that is not a transcription";
     return std::nullopt;
   }
+  const Json::Value& root = *parsed;
   Recognition r;
   r.engine = "remote";
   // Trimmed text; the engine punctuates, which the question counter uses.
@@ -78,15 +77,29 @@ std::optional<Recognition> ParseAnswer(const std::string& body, std::string* err
   text.erase(0, text.find_first_not_of(" \t\n"));
   text.erase(text.find_last_not_of(" \t\n") + 1);
   r.text = text;
+  // Times in seconds as a service may send them: anything. Kept: finite, 0..a day, and an end
+  // not before its start (the timeline and the report rely on ordered times).
+  constexpr double kMaxSeconds = 24 * 3600;
+  const auto span_of = [&](const Json::Value& v) -> std::optional<std::pair<double, double>> {
+    if (!v.isObject() || !v["start"].isNumeric() || !v["end"].isNumeric()) return std::nullopt;
+    const double a = v["start"].asDouble(), b = v["end"].asDouble();
+    if (!std::isfinite(a) || !std::isfinite(b) || a < 0 || a > kMaxSeconds || b > kMaxSeconds)
+      return std::nullopt;
+    return std::pair{a, std::max(a, b)};
+  };
   struct Segment {
     double start, end, confidence;
   };
   std::vector<Segment> segments;
-  for (const auto& s : root["segments"])
-    if (s.isObject() && s["start"].isNumeric() && s["end"].isNumeric())
-      segments.push_back(
-          {s["start"].asDouble(), s["end"].asDouble(),
-           s["avg_logprob"].isNumeric() ? Confidence(s["avg_logprob"].asDouble()) : 0.0});
+  for (const auto& s : root["segments"]) {
+    const auto span = span_of(s);
+    if (!span) continue;
+    const Json::Value& logprob = s["avg_logprob"];
+    const double confidence = logprob.isNumeric() && std::isfinite(logprob.asDouble())
+                                  ? Confidence(logprob.asDouble())
+                                  : 0.0;
+    segments.push_back({span->first, span->second, confidence});
+  }
   const auto confidence_at = [&](double t) {
     for (const auto& s : segments)
       if (t >= s.start && t <= s.end) return s.confidence;
@@ -94,22 +107,22 @@ std::optional<Recognition> ParseAnswer(const std::string& body, std::string* err
   };
   const auto to_ms = [](double s) { return static_cast<int64_t>(std::lround(s * 1000)); };
   for (const auto& w : root["words"]) {
-    if (!w.isObject() || !w["word"].isString() || !w["start"].isNumeric() || !w["end"].isNumeric())
-      continue;
+    const auto span = span_of(w);
+    if (!span || !w["word"].isString()) continue;
     std::string word = w["word"].asString();
     word.erase(0, word.find_first_not_of(' '));
     if (word.empty()) continue;
-    r.words.push_back({word, to_ms(w["start"].asDouble()), to_ms(w["end"].asDouble()),
-                       confidence_at(w["start"].asDouble())});
+    r.words.push_back({word, to_ms(span->first), to_ms(span->second), confidence_at(span->first)});
   }
   if (r.words.empty() && !segments.empty()) {
     // No word timestamps (a server without them): spread each segment's words over it.
     for (const auto& s : root["segments"]) {
-      if (!s["text"].isString() || !s["start"].isNumeric() || !s["end"].isNumeric()) continue;
+      const auto span = span_of(s);
+      if (!span || !s["text"].isString()) continue;
       std::istringstream words(s["text"].asString());
       std::vector<std::string> ws;
       for (std::string x; words >> x;) ws.push_back(x);
-      const double t0 = s["start"].asDouble(), t1 = s["end"].asDouble();
+      const auto [t0, t1] = *span;
       for (size_t i = 0; i < ws.size(); ++i) {
         const double a = t0 + (t1 - t0) * static_cast<double>(i) / static_cast<double>(ws.size());
         const double b =
@@ -194,7 +207,7 @@ class RemoteRecognizerImpl final : public RemoteRecognizer {
                body.substr(0, 200);
       return std::nullopt;
     }
-    return ParseAnswer(body, error);
+    return ParseTranscription(body, error);
   }
 
   const RemoteAsrConfig config_;
@@ -202,6 +215,10 @@ class RemoteRecognizerImpl final : public RemoteRecognizer {
 };
 
 }  // namespace
+
+std::optional<Recognition> ParseTranscription(const std::string& body, std::string* error) {
+  return ParseAnswer(body, error);
+}
 
 std::string EncodeWav(std::span<const int16_t> pcm, int rate) {
   MemoryFile f;

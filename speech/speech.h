@@ -176,6 +176,9 @@ class RemoteRecognizer {
   virtual std::optional<Recognition> Transcribe(std::span<const int16_t> pcm16k,
                                                 std::string* error) = 0;
 };
+// A transcription service's verbose_json answer ({"text", "segments", "words"}) as a
+// Recognition; nullopt with `error` when it is not one. Exposed for tests and fuzzing.
+std::optional<Recognition> ParseTranscription(const std::string& body, std::string* error);
 
 // ---- Hearing: how a session listens ----------------------------------------------------------
 

@@ -15,7 +15,10 @@
 #include <json/value.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -79,6 +82,34 @@ class Store {
   virtual size_t ReplayNow() = 0;
   // Stops background work. Idempotent; also done by the destructor.
   virtual void Close() = 0;
+};
+
+// Checkpoints of live sessions on local disk (<data_dir>/checkpoints/<session_id>.json, each
+// written atomically and fsynced): what a crash of this process leaves of them until their
+// reports are stored. Apart from the back end, so checkpoints go on while MongoDB is away, and
+// a restart with the same data directory finds them. Thread-safe; blocks on the disk (workers).
+class CheckpointLog {
+ public:
+  // nullptr with `error` when the directory cannot be made.
+  static std::unique_ptr<CheckpointLog> Open(const std::string& data_dir, std::string* error);
+  // Replaces the session's checkpoint. False with `error` when the disk refused it, or when the
+  // session was closed (a late checkpoint never outlives the report it stands in for).
+  bool Write(const std::string& session_id, const Json::Value& checkpoint, std::string* error);
+  // The session's report is stored: its checkpoint goes, and later writes for it are refused.
+  bool Close(const std::string& session_id, std::string* error);
+  // Every checkpoint on disk (left by a process that did not end its sessions), with its
+  // session id; the files that cannot be read are named in `unreadable` and left alone.
+  std::vector<std::pair<std::string, Json::Value>> LoadAll(std::vector<std::string>* unreadable);
+  size_t written() const;  // checkpoints written by this process
+
+ private:
+  explicit CheckpointLog(std::string dir) : dir_(std::move(dir)) {}
+  std::string PathFor(const std::string& session_id) const;
+  std::string dir_;
+  mutable std::mutex mu_;
+  std::set<std::string> closed_;  // bounded: the oldest go first
+  std::deque<std::string> closed_order_;
+  size_t written_ = 0;
 };
 
 // Helpers for the relaxed Extended JSON document model.

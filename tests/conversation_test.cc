@@ -792,12 +792,15 @@ TEST(Echo, ThePersonaHearingItsOwnVoiceThroughSpeakersNeverInterruptsItself) {
     int pauses = 0, worded_finals = 0;
     for (const Heard* h : {static_cast<const Heard*>(&voiced), &story}) {
       EXPECT_FALSE(h->Find("playback.cancelled")) << Types(*h);
-      for (const auto& e : h->events)
+      for (const auto& e : h->events) {
         if (e["type"] == "transcript.final" && !SplitWords(e["text"].asString()).empty())
           ++worded_finals;
+      }
       pauses += h->Count("playback.paused");
     }
-    if (!webm) EXPECT_EQ(worded_finals, 0) << Types(voiced) << " / " << Types(story);
+    if (!webm) {
+      EXPECT_EQ(worded_finals, 0) << Types(voiced) << " / " << Types(story);
+    }
     std::cout << "persona words transcribed as the user's: " << worded_finals << "\n";
     std::cout << "self-pauses over the greeting and the story: " << pauses << "\n";
     ASSERT_TRUE(story.Find("playback.end")) << Types(story);

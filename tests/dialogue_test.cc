@@ -605,6 +605,36 @@ TEST(LlmEngine, AnErrorObjectMidStreamIsAFailureNotAReply) {
   EXPECT_EQ(service.chat_requests().size(), 1u);  // not retried after the first token
 }
 
+// Found by tests/fuzz/llm_stream_fuzz: a chunk whose "choices" held a number threw from jsoncpp
+// inside libcurl's callback and took the whole server down; a chunk nested 5,000 deep did too.
+TEST(LlmEngine, ChunksOfAnyShapeAreReadOrRefusedNeverThrown) {
+  testing::FakeOpenAi odd([](int, const Json::Value&) {
+    testing::FakeOpenAi::Chat c;
+    c.pieces = {
+        "data: {\"choices\":[1,{\"delta\":\"x\"},{\"delta\":{\"content\":\"Still \"}}]}\n\n",
+        "data: {\"choices\":\"none\"}\n\ndata: {\"choices\":[[]],\"x\":{}}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"here.\"}}]}\n\ndata: [DONE]\n\n"};
+    return c;
+  });
+  std::string error;
+  auto engine = LlmEngine::Create(ConfigFor(odd), &error);
+  ASSERT_TRUE(engine) << error;
+  const Streamed s = Ask(*engine, LoadPersona("mina"), "Hello");
+  ASSERT_TRUE(s.reply) << s.error;
+  EXPECT_EQ(*s.reply, "Still here.");
+
+  testing::FakeOpenAi deep([](int, const Json::Value&) {
+    testing::FakeOpenAi::Chat c;
+    c.pieces = {"data: " + std::string(5000, '[') + "\n\n"};
+    return c;
+  });
+  engine = LlmEngine::Create(ConfigFor(deep), &error);
+  ASSERT_TRUE(engine) << error;
+  const Streamed d = Ask(*engine, LoadPersona("mina"), "Hello");
+  EXPECT_FALSE(d.reply);
+  EXPECT_NE(d.error.find("not JSON"), std::string::npos) << d.error;
+}
+
 TEST(LlmEngine, ASlowFirstTokenTimesOutAndADeadPortFailsFast) {
   testing::FakeOpenAi service([](int, const Json::Value&) {
     testing::FakeOpenAi::Chat c;

@@ -223,7 +223,7 @@ TEST_F(ServerTest, AHandshakeWithAnUnsupportedVersionOrABadKeyIsAnswered) {
     EXPECT_NE(r.find("unsupported_websocket_version"), std::string::npos) << r;
   }
   const std::string v13 = "Sec-WebSocket-Version: 13\r\n";
-  for (const std::string key :
+  for (const std::string& key :
        {std::string(), std::string("Sec-WebSocket-Key: short\r\n"),
         std::string("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZR==\r\n"),  // bits in the padding
         std::string("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub2!jZQ==\r\n")}) {

@@ -544,6 +544,37 @@ TEST(RemoteRecognizer, SendsTheUtteranceAsMultipartWavAndReadsVerboseJson) {
   EXPECT_EQ(std::memcmp(q.wav.data() + 44, pcm.data(), pcm.size() * 2), 0);
 }
 
+// Found by tests/fuzz/transcription_fuzz: words ending before they start, times of 1e300 or
+// below zero went into the timeline as they came; "segments" of non-objects and an answer
+// nested thousands deep threw out of jsoncpp.
+TEST(RemoteRecognizer, AnswersWithDisorderedOrAbsurdTimesAreRepairedOrDropped) {
+  std::string error;
+  const auto r = speech::ParseTranscription(
+      R"({"text":"a b c d","segments":[1,"x",{"start":0,"end":2,"avg_logprob":-0.1}],
+          "words":[{"word":"a","start":0.5,"end":0.2},{"word":"b","start":-1,"end":0.4},
+                   {"word":"c","start":1e300,"end":1e301},{"word":"d","start":1.0,"end":1.5},
+                   7]})",
+      &error);
+  ASSERT_TRUE(r) << error;
+  ASSERT_EQ(r->words.size(), 2u);
+  EXPECT_EQ(r->words[0].text, "a");
+  EXPECT_EQ(r->words[0].t_start_ms, 500);
+  EXPECT_EQ(r->words[0].t_end_ms, 500);  // an end before the start is the start
+  EXPECT_EQ(r->words[1].text, "d");
+  EXPECT_EQ(r->words[1].t_end_ms, 1500);
+
+  // Segments only, some not objects: spread over the sound ones.
+  const auto spread = speech::ParseTranscription(
+      R"({"text":"one two","segments":[[],{"start":0,"end":1,"text":"one two"},{"text":"x"}]})",
+      &error);
+  ASSERT_TRUE(spread) << error;
+  ASSERT_EQ(spread->words.size(), 2u);
+  EXPECT_EQ(spread->words[1].t_end_ms, 1000);
+
+  EXPECT_FALSE(speech::ParseTranscription(std::string(5000, '['), &error));
+  EXPECT_NE(error.find("not a transcription"), std::string::npos) << error;
+}
+
 TEST(RemoteRecognizer, ServerErrorsAreRetriedThenReported) {
   FakeTranscriptionService service([](int, httplib::Response& res) {
     res.status = 500;
