@@ -15,6 +15,14 @@ void IngestStage::Totals::Add(const media::IngestStats& s) {
   bytes_in += s.bytes_in.load();
 }
 
+void IngestStage::Totals::Add(const Totals& t) {
+  dropped_waiting_keyframe += t.dropped_waiting_keyframe.load();
+  audio_samples += t.audio_samples.load();
+  video_frames += t.video_frames.load();
+  decode_errors += t.decode_errors.load();
+  bytes_in += t.bytes_in.load();
+}
+
 IngestStage::IngestStage(std::weak_ptr<Session> session, Services& services, Sinks sinks)
     : session_(std::move(session)),
       services_(services),
@@ -207,17 +215,23 @@ void IngestStage::End(Json::Value* patch) {
 }
 
 void IngestStage::Summarize(Json::Value* patch) {
+  // The finished starts' totals, and the stream still decoding (a checkpoint).
+  Totals now;
+  now.Add(*totals_);
   {
     const std::lock_guard lock(mu_);
     if (!started_ever_) return;  // never started media: metrics.media stays null
+    if (feeder_) {
+      const std::lock_guard feeder_lock(feeder_->mu);
+      if (feeder_->pipeline) now.Add(feeder_->pipeline->stats());
+    }
   }
   Json::Value& m = (*patch)["metrics"]["media"];
-  m["audio_seconds"] = static_cast<double>(totals_->audio_samples.load()) / media::kAnalysisRate;
-  m["video_frames"] = static_cast<Json::UInt64>(totals_->video_frames.load());
-  m["decode_errors"] = static_cast<Json::UInt64>(totals_->decode_errors.load());
-  m["bytes_received"] = static_cast<Json::UInt64>(totals_->bytes_in.load());
-  m["dropped_waiting_keyframe"] =
-      static_cast<Json::UInt64>(totals_->dropped_waiting_keyframe.load());
+  m["audio_seconds"] = static_cast<double>(now.audio_samples.load()) / media::kAnalysisRate;
+  m["video_frames"] = static_cast<Json::UInt64>(now.video_frames.load());
+  m["decode_errors"] = static_cast<Json::UInt64>(now.decode_errors.load());
+  m["bytes_received"] = static_cast<Json::UInt64>(now.bytes_in.load());
+  m["dropped_waiting_keyframe"] = static_cast<Json::UInt64>(now.dropped_waiting_keyframe.load());
 }
 
 }  // namespace parley::session

@@ -56,6 +56,7 @@ class IngestStage : public std::enable_shared_from_this<IngestStage> {
     std::atomic<uint64_t> audio_samples{0}, video_frames{0}, decode_errors{0}, bytes_in{0},
         dropped_waiting_keyframe{0};
     void Add(const media::IngestStats& s);
+    void Add(const Totals& t);
   };
   // Between the service thread (which feeds bytes) and the strand that builds the pipeline.
   struct Feeder {

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -59,6 +60,35 @@ class FileStoreTest : public ::testing::Test {
   core::Logger log_{core::LogLevel::kError};
   core::Metrics metrics_;
 };
+
+TEST(CheckpointLog, AWriteAfterTheReportIsStoredIsRefusedAndLeftoversAreFoundOnReopen) {
+  TempDir dir;
+  std::string error;
+  auto log = CheckpointLog::Open(dir.path(), &error);
+  ASSERT_TRUE(log) << error;
+  Json::Value c(Json::objectValue);
+  c["report"]["session_id"] = "s1";
+  ASSERT_TRUE(log->Write("s1", c, &error)) << error;
+  c["report"]["session_id"] = "s2";
+  ASSERT_TRUE(log->Write("s2", c, &error)) << error;
+  EXPECT_FALSE(log->Write("../escape", c, &error));  // never a path outside the directory
+  ASSERT_TRUE(log->Close("s2", &error)) << error;
+  // A checkpoint built while the session was ending comes too late: refused, not resurrected.
+  EXPECT_FALSE(log->Write("s2", c, &error));
+  EXPECT_EQ(log->written(), 2u);
+  std::ofstream(dir.path() + "/checkpoints/bad.json") << "{not json";
+  std::ofstream(dir.path() + "/checkpoints/s3.json.tmp-12") << "half written";
+
+  auto reopened = CheckpointLog::Open(dir.path(), &error);  // the next process
+  ASSERT_TRUE(reopened) << error;
+  std::vector<std::string> unreadable;
+  const auto found = reopened->LoadAll(&unreadable);
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].first, "s1");
+  EXPECT_EQ(found[0].second["report"]["session_id"].asString(), "s1");
+  ASSERT_EQ(unreadable.size(), 1u);
+  EXPECT_NE(unreadable[0].find("bad.json"), std::string::npos);
+}
 
 TEST_F(FileStoreTest, RoundTripsDocumentsWithNumberKindsAndDates) {
   auto s = Open();
