@@ -226,6 +226,9 @@ class SentenceSplitter {
 struct TurnTakingConfig {
   int speak_up_after_ms = 12000;  // quiet this long (nobody speaking, nothing pending): speak up
   int max_speak_ups = 2;          // in a row without an answer from the user
+  // Speech that ended with its transcript still being recognised holds the answer back this
+  // long at most: the answer takes the whole turn, not what was pending before it.
+  int final_wait_ms = 3000;
   std::string Validate() const;
   void AddFlags(core::FlagSet& flags);
 };
@@ -245,8 +248,12 @@ class TurnTaking {
 
   void OnMediaStarted(int64_t now_ms);
   void OnUserSpeechStart(int64_t now_ms);
-  void OnUserSpeechEnd(int64_t now_ms);
-  // A final transcript or a typed `say`; empty text is ignored (a cough has no words).
+  // `transcript_coming`: the recogniser will give this speech a final transcript (OnTranscript).
+  void OnUserSpeechEnd(int64_t now_ms, bool transcript_coming = false);
+  // A final transcript arrived, whether or not it is a turn (empty, a backchannel).
+  void OnTranscript(int64_t now_ms);
+  // A final transcript that is a turn, or a typed `say`; empty text is ignored (a cough has no
+  // words).
   void OnUserTurn(std::string text, int64_t now_ms);
   // The reply was produced (its text); `spoken` when it has a voice that is now playing.
   void OnReplyReady(int64_t now_ms, bool spoken);
@@ -265,7 +272,9 @@ class TurnTaking {
   State state_ = State::kListening;
   bool user_speaking_ = false;  // between the user's speech start and end (also over a reply)
   bool greet_pending_ = false, greeted_ = false;
-  std::string pending_;  // user turns not answered yet
+  std::string pending_;           // user turns not answered yet
+  int transcripts_awaited_ = 0;   // speech ended, its transcript not in yet...
+  int64_t awaited_until_ms_ = 0;  // ...waited for until then
   int64_t quiet_since_ms_ = 0;
   bool quiet_clock_ = false;  // counting silence (media started or a turn happened)
   int speak_ups_ = 0;

@@ -30,6 +30,9 @@ void TurnTakingConfig::AddFlags(core::FlagSet& f) {
         "PARLEY_SPEAK_UP_AFTER_MS");
   f.Add("--max-speak-ups", &max_speak_ups, "Times in a row the persona speaks up without an answer",
         "PARLEY_MAX_SPEAK_UPS");
+  f.Add("--turn-final-wait-ms", &final_wait_ms,
+        "Longest the answer waits for the transcript of speech that just ended",
+        "PARLEY_TURN_FINAL_WAIT_MS");
 }
 
 }  // namespace parley::dialogue

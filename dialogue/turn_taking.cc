@@ -6,6 +6,8 @@ std::string TurnTakingConfig::Validate() const {
   if (speak_up_after_ms < 1000 || speak_up_after_ms > 600000)
     return "speak-up silence must be 1000..600000 ms";
   if (max_speak_ups < 0 || max_speak_ups > 100) return "speak-ups in a row must be 0..100";
+  if (final_wait_ms < 0 || final_wait_ms > 60000)
+    return "the wait for a turn's transcript must be 0..60000 ms";
   return {};
 }
 
@@ -22,11 +24,19 @@ void TurnTaking::OnUserSpeechStart(int64_t) {
   user_speaking_ = true;
 }
 
-void TurnTaking::OnUserSpeechEnd(int64_t now_ms) {
+void TurnTaking::OnUserSpeechEnd(int64_t now_ms, bool transcript_coming) {
   user_speaking_ = false;
+  if (transcript_coming) {
+    ++transcripts_awaited_;
+    awaited_until_ms_ = now_ms + config_.final_wait_ms;
+  }
   if (state_ == State::kUserSpeaking) state_ = State::kListening;
   quiet_since_ms_ = now_ms;
   quiet_clock_ = true;
+}
+
+void TurnTaking::OnTranscript(int64_t) {
+  if (transcripts_awaited_ > 0) --transcripts_awaited_;
 }
 
 void TurnTaking::OnUserTurn(std::string text, int64_t now_ms) {
@@ -66,6 +76,10 @@ void TurnTaking::OnPersonaSpeechEnd(int64_t now_ms) {
 TurnTaking::Action TurnTaking::Poll(int64_t now_ms) {
   // Never over its own voice or its reply in progress, never while the user is mid-turn.
   if (state_ != State::kListening) return {};
+  if (transcripts_awaited_ > 0) {
+    if (now_ms < awaited_until_ms_) return {};  // the rest of the turn is being recognised
+    transcripts_awaited_ = 0;                   // lost or late: answer what there is
+  }
   if (!pending_.empty()) {
     Action a{Action::Kind::kAnswer, std::move(pending_)};
     pending_.clear();
@@ -91,6 +105,7 @@ TurnTaking::Action TurnTaking::Poll(int64_t now_ms) {
 
 std::optional<int64_t> TurnTaking::NextDeadline() const {
   if (state_ != State::kListening) return std::nullopt;
+  if (transcripts_awaited_ > 0) return awaited_until_ms_;
   if (!pending_.empty() || greet_pending_) return quiet_since_ms_;  // at once
   if (quiet_clock_ && speak_ups_ < config_.max_speak_ups)
     return quiet_since_ms_ + config_.speak_up_after_ms;

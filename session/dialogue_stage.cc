@@ -121,7 +121,7 @@ void DialogueStage::OnSpeechEnd(int64_t, bool transcript_coming) {
   dialogue::InterruptionPolicy::Action act;
   {
     const std::lock_guard lock(mu_);
-    turn_taking_.OnUserSpeechEnd(Now());
+    turn_taking_.OnUserSpeechEnd(Now(), transcript_coming);
     user_speaking_ = false;
     act = interruptions_.OnUserSpeechEnd(Now(), transcript_coming);
   }
@@ -175,17 +175,26 @@ void DialogueStage::Apply(dialogue::InterruptionPolicy::Action act) {
 
 void DialogueStage::OnFinal(const std::string& text, double confidence, int64_t t_end_ms) {
   dialogue::InterruptionPolicy::Action act;
+  bool backchannel = false;
   {
     const std::lock_guard lock(mu_);
+    const bool persona_had_floor = interruptions_.persona_speaking();
     act = interruptions_.OnUserFinal(text, confidence, Now());
+    // Heard over the persona's voice and not an interruption ("mhm", a cough, its own echo's
+    // residue): the persona keeps the floor and the words are not a turn to answer later.
+    backchannel = persona_had_floor && act != dialogue::InterruptionPolicy::Action::kCancel;
+    if (backchannel) ++backchannels_;
   }
   Apply(act);
   {
     const std::lock_guard lock(mu_);
-    if (text.find_first_not_of(' ') == std::string::npos) return;
-    turn_end_ms_ = t_end_ms;
-    final_at_ms_ = Now();
-    turn_taking_.OnUserTurn(text, Now());
+    // Either way an answer held back for this transcript may go now (Step).
+    turn_taking_.OnTranscript(Now());
+    if (!backchannel && text.find_first_not_of(' ') != std::string::npos) {
+      turn_end_ms_ = t_end_ms;
+      final_at_ms_ = Now();
+      turn_taking_.OnUserTurn(text, Now());
+    }
   }
   Step();
 }
@@ -581,6 +590,7 @@ void DialogueStage::Measures(Json::Value* patch) {
   in["count"] = interrupted_turns_;
   in["false_alarms"] = interruptions_.false_interruptions();
   in["overlaps"] = overlaps_;
+  in["backchannels"] = backchannels_;
   const double minutes = static_cast<double>(Now()) / 60000.0;
   in["per_min"] = minutes > 0 ? Round(interrupted_turns_ / minutes, 0.01) : 0.0;
   in["into_turn_ms"] = LatencySummary(interrupted_at_ms_);

@@ -320,6 +320,7 @@ class DialogueStage : public std::enable_shared_from_this<DialogueStage> {
   dialogue::InterruptionPolicy interruptions_;
   bool barge_in_pending_ = false;
   int interrupted_turns_ = 0, overlaps_ = 0;
+  int backchannels_ = 0;  // finals heard over the persona that were not interruptions
   std::vector<int64_t> interrupted_at_ms_;
   dialogue::IntimacyModel intimacy_;
   std::unique_ptr<dialogue::OfflineEngine> offline_;  // the strand only

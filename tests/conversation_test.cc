@@ -78,7 +78,10 @@ Heard ListenUntil(WsClient& ws, const std::string& until, std::chrono::milliseco
     Json::CharReaderBuilder b;
     std::string err;
     std::istringstream in(m->data);
-    if (!Json::parseFromStream(b, in, &v, &err)) continue;
+    if (!Json::parseFromStream(b, in, &v, &err)) {
+      ADD_FAILURE() << "not JSON: " << m->data.substr(0, 2000) << " (" << err << ")";
+      continue;
+    }
     h.events.push_back(v);
     if (v["type"] == until && ++seen == occurrences) break;
   }
@@ -641,6 +644,10 @@ TEST(BargeIn, ACoughAShortYeahAHummedMhmOrAnOkayOnlyPauseThePersonaWhichThenResu
   if (rest.Find("playback.paused")) {
     EXPECT_TRUE(rest.Find("playback.resumed"));
   }
+  // They kept the floor with the persona: none of them is answered once the story ends (an
+  // answer to pending words comes at once; a speak-up only after 12 s of quiet).
+  const Heard after = ListenUntil(*ws, "reply.delta", 5s);
+  EXPECT_FALSE(after.Find("reply.delta")) << "a backchannel was answered: " << Types(after);
 }
 
 // ---- Report scores from real spoken conversations ------------------------------------------

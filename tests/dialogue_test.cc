@@ -58,6 +58,49 @@ TEST(TurnTaking, NeverAnswersWhileTheUserIsMidTurnAndJoinsTheirTurns) {
   EXPECT_EQ(a.text, "I went hiking with my sister");
 }
 
+// A turn typed during the persona's reply, then spoken after it: the answer waits for the
+// spoken part's transcript instead of answering the typed part alone the moment speech ends.
+TEST(TurnTaking, WaitsForTheTranscriptOfSpeechThatJustEndedBeforeAnswering) {
+  TurnTaking tt({});
+  tt.OnUserTurn("I have a question", 0);
+  ASSERT_EQ(tt.Poll(0).kind, Kind::kAnswer);
+  tt.OnReplyReady(10, true);
+  tt.OnPersonaSpeechEnd(2000);
+  tt.OnUserTurn("so", 2100);  // pending
+  tt.OnUserSpeechStart(2200);
+  tt.OnUserSpeechEnd(4000, /*transcript_coming=*/true);
+  EXPECT_EQ(tt.Poll(4000).kind, Kind::kNone);
+  EXPECT_EQ(tt.NextDeadline(), 4000 + TurnTakingConfig{}.final_wait_ms);
+  tt.OnTranscript(4300);
+  tt.OnUserTurn("where do you live", 4300);
+  const auto a = tt.Poll(4300);
+  EXPECT_EQ(a.kind, Kind::kAnswer);
+  EXPECT_EQ(a.text, "so where do you live");
+}
+
+// A transcript that never comes (the recogniser failed or was refused) holds nothing back for
+// longer than the wait; one that comes without words releases it at once.
+TEST(TurnTaking, ALostTranscriptHoldsTheAnswerBackOnlyForTheWait) {
+  TurnTakingConfig c;
+  c.final_wait_ms = 3000;
+  TurnTaking tt(c);
+  tt.OnUserTurn("hello", 0);
+  tt.OnUserSpeechStart(0);
+  tt.OnUserSpeechEnd(1000, true);
+  EXPECT_EQ(tt.Poll(3999).kind, Kind::kNone);
+  const auto a = tt.Poll(4000);
+  EXPECT_EQ(a.kind, Kind::kAnswer);
+  EXPECT_EQ(a.text, "hello");
+  tt.OnReplyReady(4010, true);
+  tt.OnPersonaSpeechEnd(6000);
+  tt.OnUserTurn("and you", 6100);
+  tt.OnUserSpeechStart(6100);
+  tt.OnUserSpeechEnd(7000, true);
+  EXPECT_EQ(tt.Poll(7000).kind, Kind::kNone);
+  tt.OnTranscript(7200);  // a cough: no words, no turn
+  EXPECT_EQ(tt.Poll(7200).text, "and you");
+}
+
 TEST(TurnTaking, NeverTalksOverItsOwnVoiceAndAnswersWhatCameMeanwhile) {
   TurnTaking tt({});
   tt.OnUserTurn("first", 0);
