@@ -282,8 +282,7 @@ TEST_F(ServerTest, RequestsLwsCannotHoldAreAnsweredNotDropped) {
 TEST_F(ServerTest, AnErrorEchoingInvalidUtf8IsStillValidJson) {
   TestServer s;
   const auto r = Http("POST", s.Url("/api/sessions"),
-                      std::string("{\"persona_id\":\"\xff\xfe\x80") + "abc\"}",
-                      s.Auth("alice"));
+                      std::string("{\"persona_id\":\"\xff\xfe\x80") + "abc\"}", s.Auth("alice"));
   EXPECT_EQ(r.status, 422);
   EXPECT_EQ(ErrorCode(r), "unknown_persona") << r.body;
   EXPECT_NE(r.body.find("\xEF\xBF\xBD"), std::string::npos) << "U+FFFD stands in for the bad bytes";
@@ -308,6 +307,118 @@ TEST_F(ServerTest, TokensAreRequiredAndCheckedForHttpAndUpgrade) {
   // ?token= works for WebSocket clients that cannot set headers (browsers).
   auto ws = hub_.Connect(s.port(), "/ws/practice?session=" + id + "&token=" + MintToken("alice"));
   EXPECT_TRUE(ws->WaitOpen()) << ws->failure();
+}
+
+// Every authenticated endpoint and both WebSocket paths, asked without a token and with each
+// kind of bad one: all are 401 `unauthorized`. Asked with another user's good token, what names
+// the owner's session is the documented 404 `session_not_found` and what lists gives only the
+// asker's: nothing of the owner's is read, ended or deleted.
+TEST_F(ServerTest, EveryEndpointRefusesEveryBadTokenAndNoUserReachesAnothersSessions) {
+  TestServer s;
+  const std::string live = s.CreateSession("alice");
+  const std::string ended = s.CreateSession("alice");
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + ended + "/end"), "", s.Auth("alice"), 60s).status,
+            200);
+  const auto report = Http("GET", s.Url("/api/sessions/" + ended + "/report"), "", s.Auth("alice"));
+  ASSERT_EQ(report.status, 200) << report.body;
+  const std::string report_before = report.body;
+
+  const std::string good = MintToken("alice");
+  const auto segment = [](const std::string& token, int n) {
+    size_t begin = 0;
+    for (int i = 0; i < n; ++i) begin = token.find('.', begin) + 1;
+    return token.substr(begin, token.find('.', begin) - begin);
+  };
+  const std::string header_none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";  // {"alg":"none",...}
+  const std::vector<std::pair<std::string, std::string>> bad_tokens = {
+      {"none", ""},
+      {"expired", MintToken("alice", -3600)},
+      {"wrong signature", MintToken("alice", 3600, "another-secret-0123456789abcdef")},
+      {"alg none", header_none + "." + segment(good, 1) + "."},
+      {"signature stripped", segment(good, 0) + "." + segment(good, 1) + "."},
+      {"payload swapped", segment(MintToken("mallory"), 0) + "." + segment(good, 1) + "." +
+                              segment(MintToken("mallory"), 2)},
+      {"not a JWT", "garbage"},
+  };
+  struct Endpoint {
+    std::string method, path, body;
+    bool names_alices = true;  // false: a collection or an action of the asker's own
+  };
+  const std::vector<Endpoint> endpoints = {
+      {"POST", "/api/sessions", R"({"persona_id":"seoa"})", false},
+      {"GET", "/api/sessions", "", false},
+      {"GET", "/api/sessions?limit=5&offset=0", "", false},
+      {"GET", "/api/sessions/" + live, ""},
+      {"GET", "/api/sessions/" + ended, ""},
+      {"POST", "/api/sessions/" + live + "/end", ""},
+      {"GET", "/api/sessions/" + ended + "/report", ""},
+      {"GET", "/api/sessions/" + ended + "/report?download=1", ""},
+      {"GET", "/api/sessions/" + ended + "/report.csv", ""},
+      {"GET", "/api/sessions/" + ended + "/turns.csv", ""},
+      {"GET", "/api/sessions/" + ended + "/report.html", ""},
+      {"DELETE", "/api/sessions/" + ended, ""},
+      {"DELETE", "/api/sessions/" + live, ""},
+      {"GET", "/api/progress", "", false},
+      {"POST", "/api/tts", R"({"text":"hi"})", false},
+      {"POST", "/api/analyze?persona_id=seoa", "RIFF", false},
+  };
+  int tried = 0;
+  for (const auto& [kind, token] : bad_tokens) {
+    const Headers auth = token.empty() ? Headers{} : Headers{{"Authorization", "Bearer " + token}};
+    for (const auto& e : endpoints) {
+      const auto r = Http(e.method, s.Url(e.path), e.body, auth);
+      EXPECT_EQ(r.status, 401) << kind << ": " << e.method << " " << e.path << " " << r.body;
+      EXPECT_EQ(ErrorCode(r), "unauthorized") << kind << ": " << e.method << " " << e.path;
+      ++tried;
+    }
+    for (const std::string endpoint : {"practice", "landmarks"}) {
+      const std::string path = "/ws/" + endpoint + "?session=" + live;
+      const auto header = Http("GET", s.Url(path), "", UpgradeHeaders(auth));
+      EXPECT_EQ(header.status, 401) << kind << ": " << path;
+      EXPECT_EQ(ErrorCode(header), "unauthorized") << kind << ": " << path;
+      const auto query = Http("GET", s.Url(path + "&token=" + token), "", UpgradeHeaders());
+      EXPECT_EQ(query.status, 401) << kind << ": " << path << "&token=";
+      tried += 2;
+    }
+  }
+  // Another user's good token.
+  const Headers mallory = s.Auth("mallory");
+  for (const auto& e : endpoints) {
+    const auto r = Http(e.method, s.Url(e.path), e.body, mallory);
+    EXPECT_EQ(r.body.find(live), std::string::npos) << e.method << " " << e.path << " " << r.body;
+    EXPECT_EQ(r.body.find(ended), std::string::npos) << e.method << " " << e.path << " " << r.body;
+    if (e.names_alices) {
+      EXPECT_EQ(r.status, 404) << e.method << " " << e.path;
+      EXPECT_EQ(ErrorCode(r), "session_not_found") << e.method << " " << e.path << " " << r.body;
+    } else {
+      EXPECT_NE(r.status, 401) << e.method << " " << e.path;
+      EXPECT_LT(r.status, 500) << e.method << " " << e.path << " " << r.body;
+    }
+    ++tried;
+  }
+  for (const std::string endpoint : {"practice", "landmarks"}) {
+    const std::string path = "/ws/" + endpoint + "?session=" + live;
+    EXPECT_EQ(Http("GET", s.Url(path), "", UpgradeHeaders(mallory)).status, 404) << path;
+    EXPECT_EQ(
+        Http("GET", s.Url(path + "&token=" + MintToken("mallory")), "", UpgradeHeaders()).status,
+        404)
+        << path;
+    auto ws = hub_.Connect(s.port(), path, mallory);
+    EXPECT_FALSE(ws->WaitOpen()) << path;
+    tried += 3;
+  }
+  std::cout << tried << " requests with a bad token or another user's\n";
+  // Alice's sessions are as they were: the live one live, the ended one's report unchanged.
+  const auto still = Http("GET", s.Url("/api/sessions/" + live), "", s.Auth("alice"));
+  ASSERT_EQ(still.status, 200);
+  EXPECT_EQ(still.JsonBody()["state"].asString(), "created") << still.body;
+  EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + ended + "/report"), "", s.Auth("alice")).body,
+            report_before);
+  const auto mine = Http("GET", s.Url("/api/sessions"), "", s.Auth("alice")).JsonBody();
+  EXPECT_EQ(mine["total"].asInt(), 2) << core::ToJson(mine);
+  // And the owner's token still works on every path.
+  auto ws = s.Join(hub_, "practice", live, "alice");
+  EXPECT_EQ(ws->state(), WsClient::State::kOpen);
 }
 
 TEST_F(ServerTest, OversizedFrameClosesWith1009) {
