@@ -96,6 +96,7 @@ class IngestImpl final : public IngestPipeline {
     g_object_set(src, "is-live", TRUE, "block", FALSE, "max-bytes", guint64{0}, "stream-type",
                  GST_APP_STREAM_TYPE_STREAM, nullptr);
     GstBus* bus = gst_element_get_bus(pipeline_.get());
+    HandOffToStreamingThreads(this);
     gst_bus_set_sync_handler(bus, &IngestImpl::OnBusMessage, this, nullptr);
     gst_object_unref(bus);
 
@@ -119,6 +120,7 @@ class IngestImpl final : public IngestPipeline {
       gst_object_unref(pad);
       if (!ok) return false;
     }
+    HandOffToStreamingThreads(this);
     if (gst_element_set_state(pipeline_.get(), GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
       *error = "the ingest pipeline refused to start";
       return false;
@@ -161,6 +163,7 @@ class IngestImpl final : public IngestPipeline {
     } else {
       buffer = gst_buffer_new_memdup(bytes.data(), bytes.size());
     }
+    HandOffToStreamingThreads(this);
     return gst_app_src_push_buffer(GST_APP_SRC(appsrc_), buffer) == GST_FLOW_OK;
   }
 
@@ -175,6 +178,7 @@ class IngestImpl final : public IngestPipeline {
     }
     // Setting NULL joins the streaming threads; a partial last audio frame is dropped.
     gst_element_set_state(pipeline_.get(), GST_STATE_NULL);
+    TakeOverFromStreamingThreads(this);
     GstBus* bus = gst_element_get_bus(pipeline_.get());
     gst_bus_set_sync_handler(bus, nullptr, nullptr, nullptr);
     gst_object_unref(bus);
@@ -229,6 +233,7 @@ class IngestImpl final : public IngestPipeline {
 
   static GstBusSyncReply OnBusMessage(GstBus*, GstMessage* msg, gpointer user) {
     auto* self = static_cast<IngestImpl*>(user);
+    const StreamingCallback on_streaming_thread(self);
     switch (GST_MESSAGE_TYPE(msg)) {
       case GST_MESSAGE_EOS: {
         const std::lock_guard lock(self->mu_);
@@ -270,6 +275,7 @@ class IngestImpl final : public IngestPipeline {
 
   static void OnDemuxPad(GstElement*, GstPad* pad, gpointer user) {
     auto* self = static_cast<IngestImpl*>(user);
+    const StreamingCallback on_streaming_thread(self);
     const CapsPtr caps(gst_pad_get_current_caps(pad));
     const std::string name =
         caps ? gst_structure_get_name(gst_caps_get_structure(caps.get(), 0)) : "";
@@ -382,6 +388,7 @@ class IngestImpl final : public IngestPipeline {
 
   static GstPadProbeReturn RateGate(GstPad*, GstPadProbeInfo* info, gpointer user) {
     auto* self = static_cast<IngestImpl*>(user);
+    const StreamingCallback on_streaming_thread(self);
     const GstClockTime pts = GST_BUFFER_PTS(GST_PAD_PROBE_INFO_BUFFER(info));
     if (!GST_CLOCK_TIME_IS_VALID(pts)) return GST_PAD_PROBE_OK;
     const GstClockTime period = GST_SECOND / static_cast<GstClockTime>(self->config_.analysis_fps);
@@ -397,6 +404,7 @@ class IngestImpl final : public IngestPipeline {
 
   static GstPadProbeReturn KeyframeGate(GstPad*, GstPadProbeInfo* info, gpointer user) {
     auto* self = static_cast<IngestImpl*>(user);
+    const StreamingCallback on_streaming_thread(self);
     if (self->keyframe_seen_) return GST_PAD_PROBE_OK;
     GstBuffer* buffer = GST_PAD_PROBE_INFO_BUFFER(info);
     if (GST_BUFFER_FLAG_IS_SET(buffer, GST_BUFFER_FLAG_DELTA_UNIT)) {
@@ -416,6 +424,7 @@ class IngestImpl final : public IngestPipeline {
   static GstFlowReturn OnAudioSample(GstAppSink* sink, gpointer user) {
     auto* self = static_cast<IngestImpl*>(user);
     const SamplePtr sample(gst_app_sink_pull_sample(sink));
+    const StreamingCallback on_streaming_thread(self);
     if (!sample) return GST_FLOW_OK;
     GstBuffer* buffer = gst_sample_get_buffer(sample.get());
     const MappedBuffer map(buffer);
@@ -443,6 +452,7 @@ class IngestImpl final : public IngestPipeline {
   static GstFlowReturn OnVideoSample(GstAppSink* sink, gpointer user) {
     auto* self = static_cast<IngestImpl*>(user);
     const SamplePtr sample(gst_app_sink_pull_sample(sink));
+    const StreamingCallback on_streaming_thread(self);
     if (!sample) return GST_FLOW_OK;
     GstCaps* caps = gst_sample_get_caps(sample.get());
     GstStructure* st = gst_caps_get_structure(caps, 0);

@@ -276,6 +276,7 @@ class WriterImpl final : public Playback::Writer {
     GST_BUFFER_PTS(buffer) = pts_;
     GST_BUFFER_DURATION(buffer) = duration;
     pts_ += duration;
+    HandOffToStreamingThreads(this);
     return gst_app_src_push_buffer(GST_APP_SRC(src_), buffer) == GST_FLOW_OK;
   }
 
@@ -343,6 +344,7 @@ class WriterImpl final : public Playback::Writer {
     } else {
       linked = linked && gst_element_link(filter, sink);
     }
+    HandOffToStreamingThreads(this);
     if (!linked ||
         gst_element_set_state(pipeline_.get(), GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
       pipeline_.reset();
@@ -355,6 +357,7 @@ class WriterImpl final : public Playback::Writer {
   void Teardown() {
     if (!pipeline_) return;
     gst_element_set_state(pipeline_.get(), GST_STATE_NULL);  // joins the streaming thread
+    TakeOverFromStreamingThreads(this);
     pipeline_.reset();
   }
 
@@ -362,6 +365,7 @@ class WriterImpl final : public Playback::Writer {
   static GstFlowReturn OnSample(GstAppSink* sink, gpointer user) {
     auto* self = static_cast<WriterImpl*>(user);
     const SamplePtr sample(gst_app_sink_pull_sample(sink));
+    const StreamingCallback on_streaming_thread(self);
     if (!sample) return GST_FLOW_OK;
     GstBuffer* b = gst_sample_get_buffer(sample.get());
     const MappedBuffer map(b);
@@ -389,6 +393,7 @@ class WriterImpl final : public Playback::Writer {
 
   static void OnEos(GstAppSink*, gpointer user) {
     auto* self = static_cast<WriterImpl*>(user);
+    const StreamingCallback on_streaming_thread(self);
     const std::lock_guard lock(self->eos_mu_);
     self->eos_ = true;
     self->eos_cv_.notify_all();

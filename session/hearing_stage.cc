@@ -260,7 +260,15 @@ void HearingStage::Pump(const std::shared_ptr<Job>& job) {
       ok = result.has_value();
     }
     job->decode_s += ThreadCpuSeconds() - t0;
-    if (ended || !ok) job->stream.reset();  // the decoder goes back to the pool
+    if (ended || !ok) {
+      // The decoder goes back to the pool, outside the lock (the pool may hand it straight to
+      // another session), but the pointer is cleared under it: End() reads it.
+      std::unique_ptr<speech::RecognitionStream> done;
+      {
+        const std::lock_guard lock(mu_);
+        done = std::move(job->stream);
+      }
+    }
     if (!ok) {
       s->Emit(ErrorEvent{"asr_failed", "speech recognition failed: " + error, std::nullopt});
       const std::lock_guard lock(mu_);

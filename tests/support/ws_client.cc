@@ -66,7 +66,12 @@ struct WsHubImpl {
       case LWS_CALLBACK_CLIENT_ESTABLISHED:
         if (c != nullptr) {
           Finish(c, WsClient::State::kOpen);
-          if (!c->outbox_.empty() || c->closing_) lws_callback_on_writable(wsi);
+          bool queued = false;
+          {
+            const std::lock_guard lock(c->mu_);  // SendText may be adding on the test's thread
+            queued = !c->outbox_.empty() || c->closing_;
+          }
+          if (queued) lws_callback_on_writable(wsi);
         }
         return 0;
       case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
