@@ -9,6 +9,7 @@
 #include "tests/support/child.h"
 #include "tests/support/fake_openai.h"
 #include "tests/support/mongo_server.h"
+#include "tests/support/storm.h"
 #include "tests/support/test_server.h"
 
 namespace parley::testing {
@@ -493,6 +494,71 @@ TEST_F(ReportMongoTest, SigtermWithTwentyLiveSessionsStoresTwentyReports) {
   EXPECT_EQ(CountIn(mongo_.uri(), db, "reports"), 20);
   for (const auto& id : ids) EXPECT_EQ(CountIn(mongo_.uri(), db, "reports", id), 1) << id;
   EXPECT_EQ(CountIn(mongo_.uri(), db, "sessions"), 20);
+}
+
+// MongoDB cut for a minute while 20 live sessions (audio, a turn in progress) run and end,
+// and 2 more are created and ended while it is away: every end is answered, every report is
+// readable throughout (from the spool), and once MongoDB is back each of the 22 is stored
+// exactly once with what its session heard.
+TEST_F(ReportMongoTest, MongoCutForAMinuteWhileSessionsRunAndEndLosesAndDuplicatesNoReport) {
+  const std::string db = NewDatabase("cut60");
+  Child parley(Args(data_.path()), Env(db));
+  const int port = parley.Port();
+  ASSERT_GT(port, 0) << parley.output();
+  WsHub hub;
+  std::vector<std::string> ids;
+  std::vector<std::shared_ptr<WsClient>> clients;
+  for (int i = 0; i < 20; ++i) {
+    const auto r = Http("POST", Base(port) + "/api/sessions", R"({"persona_id":"mina"})", Auth());
+    ASSERT_EQ(r.status, 201) << r.body;
+    ids.push_back(r.JsonBody()["session_id"].asString());
+    clients.push_back(hub.Connect(port, "/ws/practice?session=" + ids.back(), Auth()));
+  }
+  const std::string voiced = "\x02" + VoicedPcm(1.0);
+  for (auto& c : clients) {
+    ASSERT_TRUE(c->WaitOpen()) << c->failure();
+    c->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+    ASSERT_TRUE(c->ReceiveType("started", 10s));
+    c->SendBinary(voiced);
+  }
+  const auto cut_at = std::chrono::steady_clock::now();
+  mongo_.Stop();
+  for (auto& c : clients) c->SendBinary(voiced);  // the sessions go on hearing
+  std::this_thread::sleep_for(5s);
+  for (int i = 0; i < 2; ++i) {  // new sessions while MongoDB is away
+    const auto r = Http("POST", Base(port) + "/api/sessions", R"({"persona_id":"seoa"})", Auth());
+    ASSERT_EQ(r.status, 201) << r.body;
+    ids.push_back(r.JsonBody()["session_id"].asString());
+  }
+  for (const auto& id : ids) {
+    const auto end = Http("POST", Base(port) + "/api/sessions/" + id + "/end", "", Auth(), 60s);
+    ASSERT_EQ(end.status, 200) << id << " " << end.body;
+    const auto report = Http("GET", Base(port) + "/api/sessions/" + id + "/report", "", Auth());
+    EXPECT_EQ(report.status, 200) << id << " " << report.body;
+  }
+  const auto health = Http("GET", Base(port) + "/health").JsonBody();
+  EXPECT_EQ(health["dependencies"]["store"]["status"].asString(), "degraded");
+  EXPECT_GE(health["dependencies"]["store"]["spool_depth"].asInt(), 22);
+  std::this_thread::sleep_until(cut_at + 60s);
+  mongo_.Start();
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         Http("GET", Base(port) + "/health")
+                 .JsonBody()["dependencies"]["store"]["spool_depth"]
+                 .asInt() > 0)
+    std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(Http("GET", Base(port) + "/health").JsonBody()["dependencies"]["store"]["status"],
+            "ok");
+  EXPECT_EQ(CountIn(mongo_.uri(), db, "reports"), 22);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    EXPECT_EQ(CountIn(mongo_.uri(), db, "reports", ids[i]), 1) << ids[i];
+    EXPECT_EQ(CountIn(mongo_.uri(), db, "sessions", ids[i]), 1) << ids[i];
+    const auto r = Http("GET", Base(port) + "/api/sessions/" + ids[i] + "/report", "", Auth());
+    ASSERT_EQ(r.status, 200) << r.body;
+    if (i < 20) {
+      EXPECT_NEAR(r.JsonBody()["metrics"]["media"]["audio_seconds"].asDouble(), 2.0, 0.3) << r.body;
+    }
+  }
 }
 
 TEST_F(ReportMongoTest, KilledWithANonEmptySpoolTheNextProcessReplaysIt) {
