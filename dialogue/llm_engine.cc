@@ -267,6 +267,11 @@ std::optional<std::string> LlmEngine::StreamChat(const std::vector<Message>& mes
     } else if (!s.done && s.text.empty()) {
       *error = "the dialogue service ended the stream without a reply";
       retryable = true;
+    } else if (s.text.find_first_not_of(" \t\r\n") == std::string::npos) {
+      // [DONE] after chunks that held no text (or none it could read): a persona that says
+      // nothing is no reply; the caller falls back.
+      *error = "the dialogue service's answer had no text";
+      retryable = true;
     } else {
       // A stream cut after some text, without [DONE]: keep what came only when it is whole.
       if (!s.done) {

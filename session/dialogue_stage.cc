@@ -70,7 +70,7 @@ DialogueStage::DialogueStage(std::weak_ptr<Session> session, Services& services,
       services_(services),
       playback_(std::move(playback)),
       hearing_(hearing),
-      strand_(services.voice_pool()),
+      strand_(services.reply_pool()),
       turn_taking_(services.config().turn_taking),
       interruptions_(services.config().interruption) {
   if (const auto s = session_.lock()) persona_ = services.Persona(s->persona_id());

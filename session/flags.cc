@@ -43,8 +43,11 @@ void ConversationConfig::AddFlags(core::FlagSet& f) {
   remote_tts.AddFlags(f);
   playback.AddFlags(f);
   f.Group("Voice");
-  f.Add("--voice-threads", &voice_workers.threads,
-        "Threads making replies (engine requests and speech synthesis)", "PARLEY_VOICE_THREADS");
+  f.Add("--reply-threads", &reply_workers.threads,
+        "Replies in progress at once (each waits on its engine: sized for waiting, not cores)",
+        "PARLEY_REPLY_THREADS");
+  f.Add("--voice-threads", &synthesis_slots, "Local speech syntheses (Flite, CPU) at once",
+        "PARLEY_VOICE_THREADS");
 }
 
 }  // namespace parley::session

@@ -115,7 +115,9 @@ bool PlaybackStage::Utterance::Speak(const std::string& sentence) {
   }
   if (!audio) {
     if (!services.flite().HasVoice(request.voice)) request.voice.clear();  // Flite's default
+    services.synthesis_slots().acquire();  // CPU-bound: bounded however many replies run
     audio = services.flite().Synthesize(request, &error);
+    services.synthesis_slots().release();
   }
   if (!audio) {
     const std::lock_guard lock(stage_->mu_);

@@ -18,7 +18,9 @@ std::vector<std::string> ConversationConfig::Validate() const {
   check("interruptions", interruption.Validate());
   check("speech service", remote_tts.Validate());
   check("playback", playback.Validate());
-  check("voice workers", voice_workers.Validate());
+  check("reply workers", reply_workers.Validate());
+  if (synthesis_slots < 1 || synthesis_slots > 64)
+    problems.push_back("--voice-threads must be 1..64");
   if (history_turns < 0 || history_turns > 200)
     problems.push_back("--llm-history-turns must be 0..200");
   if (max_say_chars < 1 || max_say_chars > 100000)
@@ -45,7 +47,8 @@ Services::Services(const ConversationConfig& config, core::WorkerPool& general, 
                                                          : config.hearing.remote_concurrency,
                                           .queue_capacity = 4096},
                    metrics),
-      voice_pool_(config.voice_workers, metrics),
+      reply_pool_(config.reply_workers, metrics),
+      synthesis_slots_(config.synthesis_slots),
       pacer_(media::Pacer::Create(metrics)),
       flite_(speech::CreateFliteSynthesizer()) {
   if (!config_.remote_tts.base_url.empty()) {
@@ -68,7 +71,7 @@ Services::Services(const ConversationConfig& config, core::WorkerPool& general, 
 Services::~Services() { Shutdown(); }
 
 void Services::Shutdown() {
-  voice_pool_.Shutdown();
+  reply_pool_.Shutdown();
   asr_pool_.Shutdown();
   remote_pool_.Shutdown();
   vision_pool_.Shutdown();

@@ -28,6 +28,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <semaphore>
 #include <set>
 #include <span>
 #include <string>
@@ -212,8 +213,12 @@ struct ConversationConfig {
   int max_say_chars = 2000;            // longest typed turn
   speech::RemoteTtsConfig remote_tts;  // base_url set: remote speech, Flite as fallback
   media::PlaybackConfig playback;
-  core::WorkerPoolConfig voice_workers{.name = "voice", .threads = 3, .queue_capacity = 4096};
-  int end_wait_s = 20;  // how long an end waits for a stage's last results (transcripts)
+  // Replies in progress at once. Each holds its thread while it waits on its engine (an LLM's
+  // first token, a remote voice), so the pool is sized for waiting, not for cores: an LLM that
+  // stalls for a few sessions must not hold up the others' replies.
+  core::WorkerPoolConfig reply_workers{.name = "replies", .threads = 24, .queue_capacity = 4096};
+  int synthesis_slots = 3;  // Flite syntheses (CPU) running at once, across all replies
+  int end_wait_s = 20;      // how long an end waits for a stage's last results (transcripts)
   std::vector<std::string> Validate() const;
   // Every stage's options (each module's AddFlags), and the ones of the stages themselves.
   void AddFlags(core::FlagSet& flags);
@@ -287,7 +292,9 @@ class Services {
   // Starts loading what a session with this media will need (non-blocking).
   void Preload(bool video);
 
-  core::WorkerPool& voice_pool() { return voice_pool_; }
+  core::WorkerPool& reply_pool() { return reply_pool_; }
+  // Held around each local (CPU) synthesis: at most `synthesis_slots` run at once.
+  std::counting_semaphore<>& synthesis_slots() { return synthesis_slots_; }
   core::TimerQueue& timers() { return timers_; }
   const std::shared_ptr<media::Pacer>& pacer() const { return pacer_; }
   speech::Synthesizer& flite() { return *flite_; }
@@ -310,7 +317,8 @@ class Services {
   std::unique_ptr<speech::RemoteRecognizer> remote_asr_;
   LazyModel<const vision::LandmarkerModel> landmarker_;
   LazyModel<speech::DecoderPool> decoders_;
-  core::WorkerPool voice_pool_;  // replies: engine calls (network waits) and synthesis
+  core::WorkerPool reply_pool_;  // replies: engine calls (network waits) and synthesis
+  std::counting_semaphore<> synthesis_slots_;
   core::TimerQueue timers_;
   std::shared_ptr<media::Pacer> pacer_;
   std::unique_ptr<speech::Synthesizer> flite_;

@@ -227,6 +227,70 @@ TEST(Conversation, CrisisWordsMakeThePersonaStepOutOfRoleAndTheReportSaysSo) {
   EXPECT_EQ(report["safety"]["events"][0]["category"].asString(), "self_harm");
 }
 
+// The LLM stalls for some sessions (no first token) and answers another with garbage: the
+// other sessions keep getting their replies at once; the stalled ones fall back to the offline
+// engine at the first-token timeout, the garbage one at once.
+TEST(Conversation, AnLlmThatStallsOrAnswersGarbageForSomeSessionsHoldsUpNoOther) {
+  FakeOpenAi llm([](int, const Json::Value& request) {
+    const Json::Value& last = request["messages"][request["messages"].size() - 1];
+    const std::string said = last["content"].asString();
+    FakeOpenAi::Chat c;
+    if (said.find("stall") != std::string::npos) {
+      c.first_delay_ms = 8000;
+      c.pieces = {FakeOpenAi::StreamBody("Sorry, I was miles away.")};
+    } else if (said.find("garbage") != std::string::npos) {
+      c.pieces = {"\x01\x02{{{ not an event stream\n\n", "data: {\"choices\":[1]}\n\n",
+                  "data: [DONE]\n\n"};
+    } else {
+      c.pieces = {FakeOpenAi::StreamBody("Nice to hear from you.")};
+    }
+    return c;
+  });
+  TestServer s([&](app::AppConfig& c) {
+    NoAsr(c);
+    c.conversation.llm.base_url = llm.url();
+    c.conversation.llm.model = "test-model";
+    c.conversation.llm.first_token_timeout_ms = 4000;
+    c.conversation.llm.retries = 0;
+  });
+  WsHub hub;
+  const auto join = [&](const std::string& user) {
+    return s.Join(hub, "practice", s.CreateSession(user, "seoa"), user);
+  };
+  std::vector<std::shared_ptr<WsClient>> stalled;
+  for (int i = 0; i < 4; ++i) {  // more than the voice pool's threads
+    stalled.push_back(join("stalled" + std::to_string(i)));
+    stalled.back()->SendText(R"({"type":"say","text":"Please stall for a while."})");
+  }
+  auto garbage = join("garbage");
+  garbage->SendText(R"({"type":"say","text":"Send me garbage."})");
+  auto normal = join("alice");
+  std::this_thread::sleep_for(300ms);  // the stalled requests are out
+  for (int turn = 0; turn < 3; ++turn) {
+    const auto t0 = std::chrono::steady_clock::now();
+    normal->SendText(R"({"type":"say","text":"Hello there, number )" + std::to_string(turn) +
+                     "\"}");
+    const Heard h = ListenUntil(*normal, "reply", 20s);
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    const Json::Value* reply = h.Find("reply");
+    ASSERT_TRUE(reply) << Types(h);
+    EXPECT_EQ((*reply)["engine"].asString(), "llm") << Types(h);
+    std::cout << "turn " << turn << " answered in " << ms << " ms beside 4 stalled sessions\n";
+    EXPECT_LT(ms, 2000) << "held up behind the stalled sessions";
+    ListenUntil(*normal, "playback.end", 20s);
+  }
+  const Heard g = ListenUntil(*garbage, "reply", 20s);
+  ASSERT_TRUE(g.Find("reply")) << Types(g);
+  EXPECT_TRUE(g.Find("engine_fallback")) << Types(g);
+  for (auto& ws : stalled) {
+    const Heard h = ListenUntil(*ws, "reply", 20s);
+    ASSERT_TRUE(h.Find("reply")) << Types(h);
+    EXPECT_TRUE(h.Find("engine_fallback")) << Types(h);
+  }
+}
+
 TEST(Conversation, TheLlmStreamsRepliesAndWhenItDiesTheOfflineEngineFinishesTheSession) {
   FakeOpenAi llm([](int index, const Json::Value&) {
     FakeOpenAi::Chat c;
