@@ -155,6 +155,20 @@ TEST(Storm, DroppedConnectionsEndingTogetherNeverDarkenHttpAndEverySessionIsRepo
   // Their usual latency is a few ms; a second is the bound of "never dark" (ASan included).
   EXPECT_LT(Percentile(r.health_ms, 1.0), 1000);
   EXPECT_LT(Percentile(r.list_ms, 1.0), 2000);
+  // Nothing of the 400 connections stays behind: no live session, pipeline or waiting turn.
+  core::Metrics& m = s.app().metrics();
+  EXPECT_EQ(m.Read("parley_sessions", {{"state", "live"}}).value_or(-1), 0);
+  EXPECT_EQ(m.Read("parley_connections", {{"kind", "websocket"}}).value_or(-1), 0);
+  for (const char* kind : {"ingest", "playback"}) {
+    bool gone = false;  // GStreamer finalizes a stopped pipeline on its own thread
+    for (int i = 0; i < 100 && !gone; ++i) {
+      gone = m.Read("parley_media_pipelines", {{"kind", kind}}).value_or(0) == 0;
+      if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_TRUE(gone) << kind << " pipelines left: "
+                      << m.Read("parley_media_pipelines", {{"kind", kind}}).value_or(-1);
+  }
+  EXPECT_EQ(m.Read("parley_asr_waiting", {}).value_or(0), 0);
 }
 
 // A report asked for in the moment between a session's end and its report's store write is
