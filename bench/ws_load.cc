@@ -1097,7 +1097,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
-  if (token.empty()) token = parley::testing::MintToken("bench");
+  if (token.empty()) token = parley::testing::MintToken("bench", 24 * 3600, secret);
   const parley::testing::Headers auth = {{"Authorization", "Bearer " + token}};
   if (soak > 0) return RunSoak(soak, media_file, base, port, auth, child.pid);
 
