@@ -262,7 +262,7 @@ class PlaybackStage : public std::enable_shared_from_this<PlaybackStage> {
   Services& services_;
   Listener on_event_;
   mutable std::mutex mu_;
-  std::unique_ptr<media::Playback> playback_;
+  std::shared_ptr<media::Playback> playback_;  // shared: see Cancel
   bool pcm_ = false;
   std::string cancel_reason_;
   uint16_t last_utterance_ = 0;

@@ -37,11 +37,12 @@ PlaybackStage::PlaybackStage(std::weak_ptr<Session> session, Services& services)
 PlaybackStage::~PlaybackStage() = default;
 
 void PlaybackStage::SetPcm(bool pcm) {
+  std::shared_ptr<media::Playback> replaced;  // released outside the lock (it may call back)
   const std::lock_guard lock(mu_);
   if (pcm == pcm_) return;
   pcm_ = pcm;
   // A playback of the other format is replaced at the next utterance once it is idle.
-  if (playback_ && !playback_->Busy()) playback_.reset();
+  if (playback_ && !playback_->Busy()) replaced = std::move(playback_);
 }
 
 std::unique_ptr<PlaybackStage::Utterance> PlaybackStage::Begin(const std::string& voice,
@@ -180,31 +181,33 @@ void PlaybackStage::Utterance::Finish() {
   if (writer_) writer_->Finish();
 }
 
+// Pause, Resume and Cancel come from any thread (the service thread on a close) while End may
+// be letting the playback go: each holds its own reference for the call.
 void PlaybackStage::Cancel(const std::string& reason) {
-  media::Playback* playback = nullptr;
+  std::shared_ptr<media::Playback> playback;
   {
     const std::lock_guard lock(mu_);
     if (!playback_) return;
     cancel_reason_ = reason;
-    playback = playback_.get();
+    playback = playback_;
   }
   playback->Cancel();  // its event comes back through OnEvent (with the reason) on this thread
 }
 
 void PlaybackStage::Pause() {
-  media::Playback* playback = nullptr;
+  std::shared_ptr<media::Playback> playback;
   {
     const std::lock_guard lock(mu_);
-    playback = playback_.get();
+    playback = playback_;
   }
   if (playback != nullptr) playback->Pause();
 }
 
 void PlaybackStage::Resume() {
-  media::Playback* playback = nullptr;
+  std::shared_ptr<media::Playback> playback;
   {
     const std::lock_guard lock(mu_);
-    playback = playback_.get();
+    playback = playback_;
   }
   if (playback != nullptr) playback->Resume();
 }
@@ -250,12 +253,12 @@ std::optional<int64_t> PlaybackStage::ClientPlayed(uint16_t utterance) const {
 
 void PlaybackStage::End(Json::Value* patch) {
   Cancel("session_ended");
-  std::unique_ptr<media::Playback> playback;
+  std::shared_ptr<media::Playback> playback;
   {
     const std::lock_guard lock(mu_);
     playback = std::move(playback_);
   }
-  playback.reset();  // unregisters from the pacer
+  playback.reset();  // unregisters from the pacer (or the last caller of Cancel/Pause does)
   Summarize(patch);
 }
 

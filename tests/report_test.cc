@@ -532,7 +532,7 @@ TEST_F(ReportMongoTest, MongoCutForAMinuteWhileSessionsRunAndEndLosesAndDuplicat
   }
   for (const auto& id : ids) {
     const auto end = Http("POST", Base(port) + "/api/sessions/" + id + "/end", "", Auth(), 60s);
-    ASSERT_EQ(end.status, 200) << id << " " << end.body;
+    ASSERT_EQ(end.status, 200) << id << " " << end.body << "\n" << parley.output();
     const auto report = Http("GET", Base(port) + "/api/sessions/" + id + "/report", "", Auth());
     EXPECT_EQ(report.status, 200) << id << " " << report.body;
   }
