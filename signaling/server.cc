@@ -508,8 +508,10 @@ struct Server::Impl {
     const uint64_t seq = c->http_seq;
     auto box = mailbox;
     Handler* h = &handler;
-    // An upload's analysis may take longer than lws's request timeout; the handler bounds it.
-    if (IsUpload(c->request)) lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
+    // lws would drop the connection unanswered once its request timeout (20 s) passes while
+    // the worker runs: an end waiting for its last transcripts and the report's rewrite, an
+    // upload's analysis. Every handler bounds its own time and always answers.
+    lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
     // The body is not needed here any more (an upload may be tens of MiB): moved, not copied.
     HttpRequest req = std::move(c->request);
     c->request = HttpRequest{req.method, req.path, {}, {}, {}, req.peer_ip, {}};

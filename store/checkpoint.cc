@@ -20,6 +20,16 @@ std::unique_ptr<CheckpointLog> CheckpointLog::Open(const std::string& data_dir,
     *error = "cannot create " + dir + ": " + ec.message();
     return nullptr;
   }
+  // The temp file of a write a crash interrupted (this process has written nothing yet): the
+  // checkpoint before it is whole beside it, the half-written one is of no use.
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() > kSuffix.size() &&
+        name.compare(name.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0)
+      continue;
+    std::error_code ignored;
+    std::filesystem::remove(entry.path(), ignored);
+  }
   return std::unique_ptr<CheckpointLog>(new CheckpointLog(dir));
 }
 

@@ -300,6 +300,37 @@ TEST(Report, WithAnLlmTheSummaryAndTipsAreRewordedFromTheSameNumbers) {
     EXPECT_EQ(r["tips"][i].asString(), "Here is one: " + (*facts)["tips"][i].asString());
 }
 
+// An end that takes longer than lws's own request timeout (20 s; here a slow rewrite of the
+// report's words) is still answered: the handler bounds its own time, lws does not cut it.
+TEST(Report, AnEndSlowerThanTheServersRequestTimeoutIsStillAnswered) {
+  testing::FakeOpenAi fake([](int, const Json::Value&) {
+    testing::FakeOpenAi::Chat c;
+    c.first_delay_ms = 23000;
+    c.pieces = {testing::FakeOpenAi::StreamBody("{}")};
+    return c;
+  });
+  TestServer s([&](app::AppConfig& c) {
+    c.conversation.llm.base_url = fake.url();
+    c.conversation.llm.first_token_timeout_ms = 40000;
+    c.conversation.llm.total_timeout_ms = 60000;
+  });
+  WsHub hub;
+  const std::string id = s.CreateSession("alice", "daniel");
+  auto ws = s.Join(hub, "landmarks", id, "alice");
+  s.app().sessions().Find(id)->MergeReport(*core::ParseJson(
+      R"({"feedback": {"concentration": 70, "posture": 90}, "metrics": {"speech": {"speech_s": 60,
+          "pitch_std_semitones": 3}, "speaking_rate_wpm": 150, "filler_words": 6}})"));
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto end = Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice"), 90s);
+  EXPECT_EQ(end.status, 200) << "after "
+                             << std::chrono::duration_cast<std::chrono::seconds>(
+                                    std::chrono::steady_clock::now() - t0)
+                                    .count()
+                             << " s: " << end.body;
+  EXPECT_EQ(Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).status, 200);
+  EXPECT_EQ(fake.chat_requests().size(), 1u) << "the rewrite was asked for";
+}
+
 TEST(Report, AnLlmRewriteThatInventsANumberOrFailsKeepsTheTemplates) {
   for (const std::string mode : {"invents", "drops_a_tip", "not_json", "http_500"}) {
     testing::FakeOpenAi fake([mode](int, const Json::Value& request) {

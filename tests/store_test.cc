@@ -61,7 +61,7 @@ class FileStoreTest : public ::testing::Test {
   core::Metrics metrics_;
 };
 
-TEST(CheckpointLog, AWriteAfterTheReportIsStoredIsRefusedAndLeftoversAreFoundOnReopen) {
+TEST(CheckpointLog, AWriteAfterTheReportIsStoredIsRefusedAndLeftoversAreFoundOrClearedOnReopen) {
   TempDir dir;
   std::string error;
   auto log = CheckpointLog::Open(dir.path(), &error);
@@ -88,6 +88,9 @@ TEST(CheckpointLog, AWriteAfterTheReportIsStoredIsRefusedAndLeftoversAreFoundOnR
   EXPECT_EQ(found[0].second["report"]["session_id"].asString(), "s1");
   ASSERT_EQ(unreadable.size(), 1u);
   EXPECT_NE(unreadable[0].find("bad.json"), std::string::npos);
+  // The half-written temp file of the crashed process is gone; the unreadable one is kept.
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/checkpoints/s3.json.tmp-12"));
+  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/checkpoints/bad.json"));
 }
 
 TEST_F(FileStoreTest, RoundTripsDocumentsWithNumberKindsAndDates) {
