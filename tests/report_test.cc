@@ -530,7 +530,7 @@ TEST_F(ReportMongoTest, SigtermWithTwentyLiveSessionsStoresTwentyReports) {
 // MongoDB cut for a minute while 20 live sessions (audio, a turn in progress) run and end,
 // and 2 more are created and ended while it is away: every end is answered, every report is
 // readable throughout (from the spool), and once MongoDB is back each of the 22 is stored
-// exactly once with what its session heard.
+// exactly once with what its session heard (1 s of sound each).
 TEST_F(ReportMongoTest, MongoCutForAMinuteWhileSessionsRunAndEndLosesAndDuplicatesNoReport) {
   const std::string db = NewDatabase("cut60");
   Child parley(Args(data_.path()), Env(db));
@@ -545,7 +545,9 @@ TEST_F(ReportMongoTest, MongoCutForAMinuteWhileSessionsRunAndEndLosesAndDuplicat
     ids.push_back(r.JsonBody()["session_id"].asString());
     clients.push_back(hub.Connect(port, "/ws/practice?session=" + ids.back(), Auth()));
   }
-  const std::string voiced = "\x02" + VoicedPcm(1.0);
+  // Half a second each time: 20 s of sound to recognise in all, not a burst that starves the
+  // timing tests running beside this one.
+  const std::string voiced = "\x02" + VoicedPcm(0.5);
   for (auto& c : clients) {
     ASSERT_TRUE(c->WaitOpen()) << c->failure();
     c->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
@@ -587,7 +589,7 @@ TEST_F(ReportMongoTest, MongoCutForAMinuteWhileSessionsRunAndEndLosesAndDuplicat
     const auto r = Http("GET", Base(port) + "/api/sessions/" + ids[i] + "/report", "", Auth());
     ASSERT_EQ(r.status, 200) << r.body;
     if (i < 20) {
-      EXPECT_NEAR(r.JsonBody()["metrics"]["media"]["audio_seconds"].asDouble(), 2.0, 0.3) << r.body;
+      EXPECT_NEAR(r.JsonBody()["metrics"]["media"]["audio_seconds"].asDouble(), 1.0, 0.3) << r.body;
     }
   }
 }
