@@ -5,6 +5,7 @@
 // ones play.
 #include <array>
 #include <cmath>
+#include <semaphore>
 
 #include "session/internal.h"
 
@@ -12,6 +13,18 @@ namespace parley::session {
 namespace {
 
 constexpr size_t kClientPositionsKept = 16;
+
+// Holds one of the shared local-synthesis slots for its scope.
+class SynthesisSlot {
+ public:
+  explicit SynthesisSlot(std::counting_semaphore<>& slots) : slots_(slots) { slots_.acquire(); }
+  ~SynthesisSlot() { slots_.release(); }
+  SynthesisSlot(const SynthesisSlot&) = delete;
+  SynthesisSlot& operator=(const SynthesisSlot&) = delete;
+
+ private:
+  std::counting_semaphore<>& slots_;
+};
 
 PlaybackNotice::Kind NoticeKind(media::PlaybackEvent::Kind k) {
   switch (k) {
@@ -116,9 +129,9 @@ bool PlaybackStage::Utterance::Speak(const std::string& sentence) {
   }
   if (!audio) {
     if (!services.flite().HasVoice(request.voice)) request.voice.clear();  // Flite's default
-    services.synthesis_slots().acquire();  // CPU-bound: bounded however many replies run
+    // CPU-bound: bounded however many replies run; the slot is returned even on a throw.
+    const SynthesisSlot slot(services.synthesis_slots());
     audio = services.flite().Synthesize(request, &error);
-    services.synthesis_slots().release();
   }
   if (!audio) {
     const std::lock_guard lock(stage_->mu_);

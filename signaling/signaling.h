@@ -135,7 +135,9 @@ class Handler {
   // take microseconds and must not wait behind any queue (a health check). nullopt: queue it.
   virtual std::optional<HttpResponse> HandleHttpNow(const HttpRequest&) { return std::nullopt; }
   // Runs on a worker like HandleHttp; a handler whose work takes long (an uploaded recording's
-  // analysis) may hand `respond` to its own executor and return, freeing the worker.
+  // analysis) may hand `respond` to its own executor and return, freeing the worker. The
+  // server lifts lws's own request timeout once a request is dispatched (an end may wait longer
+  // than its 20 s), so every handler must bound its own time and answer in the end.
   virtual void HandleHttpAsync(HttpRequest request, Responder respond) {
     respond(HandleHttp(request));
   }

@@ -32,6 +32,16 @@ int64_t CountIn(const std::string& uri, const std::string& db, const char* coll,
   return n;
 }
 
+// Waits (up to `limit`) until the server's spool of writes MongoDB has not taken is empty.
+void WaitForEmptySpool(int port, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline &&
+         Http("GET", "http://127.0.0.1:" + std::to_string(port) + "/health")
+                 .JsonBody()["dependencies"]["store"]["spool_depth"]
+                 .asInt() > 0)
+    std::this_thread::sleep_for(100ms);
+}
+
 // A report as BuildReport leaves it before scoring, with the given metrics and feedback.
 Json::Value Measured(const std::string& metrics, const std::string& feedback = "{}") {
   Json::Value r(Json::objectValue);
@@ -574,12 +584,7 @@ TEST_F(ReportMongoTest, MongoCutForAMinuteWhileSessionsRunAndEndLosesAndDuplicat
   EXPECT_GE(health["dependencies"]["store"]["spool_depth"].asInt(), 22);
   std::this_thread::sleep_until(cut_at + 60s);
   mongo_.Start();
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (std::chrono::steady_clock::now() < deadline &&
-         Http("GET", Base(port) + "/health")
-                 .JsonBody()["dependencies"]["store"]["spool_depth"]
-                 .asInt() > 0)
-    std::this_thread::sleep_for(100ms);
+  WaitForEmptySpool(port, 30s);
   EXPECT_EQ(Http("GET", Base(port) + "/health").JsonBody()["dependencies"]["store"]["status"],
             "ok");
   EXPECT_EQ(CountIn(mongo_.uri(), db, "reports"), 22);
@@ -624,12 +629,7 @@ TEST_F(ReportMongoTest, KilledWithANonEmptySpoolTheNextProcessReplaysIt) {
   Child next(Args(data_.path()), Env(db));
   const int port = next.Port();
   ASSERT_GT(port, 0) << next.output();
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (std::chrono::steady_clock::now() < deadline &&
-         Http("GET", Base(port) + "/health")
-                 .JsonBody()["dependencies"]["store"]["spool_depth"]
-                 .asInt() > 0)
-    std::this_thread::sleep_for(100ms);
+  WaitForEmptySpool(port, 20s);
   for (const auto& id : ids) {
     EXPECT_EQ(CountIn(mongo_.uri(), db, "reports", id), 1) << id;
     const auto r = Http("GET", Base(port) + "/api/sessions/" + id + "/report", "", Auth());
