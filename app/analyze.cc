@@ -140,7 +140,8 @@ void App::Impl::Analyze(HttpRequest req, const Responder& respond) {
 }
 
 HttpResponse App::Impl::RunAnalysis(const Upload& upload) {
-  const auto s = registry.Create(upload.user_id, upload.persona_id);
+  const auto s = registry.Create(upload.user_id, upload.persona_id, nullptr,
+                                /*counts_toward_capacity=*/false);
   if (!s) return Busy("too_many_sessions", "the server holds its maximum number of sessions");
   if (!registry.BeginRecording(*s) || s->conversation() == nullptr) {
     Discard(*s);

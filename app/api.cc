@@ -68,6 +68,8 @@ signaling::HttpResponse App::Impl::HandleHttp(const HttpRequest& request) { retu
 std::optional<HttpResponse> App::Impl::HandleHttpNow(const HttpRequest& request) {
   if (request.path == "/health" && (request.method == "GET" || request.method == "HEAD"))
     return WithRoute(Health(), "/health");
+  if (request.path == "/health/ready" && (request.method == "GET" || request.method == "HEAD"))
+    return WithRoute(Readiness(), "/health/ready");
   return std::nullopt;
 }
 
@@ -111,6 +113,10 @@ HttpResponse App::Impl::Route(const HttpRequest& req) {
   if (path == "/health") {
     if (m != "GET" && m != "HEAD") return WithRoute(MethodNotAllowed("GET"), "/health");
     return WithRoute(Health(), "/health");
+  }
+  if (path == "/health/ready") {
+    if (m != "GET" && m != "HEAD") return WithRoute(MethodNotAllowed("GET"), "/health/ready");
+    return WithRoute(Readiness(), "/health/ready");
   }
   if (path == "/metrics") {
     if (m != "GET" && m != "HEAD") return WithRoute(MethodNotAllowed("GET"), "/metrics");
@@ -236,6 +242,8 @@ HttpResponse App::Impl::Health() {
        {session::State::kCreated, session::State::kLive, session::State::kEnded})
     h["sessions"][std::string(session::StateName(st))] =
         static_cast<Json::UInt64>(registry.CountInState(st));
+  h["sessions"]["active"] = static_cast<Json::UInt64>(registry.Active());
+  h["sessions"]["capacity"] = registry.capacity();
   h["connections"]["websocket"] = static_cast<Json::UInt64>(server ? server->websocket_count() : 0);
   h["workers"]["queue_depth"] = static_cast<Json::UInt64>(pool.QueueDepth());
   h["dependencies"]["store"] = store->Health();
@@ -255,6 +263,23 @@ HttpResponse App::Impl::Health() {
   return HttpResponse::Json(200, h);
 }
 
+// Whether a new conversation would be admitted now: for a load balancer (503: send it
+// elsewhere).
+HttpResponse App::Impl::Readiness() {
+  Json::Value r(Json::objectValue);
+  const size_t active = registry.Active();
+  r["sessions_active"] = static_cast<Json::UInt64>(active);
+  r["capacity"] = registry.capacity();
+  r["reasons"] = Json::Value(Json::arrayValue);
+  if (shut_down.load()) r["reasons"].append("shutting_down");
+  if (active >= static_cast<size_t>(registry.capacity())) r["reasons"].append("at_capacity");
+  r["ready"] = r["reasons"].empty();
+  HttpResponse out = HttpResponse::Json(r["ready"].asBool() ? 200 : 503, r);
+  if (!r["ready"].asBool())
+    out.headers.emplace_back("retry-after", std::to_string(kAtCapacityRetryAfterS));
+  return out;
+}
+
 HttpResponse App::Impl::CreateSession(const HttpRequest& req) {
   std::string parse_error;
   const auto body =
@@ -269,7 +294,16 @@ HttpResponse App::Impl::CreateSession(const HttpRequest& req) {
   if (personas->Find(persona_id.asString()) == nullptr)
     return HttpResponse::Error(422, "unknown_persona",
                                "no persona '" + persona_id.asString() + "'; see GET /api/personas");
-  auto session = registry.Create(req.identity.user_id, persona_id.asString());
+  session::SessionRegistry::Refusal refusal{};
+  auto session = registry.Create(req.identity.user_id, persona_id.asString(), &refusal);
+  if (!session && refusal == session::SessionRegistry::Refusal::kAtCapacity) {
+    HttpResponse r = HttpResponse::Error(
+        503, "at_capacity",
+        "the server is holding all the live conversations it can (" +
+            std::to_string(registry.capacity()) + "); retry shortly");
+    r.headers.emplace_back("retry-after", std::to_string(kAtCapacityRetryAfterS));
+    return r;
+  }
   if (!session)
     return HttpResponse::Error(503, "too_many_sessions",
                                "the server holds its maximum number of sessions");

@@ -212,6 +212,7 @@ bool App::Start() {
               {"port", s.server->port()},
               {"personas", static_cast<Json::UInt>(s.personas->all().size())},
               {"store", s.store->Health()["kind"]},
+              {"session_capacity", s.registry.capacity()},
               {"auth", s.config.auth.jwt_secret_key.empty() ? "development" : "jwt"}});
   return true;
 }

@@ -16,6 +16,8 @@ namespace parley::app {
 
 // Longest text POST /api/tts synthesizes (413 above).
 inline constexpr size_t kMaxTtsTextBytes = 4000;
+// A conversation lasts minutes: a client refused at capacity retries after this long.
+inline constexpr int kAtCapacityRetryAfterS = 15;
 
 // api.cc: responses every route uses.
 signaling::HttpResponse WithRoute(signaling::HttpResponse r, std::string route);
@@ -51,6 +53,7 @@ struct App::Impl final : signaling::Handler, session::Outbox {
   // api.cc
   signaling::HttpResponse Route(const signaling::HttpRequest& req);
   signaling::HttpResponse Health();
+  signaling::HttpResponse Readiness();
   signaling::HttpResponse CreateSession(const signaling::HttpRequest& req);
   signaling::HttpResponse ListSessions(const signaling::HttpRequest& req);
   signaling::HttpResponse Progress(const signaling::HttpRequest& req);  // GET /api/progress

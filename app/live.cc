@@ -49,6 +49,13 @@ UpgradeDecision App::Impl::OnUpgrade(const signaling::UpgradeRequest& req) {
   if (session->state() == session::State::kEnded)
     return UpgradeDecision::Reject(
         HttpResponse::Error(410, "session_ended", "this session has ended; create a new one"));
+  if (!registry.HasRoomFor(*session)) {
+    // Created long ago and connecting only now, when the machine is full.
+    HttpResponse r = HttpResponse::Error(
+        503, "at_capacity", "the server is holding all the live conversations it can; retry shortly");
+    r.headers.emplace_back("retry-after", std::to_string(kAtCapacityRetryAfterS));
+    return UpgradeDecision::Reject(std::move(r));
+  }
   return UpgradeDecision::Accept(session->id());
 }
 

@@ -122,6 +122,11 @@ Child Spawn(const std::string& binary, const std::string& secret, int connection
                                      "info",
                                      "--data-dir",
                                      "/tmp/parley-bench-data"};
+    // Every connection its session unless the run measures admission itself.
+    if (std::find(extra_args.begin(), extra_args.end(), "--session-capacity") == extra_args.end() &&
+        std::none_of(extra_args.begin(), extra_args.end(),
+                     [](const std::string& a) { return a.starts_with("--session-capacity="); }))
+      args.insert(args.end(), {"--session-capacity", per_ip});
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());

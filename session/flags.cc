@@ -5,6 +5,13 @@ namespace parley::session {
 void SessionConfig::AddFlags(core::FlagSet& f) {
   f.Group("Sessions");
   f.Add("--max-sessions", &max_sessions, "Sessions held in memory", "PARLEY_MAX_SESSIONS");
+  f.Add("--session-capacity", &capacity,
+        "Live conversations admitted at once; past it a new session is refused (503, "
+        "Retry-After) and /health/ready is not ready. 0: 12 per core",
+        "PARLEY_SESSION_CAPACITY");
+  f.Add("--capacity-hold", &capacity_hold_s,
+        "Seconds a created session keeps its place while its client connects",
+        "PARLEY_CAPACITY_HOLD");
   f.Add("--disconnect-grace", &disconnect_grace_s,
         "Seconds a live session survives with no connection before it ends",
         "PARLEY_DISCONNECT_GRACE");

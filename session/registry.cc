@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <future>
+#include <thread>
 
 #include "session/internal.h"
 
@@ -24,6 +25,8 @@ std::string SessionConfig::Validate() const {
   if (unused_session_ttl_s < 1 || unused_session_ttl_s > 7 * 86400)
     return "unused session TTL must be 1..604800 s";
   if (max_sessions < 1) return "max sessions must be at least 1";
+  if (capacity < 0 || capacity > 100'000) return "--session-capacity must be 0..100000 (0: derived)";
+  if (capacity_hold_s < 1 || capacity_hold_s > 3600) return "--capacity-hold must be 1..3600 s";
   if (end_hook_timeout_s < 1 || end_hook_timeout_s > 600)
     return "end hook timeout must be 1..600 s";
   if (end_workers < 1 || end_workers > 256) return "--end-workers must be 1..256";
@@ -32,9 +35,15 @@ std::string SessionConfig::Validate() const {
   return {};
 }
 
+int SessionConfig::EffectiveCapacity() const {
+  if (capacity > 0) return capacity;
+  return kSessionsPerCore * static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
+}
+
 SessionRegistry::SessionRegistry(const SessionConfig& config, core::Logger& log,
                                  core::Metrics& metrics, Services* services, Outbox* outbox)
     : config_(config),
+      capacity_(config.EffectiveCapacity()),
       log_(log),
       metrics_(metrics),
       services_(services),
@@ -45,6 +54,12 @@ SessionRegistry::SessionRegistry(const SessionConfig& config, core::Logger& log,
                               {{"state", std::string(StateName(s))}},
                               [this, s] { return static_cast<double>(CountInState(s)); });
   }
+  metrics_.AddGaugeCallback("parley_sessions_active",
+                            "Conversations taking a place (live, or created and connecting)", {},
+                            [this] { return static_cast<double>(Active()); });
+  metrics_.AddGaugeCallback("parley_session_capacity",
+                            "Live conversations admitted at once (--session-capacity)", {},
+                            [this] { return static_cast<double>(capacity_); });
   expiry_thread_ = std::thread([this] { ExpiryLoop(); });
 }
 
@@ -75,15 +90,60 @@ void SessionRegistry::SetCheckpointCallback(std::function<void(std::shared_ptr<S
   checkpoint_cb_ = std::move(cb);
 }
 
+size_t SessionRegistry::ActiveLocked(const Session* except) const {
+  const auto hold_since =
+      std::chrono::system_clock::now() - std::chrono::seconds(config_.capacity_hold_s);
+  size_t n = 0;
+  for (const auto& [id, s] : sessions_) {
+    if (s.get() == except) continue;
+    const State st = s->state();
+    if ((st == State::kLive && !s->recording()) ||
+        (st == State::kCreated && s->created_at() >= hold_since))
+      ++n;
+  }
+  return n;
+}
+
+size_t SessionRegistry::Active() const {
+  const std::lock_guard lock(mu_);
+  return ActiveLocked(nullptr);
+}
+
+bool SessionRegistry::HasRoomFor(const Session& s) const {
+  const State st = s.state();
+  if (st == State::kLive) return true;
+  if (st == State::kCreated &&
+      s.created_at() >= std::chrono::system_clock::now() - std::chrono::seconds(config_.capacity_hold_s))
+    return true;
+  const std::lock_guard lock(mu_);
+  return ActiveLocked(&s) < static_cast<size_t>(capacity_);
+}
+
 std::shared_ptr<Session> SessionRegistry::Create(const std::string& user_id,
-                                                 const std::string& persona_id) {
+                                                 const std::string& persona_id, Refusal* why,
+                                                 bool counts_toward_capacity) {
   std::shared_ptr<Session> s;
+  Refusal refusal = Refusal::kNone;
   {
     const std::lock_guard lock(mu_);
-    if (sessions_.size() >= static_cast<size_t>(config_.max_sessions)) return nullptr;
-    s = std::make_shared<Session>(NewSessionId(), user_id, persona_id, outbox_);
-    if (services_ != nullptr) s->conversation_ = std::make_unique<Conversation>(s, *services_);
-    sessions_[s->id()] = s;
+    if (sessions_.size() >= static_cast<size_t>(config_.max_sessions)) {
+      refusal = Refusal::kFull;
+    } else if (counts_toward_capacity &&
+               ActiveLocked(nullptr) >= static_cast<size_t>(capacity_)) {
+      refusal = Refusal::kAtCapacity;
+    } else {
+      s = std::make_shared<Session>(NewSessionId(), user_id, persona_id, outbox_);
+      if (services_ != nullptr) s->conversation_ = std::make_unique<Conversation>(s, *services_);
+      sessions_[s->id()] = s;
+    }
+  }
+  if (refusal != Refusal::kNone) {
+    if (why != nullptr) *why = refusal;
+    metrics_
+        .GetCounter("parley_sessions_refused_total", "Sessions refused at creation",
+                    {{"reason", refusal == Refusal::kFull ? "max_sessions" : "capacity"}})
+        .Add();
+    return nullptr;
   }
   metrics_.GetCounter("parley_sessions_created_total", "Sessions created").Add();
   log_.Info("session created",

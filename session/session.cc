@@ -108,6 +108,11 @@ State Session::state() const {
   return state_;
 }
 
+bool Session::recording() const {
+  const std::lock_guard lock(mu_);
+  return recording_;
+}
+
 std::optional<StartParams::Media> Session::media() const {
   const std::lock_guard lock(mu_);
   if (!media_) return std::nullopt;

@@ -433,6 +433,7 @@ class Session {
   std::chrono::system_clock::time_point created_at() const { return created_at_; }
 
   State state() const;
+  bool recording() const;  // an uploaded recording's analysis (not a live conversation)
   SessionInfo Info() const;
   std::optional<StartParams::Media> media() const;
   // Milliseconds on the session clock: 0 when it went live (always 0 before).
@@ -515,6 +516,15 @@ struct SessionConfig {
   int disconnect_grace_s = 30;      // live session with no connection for this long: ended
   int unused_session_ttl_s = 3600;  // created but never connected for this long: ended
   int max_sessions = 10'000;        // sessions held in memory (all states)
+  // Live conversations the machine holds in real time; past it new ones are refused (503 with
+  // Retry-After) and /health/ready says not ready. 0: derived from the cores
+  // (kSessionsPerCore each, by measurement: bench/capacity.sh).
+  int capacity = 0;
+  // A created session holds its place this long while its client connects; one that connects
+  // later is admitted only if there is room then.
+  int capacity_hold_s = 120;
+  static constexpr int kSessionsPerCore = 12;
+  int EffectiveCapacity() const;
   int end_hook_timeout_s = 20;      // shutdown waits this long for sessions to end
   // Threads that end sessions (drain stages, build and store reports): their own, so a storm
   // of sessions ending never starves request handling. Ending mostly waits (bounded: media
@@ -547,8 +557,23 @@ class SessionRegistry {
   // (Session::TakeCheckpointDue, SessionConfig::checkpoint_interval_s): must not block.
   void SetCheckpointCallback(std::function<void(std::shared_ptr<Session>)> cb);
 
-  // nullptr when the registry is full.
-  std::shared_ptr<Session> Create(const std::string& user_id, const std::string& persona_id);
+  // Why Create gave nullptr.
+  enum class Refusal {
+    kNone,
+    kFull,        // max_sessions are in memory
+    kAtCapacity,  // the live conversations the machine holds (SessionConfig::capacity)
+  };
+  // nullptr (and why) when refused. A recording's analysis (`counts_toward_capacity` false) is
+  // bounded by the upload slots instead.
+  std::shared_ptr<Session> Create(const std::string& user_id, const std::string& persona_id,
+                                  Refusal* why = nullptr, bool counts_toward_capacity = true);
+  // Conversations taking a place now: live ones (not recordings) and those created in the last
+  // capacity_hold_s that have not connected yet.
+  size_t Active() const;
+  int capacity() const { return capacity_; }
+  // Whether `s` may go live now: it has its place (live, or created within the hold), or
+  // there is room.
+  bool HasRoomFor(const Session& s) const;
   std::shared_ptr<Session> Find(const std::string& id) const;
   // The user's sessions, newest first.
   std::vector<std::shared_ptr<Session>> ListForUser(const std::string& user_id) const;
@@ -584,7 +609,10 @@ class SessionRegistry {
   void ExpiryLoop();
   void CheckExpiry();
 
+  size_t ActiveLocked(const Session* except) const;  // under mu_
+
   SessionConfig config_;
+  const int capacity_;
   core::Logger& log_;
   core::Metrics& metrics_;
   Services* const services_;

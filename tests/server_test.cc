@@ -83,6 +83,61 @@ TEST_F(ServerTest, HealthReportsStatusAuthModeAndStore) {
   EXPECT_EQ(r.Header("content-type"), "application/json");
 }
 
+TEST_F(ServerTest, PastItsCapacityTheServerRefusesNewSessionsWithRetryAfterAndIsNotReady) {
+  TestServer s([](app::AppConfig& c) {
+    c.sessions.capacity = 2;
+    c.sessions.capacity_hold_s = 1;
+  });
+  const auto ready = Http("GET", s.Url("/health/ready"));
+  EXPECT_EQ(ready.status, 200) << ready.body;
+  EXPECT_TRUE(ready.JsonBody()["ready"].asBool());
+  EXPECT_EQ(ready.JsonBody()["capacity"].asInt(), 2);
+
+  // Two created sessions hold their places while their clients connect.
+  const std::string a = s.CreateSession("alice");
+  const std::string b = s.CreateSession("bob");
+  const auto refused = Http("POST", s.Url("/api/sessions"), R"({"persona_id":"seoa"})",
+                            s.Auth("carol"));
+  EXPECT_EQ(refused.status, 503) << refused.body;
+  EXPECT_EQ(ErrorCode(refused), "at_capacity");
+  EXPECT_FALSE(refused.Header("retry-after").empty());
+  const auto full = Http("GET", s.Url("/health/ready"));
+  EXPECT_EQ(full.status, 503);
+  EXPECT_FALSE(full.JsonBody()["ready"].asBool());
+  EXPECT_EQ(full.JsonBody()["reasons"][0].asString(), "at_capacity") << full.body;
+  EXPECT_FALSE(full.Header("retry-after").empty());
+  EXPECT_EQ(Http("GET", s.Url("/health")).JsonBody()["sessions"]["active"].asInt(), 2);
+
+  // A live one keeps its place past the hold; the one that never connected gives its place up.
+  auto live_a = hub_.Connect(s.port(), "/ws/practice?session=" + a, s.Auth("alice"));
+  ASSERT_TRUE(live_a->WaitOpen());
+  live_a->SendText(R"({"type":"hello","protocol":1})");
+  ASSERT_TRUE(live_a->ReceiveType("welcome"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  const std::string c = s.CreateSession("carol");
+  // Full again (a live, c held): b, connecting only now, is told to come back later, but
+  // neither a's second connection nor c's are refused.
+  const auto late =
+      Http("GET", s.Url("/ws/practice?session=" + b), "", UpgradeHeaders(s.Auth("bob")));
+  EXPECT_EQ(late.status, 503) << late.body;
+  EXPECT_EQ(ErrorCode(late), "at_capacity");
+  auto landmarks_a = hub_.Connect(s.port(), "/ws/landmarks?session=" + a, s.Auth("alice"));
+  EXPECT_TRUE(landmarks_a->WaitOpen());
+  auto live_c = hub_.Connect(s.port(), "/ws/practice?session=" + c, s.Auth("carol"));
+  EXPECT_TRUE(live_c->WaitOpen());
+
+  // A place frees when a conversation ends.
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + a + "/end"), "", s.Auth("alice")).status, 200);
+  EXPECT_EQ(Http("GET", s.Url("/health/ready")).status, 200);
+  auto live_b = hub_.Connect(s.port(), "/ws/practice?session=" + b, s.Auth("bob"));
+  EXPECT_TRUE(live_b->WaitOpen());
+  EXPECT_EQ(Http("GET", s.Url("/health")).JsonBody()["sessions"]["active"].asInt(), 2);
+  const auto metrics = Http("GET", s.Url("/metrics")).body;
+  EXPECT_NE(metrics.find("parley_sessions_refused_total{reason=\"capacity\"} 1"),
+            std::string::npos)
+      << metrics;
+}
+
 TEST_F(ServerTest, ListsPersonasAndFetchesOne) {
   TestServer s;
   auto r = Http("GET", s.Url("/api/personas"));

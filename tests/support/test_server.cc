@@ -49,6 +49,8 @@ TestServer::TestServer(const std::function<void(app::AppConfig&)>& tweak) {
   c.web_root = web_.path();
   c.personas_dir = PARLEY_SOURCE_DIR "/personas";
   c.workers.threads = 4;
+  // Tests of many sessions at once are not tests of admission (those set their own).
+  c.sessions.capacity = 100'000;
   if (tweak) tweak(c);
   const auto problems = c.Validate();
   if (!problems.empty()) throw std::runtime_error("bad test config: " + problems.front());
