@@ -57,6 +57,9 @@ void Conversation::Stages::Wire() {
   heard.final_transcript = [talk](const std::string& text, double confidence, int64_t t_end) {
     if (const auto d = talk.lock()) d->OnFinal(text, confidence, t_end);
   };
+  heard.transcript_lost = [talk] {
+    if (const auto d = talk.lock()) d->OnTranscriptLost();
+  };
   heard.partial = [talk](const std::string& text) {
     if (const auto d = talk.lock()) d->OnPartial(text);
   };

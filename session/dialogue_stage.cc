@@ -199,6 +199,14 @@ void DialogueStage::OnFinal(const std::string& text, double confidence, int64_t 
   Step();
 }
 
+void DialogueStage::OnTranscriptLost() {
+  {
+    const std::lock_guard lock(mu_);
+    turn_taking_.OnTranscript(Now());
+  }
+  Step();
+}
+
 bool DialogueStage::Say(const std::string& text, std::string* error) {
   const auto s = session_.lock();
   if (!s) {

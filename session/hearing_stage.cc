@@ -25,6 +25,8 @@ struct HearingStage::Job {
   std::optional<speech::Utterance> utterance;  // at the end, when long enough
   std::string last_partial;
   std::chrono::steady_clock::time_point last_partial_at{}, ended_at{};
+  // When the oldest sample in `pending` arrived: how far the recogniser is behind this turn.
+  std::chrono::steady_clock::time_point pending_since{};
   double decode_s = 0;  // CPU time in the local recogniser, or waiting for the remote one
   double audio_s = 0;   // audio the local recogniser decoded
 };
@@ -73,6 +75,7 @@ void HearingStage::Feed(int64_t t_ms, std::span<const int16_t> pcm) {
   if (!s) return;
   std::vector<speech::EndpointEvent> events;
   int64_t spoken_ms = 0;
+  int behind_now = 0;
   {
     const std::lock_guard lock(mu_);
     if (ended_) return;
@@ -101,12 +104,18 @@ void HearingStage::Feed(int64_t t_ms, std::span<const int16_t> pcm) {
     if (StreamsWhileSpoken() && endpointer_->in_speech() && !jobs_.empty()) {
       const auto audio = endpointer_->current_audio();
       if (audio.size() > streamed_) {
-        auto& pending = jobs_.back()->pending;
-        pending.insert(pending.end(), audio.begin() + static_cast<long>(streamed_), audio.end());
+        Job& job = *jobs_.back();
+        if (!job.dropped) {
+          if (job.pending.empty()) job.pending_since = std::chrono::steady_clock::now();
+          job.pending.insert(job.pending.end(), audio.begin() + static_cast<long>(streamed_),
+                             audio.end());
+        }
         streamed_ = audio.size();
       }
     }
+    behind_now = ShedLagging(std::chrono::steady_clock::now());
   }
+  for (int i = 0; i < behind_now; ++i) SayBehind(*s);
   EmitEndpointEvents(*s, events);
   if (spoken_ms > 0 && listener_.speech_progress) listener_.speech_progress(spoken_ms);
   Kick();
@@ -133,9 +142,11 @@ void HearingStage::TrackUtterances(std::vector<speech::EndpointEvent>& events) {
     }
     ++utterances_;
     const auto& audio = e.utterance->audio;
-    if (stream_to_decoder && audio.size() > streamed_)
+    if (stream_to_decoder && audio.size() > streamed_ && !job.dropped) {
+      if (job.pending.empty()) job.pending_since = job.ended_at;
       job.pending.insert(job.pending.end(), audio.begin() + static_cast<long>(streamed_),
                          audio.end());
+    }
     streamed_ = 0;
     job.utterance = std::move(e.utterance);
   }
@@ -163,7 +174,7 @@ bool HearingStage::StreamsWhileSpoken() const { return config_.remote.base_url.e
 // Whether a job has something for an ASR thread to do now (under mu_).
 bool HearingStage::HasWork(const Job& job) const {
   if (job.pumping) return false;
-  if (job.dropped) return job.ended;
+  if (job.dropped) return job.ended || job.stream != nullptr;  // retire it, or free its decoder
   if (!config_.remote.base_url.empty() && !job.remote_failed) return job.ended;
   if (!job.stream) return !job.requested && (job.ended || StreamsWhileSpoken());
   return !job.pending.empty() || job.ended;
@@ -192,6 +203,51 @@ void HearingStage::Kick() {
   }
 }
 
+std::chrono::milliseconds HearingStage::Lag(const Job& job,
+                                           std::chrono::steady_clock::time_point now) const {
+  using std::chrono::duration_cast;
+  using std::chrono::milliseconds;
+  if (job.dropped) return milliseconds(0);
+  if (!job.pending.empty()) return duration_cast<milliseconds>(now - job.pending_since);
+  if (job.ended && job.utterance) return duration_cast<milliseconds>(now - job.ended_at);
+  return milliseconds(0);
+}
+
+// Under mu_. Overload: a turn the local recogniser is more than --asr-max-lag-ms behind on
+// (waiting for a decoder, or for a decoding thread) is failed now rather than answered seconds
+// late; the CPU goes to the turns that can still be answered in time. Not for a recording's
+// analysis (it feeds faster than real time, and nobody waits) nor the remote engine (it takes
+// whole turns), nor while the decoders are still loading (a turn waiting for the first one is
+// late once, at start-up, not because the machine is full).
+bool HearingStage::ShedIfBehind(Job& job, std::chrono::steady_clock::time_point now) {
+  if (recording_ || !StreamsWhileSpoken() || job.dropped) return false;
+  if (Lag(job, now) <= std::chrono::milliseconds(config_.max_lag_ms)) return false;
+  const auto pool = services_.decoders_state().IfLoaded();
+  if (!pool || pool->loaded() < pool->size()) return false;
+  job.dropped = true;
+  job.pending.clear();
+  ++refused_;
+  ++behind_;
+  return true;
+}
+
+int HearingStage::ShedLagging(std::chrono::steady_clock::time_point now) {
+  int shed = 0;
+  for (const auto& job : jobs_) shed += ShedIfBehind(*job, now) ? 1 : 0;
+  return shed;
+}
+
+void HearingStage::SayBehind(Session& s) {
+  services_.metrics()
+      .GetCounter("parley_asr_overloaded_total", "Utterances not transcribed: recognition overloaded",
+                  {{"reason", "behind"}})
+      .Add();
+  s.Emit(ErrorEvent{"asr_overloaded",
+                    "speech recognition fell more than " + std::to_string(config_.max_lag_ms) +
+                        " ms behind; an utterance was not transcribed",
+                    std::nullopt});
+}
+
 // Under mu_: a job leaves the session (its decoder, if any, is released by the caller's
 // reference going away outside the lock).
 void HearingStage::Retire(const std::shared_ptr<Job>& job) {
@@ -208,17 +264,29 @@ void HearingStage::Pump(const std::shared_ptr<Job>& job) {
   for (;;) {
     std::vector<int16_t> audio;
     bool ended = false;
+    std::chrono::milliseconds lag{0};
     {
       std::unique_lock lock(mu_);
-      if (!s || (job->dropped && job->ended)) {
-        Retire(job);
+      const auto now = std::chrono::steady_clock::now();
+      if (s && ShedIfBehind(*job, now)) {
         lock.unlock();
-        job->stream.reset();  // back to the pool (maybe to another session) after the unlock
+        SayBehind(*s);
+        lock.lock();
+      }
+      if (!s || (job->dropped && job->ended)) {
+        const bool lost = s && job->utterance.has_value();
+        Retire(job);
+        auto done = std::move(job->stream);
+        lock.unlock();
+        done.reset();  // back to the pool (maybe to another session) after the unlock
+        if (lost && listener_.transcript_lost) listener_.transcript_lost();
         return;
       }
       if (job->dropped) {
         job->pending.clear();
         job->pumping = false;
+        auto done = std::move(job->stream);  // its decoder is free for other turns now
+        lock.unlock();
         return;
       }
       if (remote && !job->remote_failed) {
@@ -243,6 +311,7 @@ void HearingStage::Pump(const std::shared_ptr<Job>& job) {
         if (ask) RequestDecoder(*s, job);  // the pool calls back
         return;
       }
+      lag = Lag(*job, now);
       audio.swap(job->pending);
       ended = job->ended;
     }
@@ -276,13 +345,18 @@ void HearingStage::Pump(const std::shared_ptr<Job>& job) {
       job->dropped = true;
       continue;
     }
+    {
+      // Shed while it decoded: its decoder is released and it is retired at the loop's top.
+      const std::lock_guard lock(mu_);
+      if (job->dropped) continue;
+    }
     if (result) {
       Deliver(*s, *job, *result);
       const std::lock_guard lock(mu_);
       Retire(job);
       return;
     }
-    MaybeEmitPartial(*s, *job);
+    MaybeEmitPartial(*s, *job, lag);
     const std::lock_guard lock(mu_);
     if (job->pending.empty() && !job->ended) {
       job->pumping = false;
@@ -306,6 +380,10 @@ void HearingStage::RequestDecoder(Session& s, const std::shared_ptr<Job>& job) {
     return;
   }
   if (decoder_pool->waiting() >= config_.queue) {
+    services_.metrics()
+        .GetCounter("parley_asr_overloaded_total",
+                    "Utterances not transcribed: recognition overloaded", {{"reason", "queue"}})
+        .Add();
     s.Emit(ErrorEvent{"asr_overloaded",
                       "speech recognition is saturated; an utterance was not transcribed",
                       std::nullopt});
@@ -338,8 +416,18 @@ size_t HearingStage::Backlog() {
   return jobs_.size();
 }
 
-void HearingStage::MaybeEmitPartial(Session& s, Job& job) {
+void HearingStage::MaybeEmitPartial(Session& s, Job& job, std::chrono::milliseconds lag) {
   if (!config_.asr.partials || recording_) return;
+  // Behind: partials go first (the final matters more than a running guess).
+  if (lag > std::chrono::milliseconds(config_.shed_partials_lag_ms)) {
+    const std::lock_guard lock(mu_);
+    ++partials_shed_;
+    services_.metrics()
+        .GetCounter("parley_asr_partials_shed_total",
+                    "Partial transcripts skipped while recognition was behind")
+        .Add();
+    return;
+  }
   const auto now = std::chrono::steady_clock::now();
   if (now - job.last_partial_at < std::chrono::milliseconds(config_.partial_interval_ms)) return;
   job.last_partial_at = now;
@@ -537,6 +625,12 @@ void HearingStage::Summarize(Json::Value* patch) {
   sp["transcribed"] = static_cast<Json::UInt64>(recognised_);
   sp["failed"] = static_cast<Json::UInt64>(failed_);
   sp["refused"] = static_cast<Json::UInt64>(refused_);
+  // How many turns have no transcript, and why (each also an error event to the client).
+  Json::Value& lost = sp["not_transcribed"];
+  lost["recogniser_behind"] = static_cast<Json::UInt64>(behind_);
+  lost["queue_full"] = static_cast<Json::UInt64>(refused_ - behind_);
+  lost["asr_failed"] = static_cast<Json::UInt64>(failed_);
+  sp["partials_shed"] = static_cast<Json::UInt64>(partials_shed_);
   sp["remote_fallbacks"] = static_cast<Json::UInt64>(fallbacks_);
   if (echo_ && (echo_->active() || echo_->stats().frames > 0)) {
     const speech::EchoStats e = echo_->stats();

@@ -92,6 +92,8 @@ class HearingStage : public std::enable_shared_from_this<HearingStage> {
     std::function<void(const std::string& text, double confidence, int64_t t_end_ms)>
         final_transcript;
     std::function<void(const std::string& text)> partial;
+    // An utterance whose final will not come (recognition failed or fell behind).
+    std::function<void()> transcript_lost;
     // While the user speaks (each frame): how much of the turn is speech so far.
     std::function<void(int64_t spoken_ms)> speech_progress;
   };
@@ -124,7 +126,14 @@ class HearingStage : public std::enable_shared_from_this<HearingStage> {
   void Retire(const std::shared_ptr<Job>& job);  // under mu_
   void Pump(const std::shared_ptr<Job>& job);
   void RequestDecoder(Session& s, const std::shared_ptr<Job>& job);
-  void MaybeEmitPartial(Session& s, Job& job);
+  void MaybeEmitPartial(Session& s, Job& job, std::chrono::milliseconds lag);
+  // Under mu_: how long the oldest audio of `job` not yet decoded has waited.
+  std::chrono::milliseconds Lag(const Job& job, std::chrono::steady_clock::time_point now) const;
+  // Drops the utterances the recogniser is too far behind on (under mu_); true for each
+  // dropped, in `dropped`.
+  int ShedLagging(std::chrono::steady_clock::time_point now);
+  bool ShedIfBehind(Job& job, std::chrono::steady_clock::time_point now);  // under mu_
+  void SayBehind(Session& s);
   void TranscribeRemotely(const std::shared_ptr<Job>& job);
   void Deliver(Session& s, const Job& job, const speech::Recognition& r);
 
@@ -146,6 +155,8 @@ class HearingStage : public std::enable_shared_from_this<HearingStage> {
   std::optional<int64_t> first_audio_ms_;
   int64_t last_audio_ms_ = 0;
   uint64_t utterances_ = 0, recognised_ = 0, failed_ = 0, refused_ = 0, fallbacks_ = 0;
+  uint64_t behind_ = 0;         // of refused_: failed because the recogniser fell behind
+  uint64_t partials_shed_ = 0;  // partials skipped while the recogniser was behind
 };
 
 // ---- Vision: landmark frames (client or dlib) -> FaceAnalyzer -> events and scores ----------
@@ -288,6 +299,8 @@ class DialogueStage : public std::enable_shared_from_this<DialogueStage> {
   void OnSpeechStart(int64_t t_ms);
   void OnSpeechEnd(int64_t t_ms, bool transcript_coming);
   void OnFinal(const std::string& text, double confidence, int64_t t_end_ms);
+  // A turn's transcript will not come: an answer held back for it need not wait any longer.
+  void OnTranscriptLost();
   bool Say(const std::string& text, std::string* error);
   void OnPartial(const std::string& text);  // the user's running hypothesis
   void OnSpeechProgress(int64_t spoken_ms);

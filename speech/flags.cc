@@ -21,6 +21,13 @@ void HearingConfig::AddFlags(core::FlagSet& f) {
         "PARLEY_ASR_SECOND_PASS");
   f.Add("--partial-interval-ms", &partial_interval_ms,
         "transcript.partial at most this often per utterance", "PARLEY_PARTIAL_INTERVAL_MS");
+  f.Add("--asr-max-lag-ms", &max_lag_ms,
+        "Overload: a turn whose audio has waited this long for the local recogniser is failed "
+        "(asr_overloaded) rather than transcribed late",
+        "PARLEY_ASR_MAX_LAG_MS");
+  f.Add("--asr-shed-partials-ms", &shed_partials_lag_ms,
+        "Overload: no transcript.partial while a turn's audio has waited this long for decoding",
+        "PARLEY_ASR_SHED_PARTIALS_MS");
   f.Add("--asr-remote-url", &remote.base_url,
         "OpenAI-compatible API base URL for transcription (e.g. https://api.openai.com/v1); set: "
         "transcribe there, PocketSphinx as the fallback. Unset: OPENAI_BASE_URL when that is set",

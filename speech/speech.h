@@ -191,6 +191,12 @@ struct HearingConfig {
   int threads = 2;                // decoding threads (CPU-bound: about the number of cores)
   int queue = 256;                // utterances that may wait for a decoder, over all sessions
   int partial_interval_ms = 300;  // transcript.partial at most this often per utterance
+  // Overload (the local recogniser behind real time): partials stop once a turn's audio has
+  // waited this long for decoding, and a turn waiting longer than max_lag_ms (for a decoder or
+  // a decoding thread) is failed with asr_overloaded instead of transcribed later. 3 s: the
+  // turn-taking waits as long for a final (dialogue's final_wait_ms) before answering without.
+  int shed_partials_lag_ms = 1000;
+  int max_lag_ms = 3000;
   RemoteAsrConfig remote;         // base_url set: the remote engine, offline fallback
   int remote_concurrency = 4;     // requests in flight to the remote service
   // Every problem found, each naming the option; empty when valid.

@@ -728,6 +728,91 @@ TEST(HearingOverWebSocket, AConnectionDroppedMidTurnGivesItsDecoderBack) {
   EXPECT_FALSE((*final)["text"].asString().empty());
 }
 
+// Overload: one decoder for three people talking at once. The first is heard; the others'
+// turns, waiting longer than --asr-max-lag-ms for it, are failed with asr_overloaded (said to
+// them at once, counted in their reports) instead of being transcribed seconds after they
+// stopped talking; no final comes later than the bound.
+TEST(HearingOverWebSocket, ARecogniserTooFarBehindFailsTurnsAtOnceInsteadOfTranscribingThemLate) {
+  auto prompts = AsteriskPrompts(20);
+  ASSERT_GE(prompts.size(), 3u) << "asterisk-core-sounds-en(-wav) is not installed";
+  std::vector<std::vector<int16_t>> turns;
+  for (const auto& p : prompts) turns.push_back(DecodeTo16k(p.first));
+  std::sort(turns.begin(), turns.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
+  // The first speaker's own decoding must keep within the bound, also ~5x slower under ASan.
+#if defined(__SANITIZE_ADDRESS__)
+  constexpr int kMaxLagMs = 2500;
+#else
+  constexpr int kMaxLagMs = 1000;
+#endif
+  TestServer s([](app::AppConfig& c) {
+    c.conversation.hearing.asr.pool_size = 1;
+    c.conversation.hearing.threads = 1;
+    c.conversation.hearing.max_lag_ms = kMaxLagMs;
+    c.conversation.hearing.shed_partials_lag_ms = kMaxLagMs / 2;
+  });
+  WsHub hub;
+  // The decoder loads before anyone talks (no shedding while it loads).
+  const std::string warm = s.CreateSession("alice");
+  {
+    auto ws = s.Join(hub, "practice", warm, "alice");
+    ws->SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+    ASSERT_TRUE(ws->ReceiveType("started"));
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (std::chrono::steady_clock::now() < deadline &&
+           Http("GET", s.Url("/health")).JsonBody()["dependencies"]["speech_recognition"]
+                   ["decoders_loaded"].asInt() < 1)
+      std::this_thread::sleep_for(50ms);
+  }
+  // The longest prompt first: it holds the only decoder while the others talk.
+  std::vector<std::string> ids;
+  std::vector<std::shared_ptr<WsClient>> clients(3);
+  std::vector<std::thread> talkers;
+  for (int i = 0; i < 3; ++i) ids.push_back(s.CreateSession("alice"));
+  for (int i = 0; i < 3; ++i) {
+    std::vector<int16_t> audio = turns[static_cast<size_t>(i)];
+    while (i == 0 && audio.size() < 7u * kRate)  // a long turn: 7 s or more
+      audio.insert(audio.end(), turns[0].begin(), turns[0].end());
+    audio.resize(audio.size() + 3 * kRate, 0);
+    talkers.emplace_back([&, i, audio] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300 * i));
+      clients[static_cast<size_t>(i)] = StreamPcm(s, hub, ids[static_cast<size_t>(i)], audio, 100ms);
+    });
+  }
+  for (auto& t : talkers) t.join();
+  // What each heard, with the time it arrived.
+  std::vector<int> overloaded(3, 0), finals(3, 0);
+  for (size_t i = 0; i < 3; ++i) {
+    std::optional<std::chrono::steady_clock::time_point> speech_end;
+    while (auto m = clients[i]->Receive(2s)) {
+      if (m->binary) continue;
+      const auto j = *core::ParseJson(m->data);
+      const std::string type = j["type"].asString();
+      if (type == "speech_end" && !j["too_short"].asBool()) speech_end = m->received;
+      if (type == "error" && j["error"]["code"] == "asr_overloaded") ++overloaded[i];
+      if (type == "transcript.final") {
+        ++finals[i];
+        ASSERT_TRUE(speech_end) << "a final before its turn ended, session " << i;
+        EXPECT_LT(m->received - *speech_end, std::chrono::milliseconds(kMaxLagMs + 1500))
+            << "a transcript came late, session " << i << ": " << j["text"];
+      }
+    }
+  }
+  EXPECT_GE(finals[0], 1) << "the first speaker, who had the decoder, was not heard";
+  EXPECT_EQ(overloaded[0], 0);
+  EXPECT_GE(overloaded[1] + overloaded[2], 2) << "the turns that waited were not failed";
+  for (size_t i = 0; i < 3; ++i) {
+    StopEndAndCollect(s, *clients[i], ids[i]);
+    const auto report =
+        Http("GET", s.Url("/api/sessions/" + ids[i] + "/report"), "", s.Auth("alice")).JsonBody();
+    const auto& speech = report["metrics"]["speech"];
+    EXPECT_EQ(speech["not_transcribed"]["recogniser_behind"].asInt(), overloaded[i])
+        << speech.toStyledString();
+    EXPECT_EQ(speech["transcribed"].asInt(), finals[i]) << speech.toStyledString();
+  }
+  const std::string metrics = Http("GET", s.Url("/metrics")).body;
+  EXPECT_NE(metrics.find("parley_asr_overloaded_total{reason=\"behind\"}"), std::string::npos);
+}
+
 TEST(HearingOverWebSocket, PcmSpeechIsSegmentedAndTranscribedAsWellAsByTheBareDecoder) {
   const auto transcripts = LibrivoxTranscripts();
   ASSERT_GE(transcripts.size(), 3u) << "pocketsphinx-testdata is not installed";
@@ -765,7 +850,8 @@ TEST(HearingOverWebSocket, PcmSpeechIsSegmentedAndTranscribedAsWellAsByTheBareDe
   }
   silence(1200);
 
-  TestServer s;
+  // Fed faster than real time: the recogniser is "behind" by design here, not overloaded.
+  TestServer s([](app::AppConfig& c) { c.conversation.hearing.max_lag_ms = 600'000; });
   WsHub hub;
   const std::string id = s.CreateSession("alice");
   // 8x real time (2x under AddressSanitizer, where decoding is ~5x slower and two cores
