@@ -82,6 +82,9 @@ class IngestImpl final : public IngestPipeline {
         dropped_keyframe_(metrics.GetCounter("parley_media_dropped_total",
                                              "Inbound media dropped by reason",
                                              {{"reason", "waiting_for_keyframe"}})),
+        skipped_video_(metrics.GetCounter(
+            "parley_media_video_skipped_total",
+            "Video frames not decoded: nothing wanted them (the client sends landmarks)")),
         live_pipelines_(LivePipelinesGauge(metrics, "ingest")) {}
 
   ~IngestImpl() override { Stop(); }
@@ -186,7 +189,8 @@ class IngestImpl final : public IngestPipeline {
     // Bytes came and nothing decoded, without an error while streaming: the stream stopped
     // inside its header (or before its first frame). The client would otherwise hear nothing.
     if (!failed_.load() && stats_.bytes_in.load() > 0 && stats_.audio_samples.load() == 0 &&
-        stats_.video_frames.load() == 0 && cb_.on_error) {
+        stats_.video_frames.load() == 0 && stats_.video_frames_skipped.load() == 0 &&
+        cb_.on_error) {
       cb_.on_error("no_media_decoded",
                    "the stream ended after " + std::to_string(stats_.bytes_in.load()) +
                        " bytes without a decodable frame (cut inside its header?)",
@@ -196,6 +200,10 @@ class IngestImpl final : public IngestPipeline {
 
   const IngestStats& stats() const override { return stats_; }
   bool failed() const override { return failed_.load(); }
+  void SetVideoWanted(bool wanted) override {
+    video_wanted_.store(wanted, std::memory_order_relaxed);
+  }
+
   size_t backlog_bytes() const override {
     return stopping_.load() ? 0 : gst_app_src_get_current_level_bytes(GST_APP_SRC(appsrc_));
   }
@@ -405,6 +413,14 @@ class IngestImpl final : public IngestPipeline {
   static GstPadProbeReturn KeyframeGate(GstPad*, GstPadProbeInfo* info, gpointer user) {
     auto* self = static_cast<IngestImpl*>(user);
     const StreamingCallback on_streaming_thread(self);
+    if (!self->video_wanted_.load(std::memory_order_relaxed)) {
+      // Nobody needs the pictures (the client sends its own landmarks): no decoding at all.
+      // When they are wanted again the decoder restarts from a keyframe.
+      self->keyframe_seen_ = false;
+      self->stats_.video_frames_skipped++;
+      self->skipped_video_.Add();
+      return GST_PAD_PROBE_DROP;
+    }
     if (self->keyframe_seen_) return GST_PAD_PROBE_OK;
     GstBuffer* buffer = GST_PAD_PROBE_INFO_BUFFER(info);
     if (GST_BUFFER_FLAG_IS_SET(buffer, GST_BUFFER_FLAG_DELTA_UNIT)) {
@@ -417,7 +433,10 @@ class IngestImpl final : public IngestPipeline {
       return GST_PAD_PROBE_DROP;
     }
     self->keyframe_seen_ = true;
-    self->Event("video_started");
+    if (!self->told_video_started_) {
+      self->told_video_started_ = true;
+      self->Event("video_started");
+    }
     return GST_PAD_PROBE_OK;
   }
 
@@ -485,6 +504,7 @@ class IngestImpl final : public IngestPipeline {
   core::Counter& dropped_overflow_;
   core::Counter& dropped_failed_;
   core::Counter& dropped_keyframe_;
+  core::Counter& skipped_video_;
   core::Gauge& live_pipelines_;
 
   GstPtr<GstElement> pipeline_;
@@ -507,6 +527,8 @@ class IngestImpl final : public IngestPipeline {
   int64_t audio_base_ms_ = -1;
   bool keyframe_seen_ = false;
   GstClockTime next_video_due_ = GST_CLOCK_TIME_NONE;
+  std::atomic<bool> video_wanted_{true};
+  bool told_video_started_ = false;  // streaming thread
   bool told_waiting_ = false;
 };
 

@@ -57,6 +57,7 @@ struct IngestStats {
   std::atomic<uint64_t> decode_errors{0};
   std::atomic<uint64_t> bytes_in{0};
   std::atomic<uint64_t> dropped_frames_waiting_keyframe{0};
+  std::atomic<uint64_t> video_frames_skipped{0};  // not decoded: nothing wanted them
 };
 
 class IngestPipeline {
@@ -88,6 +89,10 @@ class IngestPipeline {
   virtual bool failed() const = 0;
   // Bytes pushed and not yet taken by the decoder.
   virtual size_t backlog_bytes() const = 0;
+  // Whether anything needs decoded video (initially true). While not, video frames are dropped
+  // before the decoder, costing no decoding; wanted again, decoding resumes at the next
+  // keyframe. Any thread.
+  virtual void SetVideoWanted(bool wanted) = 0;
 };
 
 // ---- Playback: synthesized PCM in, paced Opus (or PCM) packets out --------------------------

@@ -106,7 +106,12 @@ bool Conversation::PlaybackPosition(int utterance, int64_t played_ms, std::strin
   return stages_->playback->ClientPosition(utterance, played_ms, error);
 }
 
-void Conversation::PushMedia(std::string_view bytes) { stages_->ingest->Push(bytes); }
+void Conversation::PushMedia(std::string_view bytes) {
+  // Video is decoded only for server-side landmarks: not while the client sends its own.
+  stages_->ingest->SetVideoWanted(stages_->services.config().server_landmarks &&
+                                  !stages_->vision->ClientSendsLandmarks());
+  stages_->ingest->Push(bytes);
+}
 
 void Conversation::PushLandmarks(LandmarkFormat format, std::string_view bytes) {
   stages_->vision->PushClientFrame(format, bytes);

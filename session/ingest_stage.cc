@@ -11,6 +11,7 @@ void IngestStage::Totals::Add(const media::IngestStats& s) {
   dropped_waiting_keyframe += s.dropped_frames_waiting_keyframe.load();
   audio_samples += s.audio_samples.load();
   video_frames += s.video_frames.load();
+  video_skipped += s.video_frames_skipped.load();
   decode_errors += s.decode_errors.load();
   bytes_in += s.bytes_in.load();
 }
@@ -19,6 +20,7 @@ void IngestStage::Totals::Add(const Totals& t) {
   dropped_waiting_keyframe += t.dropped_waiting_keyframe.load();
   audio_samples += t.audio_samples.load();
   video_frames += t.video_frames.load();
+  video_skipped += t.video_skipped.load();
   decode_errors += t.decode_errors.load();
   bytes_in += t.bytes_in.load();
 }
@@ -96,6 +98,7 @@ bool IngestStage::Start(const StartParams& params, std::string* error) {
       services.log().Error("cannot build the ingest pipeline", {{"error", why}});
       return;
     }
+    pipeline->SetVideoWanted(feeder->video_wanted);
     // Bytes that came while it was being built go in first, in order.
     for (const auto& bytes : feeder->early) pipeline->Push(bytes);
     feeder->early.clear();
@@ -151,6 +154,19 @@ void IngestStage::Push(std::string_view bytes) {
                     {{"reason", "overflow"}})
         .Add();
   }
+}
+
+void IngestStage::SetVideoWanted(bool wanted) {
+  std::shared_ptr<Feeder> feeder;
+  {
+    const std::lock_guard lock(mu_);
+    feeder = feeder_;
+  }
+  if (!feeder) return;
+  const std::lock_guard lock(feeder->mu);
+  if (feeder->video_wanted == wanted) return;
+  feeder->video_wanted = wanted;
+  if (feeder->pipeline) feeder->pipeline->SetVideoWanted(wanted);
 }
 
 size_t IngestStage::Backlog() const {
@@ -229,6 +245,8 @@ void IngestStage::Summarize(Json::Value* patch) {
   Json::Value& m = (*patch)["metrics"]["media"];
   m["audio_seconds"] = static_cast<double>(now.audio_samples.load()) / media::kAnalysisRate;
   m["video_frames"] = static_cast<Json::UInt64>(now.video_frames.load());
+  // Not decoded: the client sent its own landmarks, so nothing needed the pictures.
+  m["video_frames_not_decoded"] = static_cast<Json::UInt64>(now.video_skipped.load());
   m["decode_errors"] = static_cast<Json::UInt64>(now.decode_errors.load());
   m["bytes_received"] = static_cast<Json::UInt64>(now.bytes_in.load());
   m["dropped_waiting_keyframe"] = static_cast<Json::UInt64>(now.dropped_waiting_keyframe.load());

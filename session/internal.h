@@ -5,6 +5,7 @@
 // through the Session.
 #pragma once
 
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <deque>
@@ -42,6 +43,8 @@ class IngestStage : public std::enable_shared_from_this<IngestStage> {
   bool Start(const StartParams& params, std::string* error);
   void Stop();
   void Push(std::string_view bytes);
+  // Whether the video needs decoding (server-side landmarks); any thread, cheap.
+  void SetVideoWanted(bool wanted);
   // Bytes taken but not decoded yet (a recording's feeder waits on it); any thread.
   size_t Backlog() const;
   // The current start's pipeline could not be built or stopped decoding.
@@ -54,7 +57,7 @@ class IngestStage : public std::enable_shared_from_this<IngestStage> {
  private:
   struct Totals {
     std::atomic<uint64_t> audio_samples{0}, video_frames{0}, decode_errors{0}, bytes_in{0},
-        dropped_waiting_keyframe{0};
+        dropped_waiting_keyframe{0}, video_skipped{0};
     void Add(const media::IngestStats& s);
     void Add(const Totals& t);
   };
@@ -62,6 +65,7 @@ class IngestStage : public std::enable_shared_from_this<IngestStage> {
   struct Feeder {
     std::mutex mu;
     std::unique_ptr<media::IngestPipeline> pipeline;  // null until built
+    bool video_wanted = true;                         // for the pipeline once built
     std::vector<std::string> early;
     size_t early_bytes = 0;
     bool closed = false;  // stop/end: input refused; the pipeline is retired once built
@@ -170,6 +174,9 @@ class VisionStage : public std::enable_shared_from_this<VisionStage> {
   }
   // The service thread: client frames are analysed right here (bounded CPU, ~7-25 µs).
   void PushClientFrame(Conversation::LandmarkFormat format, std::string_view bytes);
+  // Whether the client has sent landmarks lately (then server-side landmarks are not made, and
+  // the video need not be decoded). Any thread.
+  bool ClientSendsLandmarks() const;
   // GStreamer's thread: a decoded video frame, for dlib while the client sends no landmarks.
   void OnVideo(int64_t t_ms, const media::VideoFrame& frame);
   // A recording's analysis: a frame that comes while dlib is busy waits for it (the decoder
@@ -200,6 +207,7 @@ class VisionStage : public std::enable_shared_from_this<VisionStage> {
   bool landmarker_busy_ = false;
   bool lossless_ = false;
   std::chrono::steady_clock::time_point last_client_frame_{};
+  std::atomic<int64_t> last_client_push_ms_{0};  // steady clock ms of the last client frame
 
   // Analysis: the service thread (client frames), a vision worker (server frames), End.
   std::mutex analysis_mu_;

@@ -17,6 +17,12 @@ namespace parley::session {
 namespace {
 
 constexpr auto kClientLandmarksWin = std::chrono::seconds(2);
+
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 constexpr double kClockResetMs = 5000;  // t going back this far: the client restarted its clock
 
 Json::Value Axis(const vision::AxisStats& a) {
@@ -170,7 +176,15 @@ void VisionStage::Submit(Input in) {
   Analyse(*s, in);
 }
 
+bool VisionStage::ClientSendsLandmarks() const {
+  const int64_t last = last_client_push_ms_.load(std::memory_order_relaxed);
+  return last != 0 && SteadyMs() - last < std::chrono::duration_cast<std::chrono::milliseconds>(
+                                              kClientLandmarksWin)
+                                              .count();
+}
+
 void VisionStage::PushClientFrame(Conversation::LandmarkFormat format, std::string_view bytes) {
+  last_client_push_ms_.store(SteadyMs(), std::memory_order_relaxed);
   Submit(Input{
       format == Conversation::LandmarkFormat::kJson ? Input::Kind::kJson : Input::Kind::kBinary,
       bytes,

@@ -19,6 +19,10 @@ void HearingConfig::AddFlags(core::FlagSet& f) {
         "PocketSphinx's second (fwdflat) search pass once a turn ends: more CPU and latency, no "
         "measured accuracy gain on streamed turns",
         "PARLEY_ASR_SECOND_PASS");
+  f.Add("--asr-search", &asr.search,
+        "PocketSphinx's search pruning: fast (measured: bench/asr_sweep), full (PocketSphinx's own "
+        "defaults: about twice the CPU), or its flags, e.g. \"-beam 1e-40 -topn 2\"",
+        "PARLEY_ASR_SEARCH");
   f.Add("--partial-interval-ms", &partial_interval_ms,
         "transcript.partial at most this often per utterance", "PARLEY_PARTIAL_INTERVAL_MS");
   f.Add("--asr-max-lag-ms", &max_lag_ms,

@@ -6,10 +6,13 @@
 #include <sphinxbase/feat.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <deque>
 #include <filesystem>
 #include <future>
 #include <mutex>
+#include <set>
+#include <sstream>
 #include <stop_token>
 #include <thread>
 
@@ -373,9 +376,44 @@ class DecoderPoolImpl final : public DecoderPool {
 
 }  // namespace
 
+std::vector<std::pair<std::string, std::string>> PocketSphinxConfig::SearchFlags(
+    std::string* error) const {
+  static const std::set<std::string, std::less<>> kAllowed = {
+      "-beam", "-wbeam",     "-pbeam",   "-lpbeam",   "-lponlybeam", "-pl_window", "-pl_beam",
+      "-pl_pbeam", "-ds",    "-topn",    "-maxhmmpf", "-maxwpf",     "-fwdtree",   "-lw",
+      "-wip"};
+  const std::string_view text = search == "fast"   ? std::string_view(kFastSearch)
+                                : search == "full" ? std::string_view()
+                                                   : std::string_view(search);
+  std::istringstream in{std::string(text)};
+  std::vector<std::pair<std::string, std::string>> flags;
+  std::string name, value;
+  while (in >> name) {
+    if (!kAllowed.contains(name)) {
+      *error = "--asr-search: '" + name + "' is not a search setting (presets: fast, full)";
+      return {};
+    }
+    if (!(in >> value)) {
+      *error = "--asr-search: " + name + " has no value";
+      return {};
+    }
+    if (value != "yes" && value != "no") {
+      char* end = nullptr;
+      std::strtod(value.c_str(), &end);
+      if (end == value.c_str() || *end != '\0') {
+        *error = "--asr-search: " + name + " takes a number, not '" + value + "'";
+        return {};
+      }
+    }
+    flags.emplace_back(name, value);
+  }
+  error->clear();
+  return flags;
+}
+
 std::vector<std::string> PocketSphinxConfig::DecoderArguments() const {
-  // argv[0] is skipped by the parser.
-  return {"parley",
+  std::string error;
+  std::vector<std::string> args = {"parley",
           "-hmm",
           model_dir,
           "-lm",
@@ -388,11 +426,19 @@ std::vector<std::string> PocketSphinxConfig::DecoderArguments() const {
           second_pass ? "yes" : "no",
           "-logfn",
           "/dev/null"};
+  for (auto& [flag, value] : SearchFlags(&error)) {
+    args.push_back(flag);
+    args.push_back(value);
+  }
+  return args;
 }
 
 std::string PocketSphinxConfig::Validate() const {
   if (pool_size < 1 || pool_size > 64) return "the speech decoder pool must hold 1..64 decoders";
   if (lead_in_ms < 0 || lead_in_ms > 5000) return "the utterance lead-in must be 0..5000 ms";
+  std::string search_error;
+  SearchFlags(&search_error);
+  if (!search_error.empty()) return search_error;
   std::error_code ec;
   if (!std::filesystem::is_directory(model_dir, ec))
     return "PocketSphinx acoustic model not found at " + model_dir +

@@ -110,7 +110,15 @@ struct PocketSphinxConfig {
   // Audio at the start of each utterance before its speech (the endpointer's pre-roll): left
   // out of the utterance's starting cepstral mean, which should describe the voice.
   int lead_in_ms = 0;
+  // The search's pruning: a preset ("fast", chosen by bench/asr_sweep; "full": PocketSphinx's
+  // own defaults, the old setting) or PocketSphinx flags ("-beam 1e-40 -topn 2 ...": beams,
+  // -ds, -topn, -maxhmmpf, -maxwpf, -pl_window, -pl_beam, -pl_pbeam, -fwdtree, -lw, -wip).
+  std::string search = "fast";
+  static constexpr const char* kFastSearch = "";
   std::string Validate() const;
+  // The search flags `search` stands for, as (flag, value) pairs; empty with `error` set when
+  // it is neither a preset nor valid flags.
+  std::vector<std::pair<std::string, std::string>> SearchFlags(std::string* error) const;
   // The decoder's command line (model, dictionary, language model, search settings).
   std::vector<std::string> DecoderArguments() const;
 };

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/support/audio_files.h"
 #include "tests/support/face_generator.h"
 
 namespace parley::testing {
@@ -757,6 +758,59 @@ TEST(VisionOverWebSocket, BadAndLateFramesAreErrorsThatNameTheProblem) {
   EXPECT_EQ(r["metrics"]["vision"]["late_frames"].asInt(), 1);
   EXPECT_EQ(r["metrics"]["vision"]["rejected_frames"].asInt(), 2);
   (void)short_bin;
+}
+
+// Video is decoded only for server-side landmarks: while the client sends its own, the camera's
+// frames are dropped before the decoder; once they stop (2 s), decoding resumes at the next
+// keyframe and dlib takes over.
+TEST(VisionOverWebSocket, WhileTheClientSendsLandmarksTheVideoIsNotDecoded) {
+  TempDir dir;
+  // 8 s of VP8 (a keyframe every 0.5 s, 30 fps) with Opus, as a browser would stream it.
+  const std::string webm = MakeFixture(
+      "videotestsrc num-buffers=240 pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 "
+      "! vp8enc keyframe-max-dist=15 deadline=1 ! queue ! mux. "
+      "audiotestsrc num-buffers=400 samplesperbuffer=960 ! audio/x-raw,rate=48000,channels=1 "
+      "! opusenc ! queue ! mux. webmmux name=mux streamable=true",
+      dir.path() + "/camera.webm");
+  ASSERT_GT(webm.size(), 10'000u);
+  TestServer s;
+  WsHub hub;
+  const std::string id = s.CreateSession("alice");
+  auto ws = s.Join(hub, "practice", id, "alice");
+  auto tracker = s.Join(hub, "landmarks", id, "alice");
+  ws->SendText(R"({"type":"start","media":"webm"})");
+  ASSERT_TRUE(ws->ReceiveType("started"));
+  const LandmarkFrame face = Frontal();
+  // Landmarks at 30 fps for the first 3 s of the 8 s stream, then none.
+  const auto t0 = std::chrono::steady_clock::now();
+  tracker->SendText(FrameJson(face));
+  const size_t chunk = webm.size() / 40;
+  for (size_t i = 0, f = 1; i < 40; ++i) {
+    const auto due = t0 + i * 200ms;
+    while (std::chrono::steady_clock::now() < due) {
+      if (f <= 90) {
+        LandmarkFrame next = face;
+        next.t_ms = static_cast<double>(f) * 1000 / 30;
+        tracker->SendText(FrameJson(next));
+        ++f;
+      }
+      std::this_thread::sleep_for(33ms);
+    }
+    ws->SendBinary("\x01" + webm.substr(i * chunk, i == 39 ? std::string::npos : chunk));
+  }
+  std::this_thread::sleep_for(1s);
+  ASSERT_EQ(Http("POST", s.Url("/api/sessions/" + id + "/end"), "", s.Auth("alice")).status, 200);
+  const Json::Value r =
+      Http("GET", s.Url("/api/sessions/" + id + "/report"), "", s.Auth("alice")).JsonBody();
+  const Json::Value& media = r["metrics"]["media"];
+  std::printf("video frames decoded %d, not decoded %d\n", media["video_frames"].asInt(),
+              media["video_frames_not_decoded"].asInt());
+  // 0-5 s (landmarks, then their 2 s window): ~150 frames at 30 fps not decoded.
+  EXPECT_GE(media["video_frames_not_decoded"].asInt(), 100) << media.toStyledString();
+  // 5-8 s decoded again, at the 10 fps analysis rate: ~30 frames (all 8 s would be ~80).
+  EXPECT_GE(media["video_frames"].asInt(), 10) << media.toStyledString();
+  EXPECT_LE(media["video_frames"].asInt(), 50) << media.toStyledString();
+  EXPECT_GE(r["metrics"]["vision"]["client_frames"].asInt(), 60);
 }
 
 TEST(VisionOverWebSocket, VideoWithoutLandmarksIsAnalysedOnTheServer) {
