@@ -33,6 +33,7 @@
 #include "tests/support/face_generator.h"
 #include "tests/support/flite_voice.h"
 #include "tests/support/test_server.h"
+#include "tests/support/webm_encoder.h"
 
 namespace {
 
@@ -442,8 +443,66 @@ class MeasuredWindow {
 // packet it receives comes back into its microphone that much later, `echo_db` quieter, and
 // any pause, barge-in cancel or speech start while it is silent is the persona interrupting
 // itself.
+// A full session (--webm, --landmark-fps): the microphone goes as WebM/Opus, as a browser's
+// MediaRecorder sends it, and the client's face tracker sends landmark frames beside it.
+struct FullSession {
+  bool webm = false;
+  int landmark_fps = 0;
+  std::string base;  // the server's URL, for its per-stage CPU (/metrics)
+};
+
+// The server's CPU seconds by thread group (parley_thread_cpu_seconds).
+std::map<std::string, double> ThreadCpu(const std::string& base) {
+  std::map<std::string, double> out;
+  std::istringstream in(Http("GET", base + "/metrics").body);
+  const std::string prefix = "parley_thread_cpu_seconds{group=\"";
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(prefix, 0) != 0) continue;
+    const auto close = line.find('"', prefix.size());
+    out[line.substr(prefix.size(), close - prefix.size())] = std::atof(line.c_str() + close + 3);
+  }
+  return out;
+}
+
+double OwnCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
 int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int duration_s,
-                    pid_t pid, pid_t child, int echo_delay_ms, double echo_db) {
+                    pid_t pid, pid_t child, int echo_delay_ms, double echo_db,
+                    const FullSession& full) {
+  // The face a tracker would send, 30 fps, cycled (t added at send time).
+  std::vector<std::string> face_bodies;
+  if (full.landmark_fps > 0) {
+    parley::testing::GeneratorConfig g;
+    g.seed = 5;
+    g.duration_s = 20;
+    g.no_face = false;
+    for (const auto& f : parley::testing::GenerateSession(g).frames) {
+      std::string body = ",\"width\":640,\"height\":480,\"landmarks\":[";
+      char buf[64];
+      for (size_t i = 0; i < f.points.size(); ++i) {
+        std::snprintf(buf, sizeof buf, "%s[%.5f,%.5f,%.5f]", i ? "," : "", f.points[i].x,
+                      f.points[i].y, f.points[i].z);
+        body += buf;
+      }
+      face_bodies.push_back(body + "]}");
+    }
+  }
+  std::map<std::string, double> stage_cpu_from;
+  double own_cpu_from = 0;
+  std::thread stage_meter;
+  if (!full.base.empty())
+    stage_meter = std::thread([&] {
+      std::this_thread::sleep_until(Clock::now() + std::chrono::seconds(warmup_s));
+      stage_cpu_from = ThreadCpu(full.base);
+      own_cpu_from = OwnCpuSeconds();
+    });
+  std::atomic<int64_t> user_speech_samples{0};
+  std::atomic<int> overloaded_turns{0};
   std::vector<std::vector<int16_t>> recordings;
   for (const char* id : {"0870", "0880", "0890", "0920", "0930"}) {
     auto pcm = parley::testing::DecodeTo16k(
@@ -483,7 +542,11 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   for (size_t ci = 0; ci < clients.size(); ++ci) {
     talkers.emplace_back([&, ci] {
       WsClient& ws = *clients[ci];
-      ws.SendText(R"({"type":"start","media":"pcm","sample_rate":16000})");
+      ws.SendText(full.webm ? R"({"type":"start","media":"webm"})"
+                            : R"({"type":"start","media":"pcm","sample_rate":16000})");
+      std::unique_ptr<parley::testing::WebmOpusEncoder> encoder;
+      if (full.webm) encoder = std::make_unique<parley::testing::WebmOpusEncoder>();
+      size_t face_index = ci * 37;
       auto tick = Clock::now();
       const auto t0 = tick;
       // The room: decoded voice packets waiting to reach the microphone (sample index -> value).
@@ -535,6 +598,10 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
         }
         mic_samples += static_cast<int64_t>(out.size());
         room.erase(room.begin(), room.lower_bound(mic_samples));
+        if (encoder) {
+          const std::string webm = encoder->Encode(out);
+          return webm.empty() ? std::string() : "\x01" + webm;
+        }
         return "\x02" + std::string(reinterpret_cast<const char*>(out.data()), out.size() * 2);
       };
       const auto silence = [&] { return microphone(nullptr, 0); };
@@ -572,7 +639,17 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
                             Clock::time_point give_up) {
         for (;;) {
           if (Clock::now() >= tick) {
-            ws.SendBinary(next_chunk());
+            std::string chunk = next_chunk();
+            if (!chunk.empty()) ws.SendBinary(std::move(chunk));
+            // The tracker's frames of these 100 ms (t: ms since the stream started).
+            const int per_tick = full.landmark_fps / 10;
+            for (int k = 0; k < per_tick && !face_bodies.empty(); ++k) {
+              char t_field[48];
+              const double t_ms = std::chrono::duration<double, std::milli>(tick - t0).count() +
+                                  100.0 * k / per_tick;
+              std::snprintf(t_field, sizeof t_field, "{\"t\":%.1f", t_ms);
+              ws.SendText(t_field + face_bodies[face_index++ % face_bodies.size()]);
+            }
             tick += 100ms;
           }
           const auto wait = std::max(Clock::now(), std::min(tick, give_up)) - Clock::now();
@@ -607,6 +684,8 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
             return silence();
           }
           const size_t n = std::min<size_t>(1600, rec.size() - off);
+          if (Clock::now() >= measure_from && Clock::now() < stop_at)
+            user_speech_samples += static_cast<int64_t>(n);
           std::string chunk = microphone(rec.data() + off, n);
           off += n;
           // The chunk holding the last voiced sample leaves now (as a microphone's would, once
@@ -628,6 +707,8 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
                     std::chrono::duration<double, std::milli>(m.received - voiced_sent).count();
               }
               if (t == "reply") r.reply = *parley::core::ParseJson(m.data);
+              if (t == "error" && m.data.find("asr_overloaded") != std::string::npos)
+                ++overloaded_turns;
               if (t == "playback.start") r.start = *parley::core::ParseJson(m.data);
               self_interruption(t, m);
               return t == "playback.end" && got_packet;
@@ -649,6 +730,13 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   for (auto& t : talkers) t.join();
   const double cpu = window.ServerCpuSeconds();
   const double rss_end = pid > 0 ? RssKib(pid) / 1024.0 : 0;
+  std::map<std::string, double> stage_cpu_to;
+  double own_cpu = 0;
+  if (stage_meter.joinable()) {
+    stage_meter.join();
+    stage_cpu_to = ThreadCpu(full.base);
+    own_cpu = OwnCpuSeconds() - own_cpu_from;
+  }
   std::vector<double> v2v, eot, transcript, first_text, first_audio, server_first_packet;
   for (const auto& r : rounds) {
     if (!r.measured) continue;
@@ -671,6 +759,24 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   out["measured_s"] = duration_s;
   out["turns_answered"] = static_cast<Json::UInt64>(v2v.size());
   out["turns_missing_reply"] = missing;
+  out["asr_overloaded_errors"] = overloaded_turns.load();
+  out["media"] = full.webm ? "webm" : "pcm";
+  out["landmark_fps"] = full.landmark_fps;
+  // The share of the window the users were talking (the rest: the persona, pauses).
+  out["user_talk_ratio"] = clients.empty() ? 0.0
+                                           : static_cast<double>(user_speech_samples.load()) /
+                                                 16000.0 /
+                                                 (static_cast<double>(clients.size()) * duration_s);
+  if (!stage_cpu_to.empty()) {
+    // Per session, in cores (CPU seconds per second), by what the server's threads do.
+    Json::Value& by = out["server_cores_per_session_by_stage"];
+    for (const auto& [group, to] : stage_cpu_to) {
+      const double d = to - stage_cpu_from[group];
+      if (d > 0.0005 * duration_s)
+        by[group] = d / duration_s / static_cast<double>(clients.size());
+    }
+    out["load_client_cores"] = own_cpu / duration_s;
+  }
   if (echo_delay_ms >= 0) {
     Json::Value& e = out["echo"];
     e["delay_ms"] = echo_delay_ms;
@@ -1071,6 +1177,14 @@ int main(int argc, char** argv) {
                "Each connection holds a spoken conversation with the persona (librivox turns as "
                "real-time PCM, waiting for each reply's voice); reports voice-to-voice latency "
                "with the server's breakdown, CPU per conversation-minute and memory per session");
+  bool webm_audio = false;
+  cli.add_flag("--webm", webm_audio,
+               "With --conversation: the microphone as WebM/Opus (a browser's MediaRecorder) "
+               "instead of PCM");
+  int landmark_fps = 0;
+  cli.add_option("--landmark-fps", landmark_fps,
+                 "With --conversation: each session's face tracker also sends this many landmark "
+                 "frames per second (30: the page's face mesh)");
   int soak = 0;
   cli.add_option("--soak", soak,
                  "Run this many short media sessions back to back (--media WebM; every third "
@@ -1179,7 +1293,7 @@ int main(int argc, char** argv) {
   if (barge_in) return RunBargeIn(clients, warmup_s, duration_s, pid_arg, child.pid);
   if (conversation) {
     return RunConversation(clients, warmup_s, duration_s, pid_arg, child.pid, echo_delay_ms,
-                           echo_db);
+                           echo_db, FullSession{webm_audio, landmark_fps, base});
   }
   if (speech) {
     const char* partials = std::getenv("PARLEY_ASR_PARTIALS");

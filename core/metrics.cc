@@ -1,9 +1,12 @@
+#include <pthread.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "core/core.h"
@@ -168,7 +171,93 @@ int CountThreads() {
   return -1;
 }
 
+void NameThisThread(const std::string& name) {
+  pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+}
+
+namespace {
+
+const std::set<std::string, std::less<>> kThreadGroups = {
+    "lws",    "general",     "asr",   "asr_remote", "vision", "replies", "voice",
+    "uploads", "session_end", "pacer", "gstreamer",  "timers"};
+
+// CPU seconds of the process's live threads, summed by what their names say they do. Threads
+// that have exited are not in /proc/self/task: their time shows in "other" (the process total
+// minus the named groups).
+std::map<std::string, double> ThreadCpuByGroup() {
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  const auto cpu_of = [tick](const std::string& stat_path) {
+    std::ifstream in(stat_path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto close = text.rfind(')');
+    if (close == std::string::npos) return 0.0;
+    std::istringstream rest(text.substr(close + 2));
+    std::string field;
+    unsigned long long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+      if (i == 14) utime = std::stoull(field);
+      if (i == 15) stime = std::stoull(field);
+    }
+    return static_cast<double>(utime + stime) / tick;
+  };
+  std::map<std::string, double> groups;
+  double named = 0;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    std::ifstream comm_file(task.path() / "comm");
+    std::string comm;
+    std::getline(comm_file, comm);
+    // Worker pools are "p:<pool>"; GStreamer names its streaming threads after their pads
+    // ("<element>:src"); the rest are named where they start.
+    std::string group;
+    if (comm.rfind("p:", 0) == 0) {
+      group = comm.substr(2);
+    } else if (comm == "decoder-loader") {
+      group = "asr";
+    } else if (comm == "lws" || comm == "pacer" || comm == "timers") {
+      group = comm;
+    } else if (comm.find(':') != std::string::npos) {
+      group = "gstreamer";
+    } else {
+      continue;
+    }
+    if (!kThreadGroups.contains(group)) continue;
+    const double s = cpu_of((task.path() / "stat").string());
+    groups[group] += s;
+    named += s;
+  }
+  groups["other"] = std::max(0.0, cpu_of("/proc/self/stat") - named);
+  return groups;
+}
+
+}  // namespace
+
 void AddProcessMetrics(Metrics& metrics) {
+  // One reading of /proc per scrape, shared by the groups' gauges.
+  struct Cache {
+    std::mutex mu;
+    std::chrono::steady_clock::time_point at{};
+    std::map<std::string, double> groups;
+  };
+  auto cache = std::make_shared<Cache>();
+  std::vector<std::string> groups(kThreadGroups.begin(), kThreadGroups.end());
+  groups.emplace_back("other");
+  for (const std::string& group : groups) {
+    metrics.AddGaugeCallback(
+        "parley_thread_cpu_seconds",
+        "CPU seconds of the process's threads by what they do (worker pool, lws service, pacer, "
+        "GStreamer streaming; other: the rest and exited threads)",
+        {{"group", group}}, [cache, g = group] {
+          const std::lock_guard lock(cache->mu);
+          const auto now = std::chrono::steady_clock::now();
+          if (now - cache->at > std::chrono::milliseconds(100)) {
+            cache->groups = ThreadCpuByGroup();
+            cache->at = now;
+          }
+          const auto it = cache->groups.find(g);
+          return it == cache->groups.end() ? 0.0 : it->second;
+        });
+  }
   metrics.AddGaugeCallback("process_open_fds", "Open file descriptors", {},
                            [] { return static_cast<double>(CountOpenFds()); });
   metrics.AddGaugeCallback("process_resident_memory_bytes", "Resident memory size in bytes", {},

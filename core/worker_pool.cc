@@ -20,7 +20,11 @@ WorkerPool::WorkerPool(const WorkerPoolConfig& config, Metrics& metrics)
                            {{"pool", config.name}},
                            [this] { return static_cast<double>(QueueDepth()); });
   threads_.reserve(static_cast<size_t>(config.threads));
-  for (int i = 0; i < config.threads; ++i) threads_.emplace_back([this] { Run(); });
+  for (int i = 0; i < config.threads; ++i)
+    threads_.emplace_back([this, name = "p:" + config.name] {
+      NameThisThread(name);
+      Run();
+    });
 }
 
 WorkerPool::~WorkerPool() { Shutdown(); }
@@ -142,7 +146,10 @@ size_t Strand::Pending() const {
 // ---- TimerQueue -----------------------------------------------------------------------------
 
 TimerQueue::TimerQueue() {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("timers");
+    Run();
+  });
 }
 
 TimerQueue::~TimerQueue() {

@@ -85,7 +85,10 @@ class PacerImpl final : public Pacer, public std::enable_shared_from_this<PacerI
       : late_(metrics.GetCounter("parley_playback_stalls_total",
                                  "Times an utterance's next packet came too late to play on "
                                  "time (its timing restarts from then)")) {
-    thread_ = std::thread([this] { Run(); });
+    thread_ = std::thread([this] {
+      core::NameThisThread("pacer");
+      Run();
+    });
   }
   ~PacerImpl() override {
     {

@@ -60,7 +60,10 @@ SessionRegistry::SessionRegistry(const SessionConfig& config, core::Logger& log,
   metrics_.AddGaugeCallback("parley_session_capacity",
                             "Live conversations admitted at once (--session-capacity)", {},
                             [this] { return static_cast<double>(capacity_); });
-  expiry_thread_ = std::thread([this] { ExpiryLoop(); });
+  expiry_thread_ = std::thread([this] {
+    core::NameThisThread("expiry");
+    ExpiryLoop();
+  });
 }
 
 SessionRegistry::~SessionRegistry() {

@@ -1040,6 +1040,7 @@ bool Server::Start() {
   s.bound_port = s.front_door->port();
   lws_sul_schedule(s.context, 0, &s.housekeeping.sul, &Impl::Housekeeping, LWS_US_PER_SEC);
   s.service = std::thread([&s] {
+    core::NameThisThread("lws");
     while (!s.stop.load()) {
       if (lws_service(s.context, 0) < 0) break;
     }

@@ -16,6 +16,7 @@
 #include <stop_token>
 #include <thread>
 
+#include "core/core.h"
 #include "speech/speech.h"
 
 namespace parley::speech {
@@ -325,6 +326,7 @@ class DecoderPoolImpl final : public DecoderPool {
     shared_->Add(std::move(first));
     if (size_ > 1)
       loader_ = std::jthread([shared = shared_, config](const std::stop_token& stop) {
+        core::NameThisThread("decoder-loader");
         for (int i = 1; i < config.pool_size && !stop.stop_requested(); ++i) {
           std::string error;
           auto slot = LoadSlot(config, &error);
