@@ -474,23 +474,17 @@ double OwnCpuSeconds() {
 int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int duration_s,
                     pid_t pid, pid_t child, int echo_delay_ms, double echo_db,
                     const FullSession& full) {
-  // The face a tracker would send, 30 fps, cycled (t added at send time).
-  std::vector<std::string> face_bodies;
+  // The face a tracker would send, cycled, as the page sends it: binary frames (0x03) of int16
+  // coordinates; t is written in at send time.
+  std::vector<std::string> face_frames;
   if (full.landmark_fps > 0) {
     parley::testing::GeneratorConfig g;
     g.seed = 5;
     g.duration_s = 20;
     g.no_face = false;
-    for (const auto& f : parley::testing::GenerateSession(g).frames) {
-      std::string body = ",\"width\":640,\"height\":480,\"landmarks\":[";
-      char buf[64];
-      for (size_t i = 0; i < f.points.size(); ++i) {
-        std::snprintf(buf, sizeof buf, "%s[%.5f,%.5f,%.5f]", i ? "," : "", f.points[i].x,
-                      f.points[i].y, f.points[i].z);
-        body += buf;
-      }
-      face_bodies.push_back(body + "]}");
-    }
+    for (const auto& f : parley::testing::GenerateSession(g).frames)
+      face_frames.push_back(
+          "\x03" + parley::vision::EncodeBinaryFrame(f, parley::vision::BinaryEncoding::kInt16));
   }
   std::map<std::string, double> stage_cpu_from;
   double own_cpu_from = 0;
@@ -643,12 +637,12 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
             if (!chunk.empty()) ws.SendBinary(std::move(chunk));
             // The tracker's frames of these 100 ms (t: ms since the stream started).
             const int per_tick = full.landmark_fps / 10;
-            for (int k = 0; k < per_tick && !face_bodies.empty(); ++k) {
-              char t_field[48];
+            for (int k = 0; k < per_tick && !face_frames.empty(); ++k) {
               const double t_ms = std::chrono::duration<double, std::milli>(tick - t0).count() +
                                   100.0 * k / per_tick;
-              std::snprintf(t_field, sizeof t_field, "{\"t\":%.1f", t_ms);
-              ws.SendText(t_field + face_bodies[face_index++ % face_bodies.size()]);
+              std::string frame = face_frames[face_index++ % face_frames.size()];
+              std::memcpy(frame.data() + 1 + 4, &t_ms, sizeof t_ms);  // f64 t after "PLM" + version
+              ws.SendBinary(std::move(frame));
             }
             tick += 100ms;
           }
