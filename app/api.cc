@@ -257,6 +257,7 @@ HttpResponse App::Impl::Health() {
     auto& asr = h["dependencies"]["speech_recognition"];
     asr["decoders"] = decoder_pool->size();
     asr["decoders_loaded"] = decoder_pool->loaded();
+    asr["decoders_max"] = decoder_pool->max_size();
     asr["decoders_busy"] = decoder_pool->busy();
   }
   if (h["dependencies"]["store"]["status"].asString() != "ok") h["status"] = "degraded";

@@ -7,8 +7,15 @@
 
 namespace parley::app {
 
+namespace {
+AppConfig Derived(AppConfig c) {
+  c.Derive();
+  return c;
+}
+}  // namespace
+
 App::Impl::Impl(AppConfig c, core::Logger& l)
-    : config(std::move(c)),
+    : config(Derived(std::move(c))),
       log(l),
       pool(config.workers, metrics),
       services(config.conversation, pool, log, metrics),

@@ -52,6 +52,9 @@ struct AppConfig {
 
   // Every problem found, each a full sentence naming the option; empty when valid.
   std::vector<std::string> Validate() const;
+  // Fills the options whose default depends on others (0 = derived): the speech decoders a
+  // full house needs from the session capacity. Idempotent.
+  void Derive();
   // Registers every option (the modules' own AddFlags, and the application's).
   void AddFlags(core::FlagSet& flags);
   // The effective configuration, secrets masked (logged at start).

@@ -1,5 +1,6 @@
 // Command line and environment -> AppConfig, with CLI11.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <filesystem>
 #include <ostream>
 
@@ -38,6 +39,14 @@ void UploadConfig::AddFlags(core::FlagSet& f) {
         "PARLEY_UPLOAD_QUEUE");
   f.Add("--upload-stall-timeout", &stall_timeout_s,
         "Seconds an analysis may make no progress before it fails", "PARLEY_UPLOAD_STALL_TIMEOUT");
+}
+
+void AppConfig::Derive() {
+  auto& asr = conversation.hearing.asr;
+  // Everyone in a full house may speak at once (a turn waiting for a decoder waits the whole of
+  // someone else's turn); the extra decoders load only when that many speak.
+  if (asr.max_pool_size == 0)
+    asr.max_pool_size = std::clamp(sessions.EffectiveCapacity(), std::min(asr.pool_size, 64), 64);
 }
 
 std::vector<std::string> AppConfig::Validate() const {
@@ -164,6 +173,7 @@ std::variant<AppConfig, int> ParseCommandLine(int argc, const char* const* argv,
   c.store.data_dir = c.data_dir;
 
   for (const auto& p : c.Validate()) problems.push_back(p);
+  if (problems.empty()) c.Derive();
   if (!problems.empty()) {
     err << "parley: invalid configuration:\n";
     for (const auto& p : problems) err << "  - " << p << "\n";

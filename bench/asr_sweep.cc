@@ -149,6 +149,10 @@ int main(int argc, char** argv) {
       "-maxhmmpf 5000 -topn 2",
       "-maxhmmpf 5000 -topn 2 -maxwpf 10",
       "-beam 1e-40 -pbeam 1e-40 -topn 2 -maxwpf 10",
+      "-beam 1e-40 -pbeam 1e-40 -maxwpf 10 -maxhmmpf 5000",
+      "-maxwpf 10 -maxhmmpf 5000",
+      "-maxwpf 5 -maxhmmpf 3000",
+      "-pbeam 1e-40 -maxwpf 5 -maxhmmpf 3000",
   };
   cli.add_option("--prompts", prompts, "Asterisk prompts beside the librivox sentences")
       ->capture_default_str();

@@ -449,6 +449,11 @@ struct FullSession {
   bool webm = false;
   int landmark_fps = 0;
   std::string base;  // the server's URL, for its per-stage CPU (/metrics)
+  // People arrive one by one: session i starts (its microphone, its greeting) i * ramp_s / N
+  // seconds in, not all in the same instant.
+  double ramp_s = 0;
+  int refused = 0;  // conversations the server refused at capacity (503)
+  int refused_without_retry_after = 0;
 };
 
 // The server's CPU seconds by thread group (parley_thread_cpu_seconds).
@@ -496,7 +501,7 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
       own_cpu_from = OwnCpuSeconds();
     });
   std::atomic<int64_t> user_speech_samples{0};
-  std::atomic<int> overloaded_turns{0};
+  std::atomic<int> overloaded_turns{0}, overloaded_in_window{0};
   std::vector<std::vector<int16_t>> recordings;
   for (const char* id : {"0870", "0880", "0890", "0920", "0930"}) {
     auto pcm = parley::testing::DecodeTo16k(
@@ -536,6 +541,8 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   for (size_t ci = 0; ci < clients.size(); ++ci) {
     talkers.emplace_back([&, ci] {
       WsClient& ws = *clients[ci];
+      std::this_thread::sleep_for(std::chrono::duration<double>(
+          full.ramp_s * static_cast<double>(ci) / static_cast<double>(clients.size())));
       ws.SendText(full.webm ? R"({"type":"start","media":"webm"})"
                             : R"({"type":"start","media":"pcm","sample_rate":16000})");
       std::unique_ptr<parley::testing::WebmOpusEncoder> encoder;
@@ -701,8 +708,10 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
                     std::chrono::duration<double, std::milli>(m.received - voiced_sent).count();
               }
               if (t == "reply") r.reply = *parley::core::ParseJson(m.data);
-              if (t == "error" && m.data.find("asr_overloaded") != std::string::npos)
+              if (t == "error" && m.data.find("asr_overloaded") != std::string::npos) {
                 ++overloaded_turns;
+                if (m.received >= measure_from && m.received < stop_at) ++overloaded_in_window;
+              }
               if (t == "playback.start") r.start = *parley::core::ParseJson(m.data);
               self_interruption(t, m);
               return t == "playback.end" && got_packet;
@@ -753,7 +762,10 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   out["measured_s"] = duration_s;
   out["turns_answered"] = static_cast<Json::UInt64>(v2v.size());
   out["turns_missing_reply"] = missing;
-  out["asr_overloaded_errors"] = overloaded_turns.load();
+  out["refused_at_capacity"] = full.refused;
+  out["refused_without_retry_after"] = full.refused_without_retry_after;
+  out["asr_overloaded_errors"] = overloaded_in_window.load();
+  out["asr_overloaded_errors_in_warmup"] = overloaded_turns.load() - overloaded_in_window.load();
   out["media"] = full.webm ? "webm" : "pcm";
   out["landmark_fps"] = full.landmark_fps;
   // The share of the window the users were talking (the rest: the persona, pauses).
@@ -1179,6 +1191,11 @@ int main(int argc, char** argv) {
   cli.add_option("--landmark-fps", landmark_fps,
                  "With --conversation: each session's face tracker also sends this many landmark "
                  "frames per second (30: the page's face mesh)");
+  double ramp_s = 0;
+  cli.add_option("--ramp", ramp_s,
+                 "With --conversation: sessions start one by one over this many seconds (people "
+                 "arriving), not all at once")
+      ->capture_default_str();
   int soak = 0;
   cli.add_option("--soak", soak,
                  "Run this many short media sessions back to back (--media WebM; every third "
@@ -1221,13 +1238,27 @@ int main(int argc, char** argv) {
   if (!media_file.empty() || speech || conversation || barge_in) endpoint = "practice";
   SpeechLog speech_log;
   std::vector<std::string> sessions;
+  // Conversations past the server's capacity are refused (503 at_capacity with Retry-After):
+  // counted, and the rest go on, as a load balancer would send them elsewhere.
+  int refused = 0, refused_without_retry_after = 0;
   for (int i = 0; !no_sessions && i < (connections + per_session - 1) / per_session; ++i) {
     const auto r = Http("POST", base + "/api/sessions", R"({"persona_id":"seoa"})", auth);
+    if (conversation && r.status == 503 &&
+        r.JsonBody()["error"]["code"].asString() == "at_capacity") {
+      ++refused;
+      if (r.Header("retry-after").empty()) ++refused_without_retry_after;
+      continue;
+    }
     if (r.status != 201) {
       std::cerr << "ws_load: cannot create a session: " << r.status << " " << r.body << "\n";
       return 1;
     }
     sessions.push_back(r.JsonBody()["session_id"].asString());
+  }
+  if (refused > 0) {
+    std::cerr << "ws_load: " << refused << " of " << connections
+              << " conversations refused at capacity\n";
+    connections -= refused;
   }
 
   std::vector<std::unique_ptr<WsHub>> hub_list;
@@ -1286,8 +1317,9 @@ int main(int argc, char** argv) {
 
   if (barge_in) return RunBargeIn(clients, warmup_s, duration_s, pid_arg, child.pid);
   if (conversation) {
-    return RunConversation(clients, warmup_s, duration_s, pid_arg, child.pid, echo_delay_ms,
-                           echo_db, FullSession{webm_audio, landmark_fps, base});
+    return RunConversation(
+        clients, warmup_s, duration_s, pid_arg, child.pid, echo_delay_ms, echo_db,
+        FullSession{webm_audio, landmark_fps, base, ramp_s, refused, refused_without_retry_after});
   }
   if (speech) {
     const char* partials = std::getenv("PARLEY_ASR_PARTIALS");

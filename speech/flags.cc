@@ -7,9 +7,13 @@ void HearingConfig::AddFlags(core::FlagSet& f) {
   f.Group("Hearing");
   f.Add("--asr", &enabled, "Transcribe what the person says (PocketSphinx)", "PARLEY_ASR");
   f.Add("--asr-decoders", &asr.pool_size,
-        "PocketSphinx decoders loaded and shared by all sessions (~90 MB each); a speaking person "
-        "holds one for the turn, so this many people are heard at once",
+        "PocketSphinx decoders loaded ahead and shared by all sessions (~90 MB each); a speaking "
+        "person holds one for the turn",
         "PARLEY_ASR_DECODERS");
+  f.Add("--asr-max-decoders", &asr.max_pool_size,
+        "When every decoder is held, more load (one at a time, ~1 s each) up to this many; 0: "
+        "the session capacity (everyone in a full house heard at once), at most 64",
+        "PARLEY_ASR_MAX_DECODERS");
   f.Add("--asr-threads", &threads, "Threads decoding speech (CPU-bound: about the number of cores)",
         "PARLEY_ASR_THREADS");
   f.Add("--asr-partials", &asr.partials,

@@ -6,6 +6,7 @@
 #include <sphinxbase/feat.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdlib>
 #include <deque>
 #include <filesystem>
@@ -71,6 +72,7 @@ struct Shared : std::enable_shared_from_this<Shared> {
   std::mutex mu;
   std::vector<Slot*> free;
   std::deque<DecoderPool::Ready> waiters;
+  std::condition_variable_any more_wanted;  // a turn waits with every decoder held
   int lead_in_ms = 0;
 
   void Release(Slot* slot);
@@ -320,20 +322,34 @@ std::unique_ptr<Slot> LoadSlot(const PocketSphinxConfig& config, std::string* er
 
 class DecoderPoolImpl final : public DecoderPool {
  public:
+  // Loads `pool_size` decoders ahead, one by one, then one more whenever a turn waits with
+  // every decoder held, up to `max_pool_size` (a burst of speakers past the usual load is
+  // heard ~1 s late rather than queued for the whole of someone else's turn).
   DecoderPoolImpl(std::unique_ptr<Slot> first, const PocketSphinxConfig& config)
-      : shared_(std::make_shared<Shared>()), size_(config.pool_size) {
+      : shared_(std::make_shared<Shared>()),
+        size_(config.pool_size),
+        max_size_(std::max(config.pool_size, config.max_pool_size)) {
     shared_->lead_in_ms = config.lead_in_ms;
     shared_->Add(std::move(first));
-    if (size_ > 1)
-      loader_ = std::jthread([shared = shared_, config](const std::stop_token& stop) {
-        core::NameThisThread("decoder-loader");
-        for (int i = 1; i < config.pool_size && !stop.stop_requested(); ++i) {
-          std::string error;
-          auto slot = LoadSlot(config, &error);
-          if (!slot) return;  // the first loaded, so this is memory; the pool stays smaller
-          shared->Add(std::move(slot));
-        }
-      });
+    if (max_size_ > 1)
+      loader_ = std::jthread(
+          [shared = shared_, config, ahead = size_, most = max_size_](const std::stop_token& stop) {
+            core::NameThisThread("decoder-loader");
+            for (;;) {
+              {
+                std::unique_lock lock(shared->mu);
+                const auto wanted = [&] {
+                  const auto loaded = static_cast<int>(shared->decoders.size());
+                  return loaded < ahead || (loaded < most && !shared->waiters.empty());
+                };
+                if (!shared->more_wanted.wait(lock, stop, wanted)) return;  // stopping
+              }
+              std::string error;
+              auto slot = LoadSlot(config, &error);
+              if (!slot) return;  // the first loaded, so this is memory; the pool stays smaller
+              shared->Add(std::move(slot));
+            }
+          });
   }
   ~DecoderPoolImpl() override {
     if (loader_.joinable()) {
@@ -348,6 +364,8 @@ class DecoderPoolImpl final : public DecoderPool {
     std::unique_lock lock(shared_->mu);
     if (shared_->free.empty()) {
       shared_->waiters.push_back(std::move(ready));
+      lock.unlock();
+      shared_->more_wanted.notify_one();
       return;
     }
     Slot* slot = shared_->free.back();
@@ -357,6 +375,7 @@ class DecoderPoolImpl final : public DecoderPool {
   }
 
   int size() const override { return size_; }
+  int max_size() const override { return max_size_; }
   int loaded() const override {
     const std::lock_guard lock(shared_->mu);
     return static_cast<int>(shared_->decoders.size());
@@ -372,7 +391,7 @@ class DecoderPoolImpl final : public DecoderPool {
 
  private:
   std::shared_ptr<Shared> shared_;
-  const int size_;
+  const int size_, max_size_;
   std::jthread loader_;  // loads the rest of the pool
 };
 
@@ -437,6 +456,8 @@ std::vector<std::string> PocketSphinxConfig::DecoderArguments() const {
 
 std::string PocketSphinxConfig::Validate() const {
   if (pool_size < 1 || pool_size > 64) return "the speech decoder pool must hold 1..64 decoders";
+  if (max_pool_size < 0 || max_pool_size > 64)
+    return "--asr-max-decoders must be 0 (the session capacity) or 1..64";
   if (lead_in_ms < 0 || lead_in_ms > 5000) return "the utterance lead-in must be 0..5000 ms";
   std::string search_error;
   SearchFlags(&search_error);

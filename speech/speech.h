@@ -99,9 +99,11 @@ struct PocketSphinxConfig {
   std::string model_dir = "/usr/share/pocketsphinx/model/en-us/en-us";
   std::string dictionary = "/usr/share/pocketsphinx/model/en-us/cmudict-en-us.dict";
   std::string language_model = "/usr/share/pocketsphinx/model/en-us/en-us.lm.bin";
-  // Decoders loaded (~90 MB and ~1 s each). A speaking person holds one for the turn, so this
-  // is how many people can be heard at once; more turns queue (their audio waits).
+  // Decoders loaded ahead (~90 MB and ~1 s each). A speaking person holds one for the turn;
+  // when all are held, the pool loads more, one at a time, up to max_pool_size (0: the
+  // application sets it, to the session capacity). Past that, turns queue (their audio waits).
   int pool_size = 8;
+  int max_pool_size = 0;
   // transcript.partial while the person speaks (the decoder's running best hypothesis).
   bool partials = true;
   // PocketSphinx's second (fwdflat) pass over the whole utterance once it ends: ~25 % more CPU
@@ -114,9 +116,11 @@ struct PocketSphinxConfig {
   // own defaults, the old setting) or PocketSphinx flags ("-beam 1e-40 -topn 2 ...": beams,
   // -ds, -topn, -maxhmmpf, -maxwpf, -pl_window, -pl_beam, -pl_pbeam, -fwdtree, -lw, -wip).
   std::string search = "fast";
-  // bench/asr_sweep over the librivox sentences and asterisk prompts: 43 % of "full"'s CPU per
-  // audio second at a lower word error rate (narrower beams cap the hypotheses kept per frame).
-  static constexpr const char* kFastSearch = "-beam 1e-40 -pbeam 1e-40 -maxwpf 10 -maxhmmpf 5000";
+  // bench/asr_sweep over the librivox sentences and asterisk prompts: about half of "full"'s
+  // CPU per audio second, the same WER on the prose and lower on the prompts (a cap on the HMMs
+  // kept per frame). Narrower beams (-beam 1e-40) cost less but turn a short "okay" into two
+  // words, a false barge-in, and lose 2.8 points on the prose; -maxwpf 5 loses "hello world".
+  static constexpr const char* kFastSearch = "-maxhmmpf 3000";
   std::string Validate() const;
   // The search flags `search` stands for, as (flag, value) pairs; empty with `error` set when
   // it is neither a preset nor valid flags.
@@ -151,7 +155,8 @@ class DecoderPool {
   // otherwise on the thread that returns one, in the order asked. Never blocks. A decoder carries
   // only its noise-floor estimate from one utterance (or session) to the next: no speech.
   virtual void Acquire(Ready ready) = 0;
-  virtual int size() const = 0;     // recognisers configured
+  virtual int size() const = 0;      // recognisers loaded ahead (on demand: up to max_size)
+  virtual int max_size() const = 0;  // the most it loads
   virtual int loaded() const = 0;   // recognisers loaded so far (the rest load in the background)
   virtual int busy() const = 0;     // decoders checked out now
   virtual int waiting() const = 0;  // Acquire calls not served yet

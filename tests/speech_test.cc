@@ -358,6 +358,48 @@ TEST(DecoderPool, CallersWaitInOrderForABusyDecoderWithoutBlocking) {
   EXPECT_EQ(pool->waiting(), 0);
 }
 
+// More people speaking than decoders loaded: the pool loads another for the one waiting (not
+// making them wait for someone else's whole turn), up to its most; past that, callers queue.
+TEST(DecoderPool, GrowsOnDemandUpToItsMostThenCallersWait) {
+  using namespace std::chrono_literals;
+  speech::PocketSphinxConfig config;
+  config.pool_size = 1;
+  config.max_pool_size = 2;
+  std::string error;
+  auto pool = speech::DecoderPool::Create(config, &error);
+  ASSERT_TRUE(pool) << error;
+  EXPECT_EQ(pool->max_size(), 2);
+  std::mutex mu;
+  std::unique_ptr<speech::RecognitionStream> first, second, third;
+  pool->Acquire([&](auto s) { first = std::move(s); });
+  ASSERT_TRUE(first);
+  pool->Acquire([&](auto s) {
+    const std::lock_guard lock(mu);
+    second = std::move(s);
+  });
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  const auto has_second = [&] {
+    const std::lock_guard lock(mu);
+    return second != nullptr;
+  };
+  while (!has_second() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(has_second()) << "no decoder was loaded for the caller waiting";
+  EXPECT_EQ(pool->loaded(), 2);
+  pool->Acquire([&](auto s) {
+    const std::lock_guard lock(mu);
+    third = std::move(s);
+  });
+  std::this_thread::sleep_for(2s);  // loading one takes ~1 s: none is loaded past the most
+  EXPECT_EQ(pool->loaded(), 2);
+  EXPECT_EQ(pool->waiting(), 1);
+  first.reset();
+  const std::lock_guard lock(mu);
+  EXPECT_TRUE(third);
+  second.reset();
+  third.reset();
+}
+
 TEST(DecoderPool, AnAbandonedUtteranceLeavesNothingInTheNextOne) {
   speech::PocketSphinxConfig config;
   config.pool_size = 1;
@@ -706,7 +748,10 @@ std::vector<Json::Value> StopEndAndCollect(TestServer& s, WsClient& ws, const st
 TEST(HearingOverWebSocket, AConnectionDroppedMidTurnGivesItsDecoderBack) {
   const auto prompts = AsteriskPrompts(1);
   ASSERT_FALSE(prompts.empty()) << "asterisk-core-sounds-en(-wav) is not installed";
-  TestServer s([](app::AppConfig& c) { c.conversation.hearing.asr.pool_size = 1; });
+  TestServer s([](app::AppConfig& c) {
+    c.conversation.hearing.asr.pool_size = 1;
+    c.conversation.hearing.asr.max_pool_size = 1;
+  });
   WsHub hub;
   const std::string dropped = s.CreateSession("alice");
   {
@@ -746,6 +791,7 @@ TEST(HearingOverWebSocket, ARecogniserTooFarBehindFailsTurnsAtOnceInsteadOfTrans
 #endif
   TestServer s([](app::AppConfig& c) {
     c.conversation.hearing.asr.pool_size = 1;
+    c.conversation.hearing.asr.max_pool_size = 1;
     c.conversation.hearing.threads = 1;
     c.conversation.hearing.max_lag_ms = kMaxLagMs;
     c.conversation.hearing.shed_partials_lag_ms = kMaxLagMs / 2;
