@@ -59,6 +59,27 @@ TEST_F(ConfigTest, EnvironmentFillsOptionsAndFlagsOverrideIt) {
   EXPECT_EQ(std::get<AppConfig>(p.result).server.port, 7000);
 }
 
+// Everyone in a full house may speak at once: unless set, the most decoders the pool grows to
+// follows the session capacity, never below those loaded ahead nor past 64.
+TEST_F(ConfigTest, TheDecodersAFullHouseNeedsFollowTheSessionCapacityUnlessSet) {
+  const auto most = [](std::vector<const char*> args) {
+    const auto p = Parse(std::move(args));
+    EXPECT_TRUE(std::holds_alternative<AppConfig>(p.result)) << p.err;
+    return std::holds_alternative<AppConfig>(p.result)
+               ? std::get<AppConfig>(p.result).conversation.hearing.asr.max_pool_size
+               : -1;
+  };
+  EXPECT_EQ(most({"--session-capacity", "30"}), 30);
+  EXPECT_EQ(most({"--session-capacity", "4"}), 8);  // the 8 loaded ahead
+  EXPECT_EQ(most({"--session-capacity", "4", "--asr-decoders", "2"}), 4);
+  EXPECT_EQ(most({"--session-capacity", "500"}), 64);
+  EXPECT_EQ(most({"--session-capacity", "30", "--asr-max-decoders", "12"}), 12);
+  const auto p = Parse({"--asr-max-decoders", "65"});
+  ASSERT_TRUE(std::holds_alternative<int>(p.result));
+  EXPECT_EQ(std::get<int>(p.result), 2);
+  EXPECT_NE(p.err.find("--asr-max-decoders"), std::string::npos) << p.err;
+}
+
 TEST_F(ConfigTest, RejectsOutOfRangePortWithExitCode2AndAClearMessage) {
   const auto p = Parse({"--port", "70000"});
   ASSERT_TRUE(std::holds_alternative<int>(p.result));
