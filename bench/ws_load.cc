@@ -530,6 +530,7 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
     double v2v_ms = -1, end_of_turn_ms = -1;
     Json::Value reply, start;
     bool measured = false;
+    double at_s = 0;  // when the turn's voice ended, seconds into the measured window
   };
   std::mutex mu;
   std::vector<Round> rounds;
@@ -721,6 +722,7 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
           r.end_of_turn_ms =
               std::chrono::duration<double, std::milli>(speech_end_at - voiced_sent).count();
         r.measured = voiced_sent >= measure_from && voiced_sent < stop_at;
+        r.at_s = std::chrono::duration<double>(voiced_sent - measure_from).count();
         const std::lock_guard lock(mu);
         if (!answered && r.measured) ++missing;
         if (answered && r.measured) ++persona_turns;
@@ -794,6 +796,20 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   }
   out["voice_to_voice_ms"]["p50"] = pct(v2v, 0.5);
   out["voice_to_voice_ms"]["p95"] = pct(v2v, 0.95);
+  // The window in quarters: latencies that climb as a long run goes on show here (a soak).
+  Json::Value& quarters = out["voice_to_voice_ms_by_quarter"];
+  quarters = Json::Value(Json::arrayValue);
+  for (int q = 0; q < 4; ++q) {
+    std::vector<double> in_quarter;
+    for (const auto& r : rounds)
+      if (r.measured && static_cast<int>(r.at_s * 4 / duration_s) == q)
+        in_quarter.push_back(r.v2v_ms);
+    Json::Value slice(Json::objectValue);
+    slice["turns"] = static_cast<Json::UInt64>(in_quarter.size());
+    slice["p50"] = pct(in_quarter, 0.5);
+    slice["p95"] = pct(in_quarter, 0.95);
+    quarters.append(slice);
+  }
   Json::Value& b = out["breakdown_median_ms"];  // after the turn's last voiced sample
   b["end_of_turn_seen_by_client"] = pct(eot, 0.5);
   b["final_transcript"] = pct(transcript, 0.5);
