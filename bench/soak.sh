@@ -12,12 +12,13 @@
 #   --landmarks N  MediaPipe-shaped JSON landmark streams at 30 fps (ws_load --faces);
 #   --webm N       camera sessions streaming an Opus + VP8 WebM at real time (ws_load --media):
 #                  the GStreamer ingest with video decode, VAD on its audio.
-# Every --sample-s the server's resident memory, open descriptors and threads go to
-# build/soak/samples.csv. The warm-up is --warmup seconds (default: the first fifth of the run,
-# at least 2 minutes); after it the bounds are: resident memory grows < 5 %, descriptors and
-# threads do not grow (their floor), and the full sessions' voice-to-voice p50 in the last
-# quarter of the measured time is within 50 % (and 300 ms) of the first quarter's. Exits 1 when
-# one is broken.
+# Every --sample-s the server's resident memory, open descriptors, threads and loaded speech
+# decoders (/health) go to build/soak/samples.csv. The warm-up is --warmup seconds (default: the
+# first fifth of the run, at least 2 minutes); after it the bounds are: resident memory grows
+# < 5 %, descriptors and threads do not grow (their floor), and the full sessions' voice-to-voice
+# p50 in the last quarter of the measured time is within 50 % (and 300 ms) of the first
+# quarter's. Exits 1 when one is broken. The speech decoder pool grows on demand (~90 MB a
+# decoder, up to decoders_max): the summary says when it grew inside the measured window.
 # Each load client's closing JSON is in build/soak/<kind>.json.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
@@ -95,7 +96,7 @@ clients=()
   clients+=($!)
 }
 
-echo "t_s,rss_kib,fds,threads" >"$out/samples.csv"
+echo "t_s,rss_kib,fds,threads,decoders" >"$out/samples.csv"
 start=$(date +%s)
 while :; do
   now=$(($(date +%s) - start))
@@ -110,7 +111,9 @@ while :; do
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$server/status")
   threads=$(awk '/^Threads/ {print $2}' "/proc/$server/status")
   fds=$(ls "/proc/$server/fd" | wc -l)
-  echo "$now,$rss,$fds,$threads" >>"$out/samples.csv"
+  decoders=$(curl -s -m 2 "http://127.0.0.1:$port/health" | grep -o '"decoders_loaded":[0-9]*' |
+    grep -o '[0-9]*$' || echo -1)
+  echo "$now,$rss,$fds,$threads,${decoders:--1}" >>"$out/samples.csv"
   [ "$now" -lt "$seconds" ] || break
   sleep "$sample_s"
 done
@@ -138,6 +141,10 @@ print(f"  resident memory {first['rss_kib'] // 1024} -> {last['rss_kib'] // 1024
 for key, name in (("fds", "descriptors"), ("threads", "threads")):
     print(f"  {name} {floor(key, after[:quarter])} -> {floor(key, after[-quarter:])} "
           f"(least in the first and last quarter; max {max(r[key] for r in after)})")
+if first["decoders"] >= 0 and last["decoders"] >= 0:
+    grew = last["decoders"] - first["decoders"]
+    print(f"  speech decoders loaded {first['decoders']} -> {last['decoders']}" +
+          (f" (the pool grew by {grew} on demand inside the window)" if grew > 0 else ""))
 broken = []
 if growth >= 5: broken.append("resident memory grew 5 % or more")
 if floor("fds", after[-quarter:]) > floor("fds", after[:quarter]): broken.append("descriptors grew")
@@ -155,6 +162,10 @@ print("  full sessions' voice-to-voice by quarter (turns, p50, p95 ms): " +
       ", ".join(f"({s['turns']}, {s['p50']:.0f}, {s['p95']:.0f})" for s in q))
 print(f"  {r['turns_answered']} turns answered, {r['turns_missing_reply']} missing a reply, "
       f"{r['asr_overloaded_errors']} asr_overloaded")
+early = sum(r.get("closed_early_by_code", {}).values()) + r.get("connect_failures", 0)
+if early:
+    sys.exit(f"soak: {early} sessions did not last the run (connect failures "
+             f"{r.get('connect_failures', 0)}, closed early by code {r.get('closed_early_by_code')})")
 first, last = q[0]["p50"], q[-1]["p50"]
 if q[0]["turns"] == 0 or q[-1]["turns"] == 0:
     sys.exit("soak: a quarter of the run answered no turn")

@@ -449,8 +449,9 @@ struct FullSession {
   bool webm = false;
   int landmark_fps = 0;
   std::string base;  // the server's URL, for its per-stage CPU (/metrics)
-  // People arrive one by one: session i starts (its microphone, its greeting) i * ramp_s / N
-  // seconds in, not all in the same instant.
+  // People arrive one by one: session i connects and starts (its microphone, its greeting)
+  // i * ramp_s / N seconds in, not all in the same instant. (A connection opened early and left
+  // silent would be closed by the server's idle timeout before its person arrived.)
   double ramp_s = 0;
   int refused = 0;  // conversations the server refused at capacity (503)
   int refused_without_retry_after = 0;
@@ -476,9 +477,12 @@ double OwnCpuSeconds() {
          static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
-int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_s, int duration_s,
-                    pid_t pid, pid_t child, int echo_delay_ms, double echo_db,
+// `connect(i)` opens session i's WebSocket (at its arrival).
+int RunConversation(size_t sessions,
+                    const std::function<std::shared_ptr<WsClient>(size_t)>& connect, int warmup_s,
+                    int duration_s, pid_t pid, pid_t child, int echo_delay_ms, double echo_db,
                     const FullSession& full) {
+  std::vector<std::shared_ptr<WsClient>> clients(sessions);
   // The face a tracker would send, cycled, as the page sends it: binary frames (0x03) of int16
   // coordinates; t is written in at send time.
   std::vector<std::string> face_frames;
@@ -535,15 +539,31 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   std::mutex mu;
   std::vector<Round> rounds;
   int missing = 0;
+  // Sessions that did not last the run: their connection failed to open, or the server closed it
+  // (by close code). A soak or capacity figure with any of these is not of `sessions` sessions.
+  int connect_failures = 0;
+  std::map<uint16_t, int> closed_early;
   int persona_turns = 0, self_paused = 0, self_cancelled = 0, echo_speech_starts = 0;
   MeasuredWindow window(warmup_s, duration_s, pid);
   const auto measure_from = window.from, stop_at = window.until;
   std::vector<std::thread> talkers;
   for (size_t ci = 0; ci < clients.size(); ++ci) {
     talkers.emplace_back([&, ci] {
-      WsClient& ws = *clients[ci];
       std::this_thread::sleep_for(std::chrono::duration<double>(
           full.ramp_s * static_cast<double>(ci) / static_cast<double>(clients.size())));
+      auto client = connect(ci);
+      {
+        const std::lock_guard lock(mu);
+        clients[ci] = client;
+      }
+      WsClient& ws = *client;
+      if (!ws.WaitOpen(20s)) {
+        std::cerr << ("ws_load: session " + std::to_string(ci) +
+                      " did not connect: " + ws.failure() + "\n");
+        const std::lock_guard lock(mu);
+        ++connect_failures;
+        return;
+      }
       ws.SendText(full.webm ? R"({"type":"start","media":"webm"})"
                             : R"({"type":"start","media":"pcm","sample_rate":16000})");
       std::unique_ptr<parley::testing::WebmOpusEncoder> encoder;
@@ -635,11 +655,19 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
         if (t == "playback.cancelled") ++self_cancelled;
         if (t == "speech_start") ++echo_speech_starts;
       };
-      // Sends one 100 ms chunk per tick; meanwhile reads what came. Returns when `done`.
+      // Sends one 100 ms chunk per tick; meanwhile reads what came. Returns true when `seen`
+      // says so; false at `give_up` or when the connection closed (`closed` is then set).
+      bool closed = false;
       const auto pump = [&](const std::function<bool(const parley::testing::WsMessage&)>& seen,
                             const std::function<std::string()>& next_chunk,
                             Clock::time_point give_up) {
         for (;;) {
+          // A closed connection answers Receive at once: without this the loop would spin.
+          if (const auto st = ws.state();
+              st == WsClient::State::kClosed || st == WsClient::State::kFailed) {
+            closed = true;
+            return false;
+          }
           if (Clock::now() >= tick) {
             std::string chunk = next_chunk();
             if (!chunk.empty()) ws.SendBinary(std::move(chunk));
@@ -674,7 +702,7 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
             return t == "playback.end";
           },
           silence, Clock::now() + 30s);
-      for (size_t turn = ci; Clock::now() < stop_at; ++turn) {
+      for (size_t turn = ci; !closed && Clock::now() < stop_at; ++turn) {
         const auto& rec = recordings[turn % recordings.size()];
         const size_t voiced_end = last_voiced[turn % recordings.size()];
         size_t off = 0;
@@ -724,11 +752,19 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
         r.measured = voiced_sent >= measure_from && voiced_sent < stop_at;
         r.at_s = std::chrono::duration<double>(voiced_sent - measure_from).count();
         const std::lock_guard lock(mu);
-        if (!answered && r.measured) ++missing;
+        if (!answered && r.measured && !closed) ++missing;
         if (answered && r.measured) ++persona_turns;
         if (answered) rounds.push_back(std::move(r));
         // A breath before the next turn.
         pump([](const auto&) { return false; }, silence, Clock::now() + 400ms);
+      }
+      if (closed) {
+        const uint16_t code = ws.WaitClosed(0ms).value_or(1006);
+        std::cerr << ("ws_load: session " + std::to_string(ci) +
+                      " closed by the server before the run ended (" + std::to_string(code) + " " +
+                      ws.close_reason() + ")\n");
+        const std::lock_guard lock(mu);
+        ++closed_early[code];
       }
     });
   }
@@ -764,6 +800,10 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   out["measured_s"] = duration_s;
   out["turns_answered"] = static_cast<Json::UInt64>(v2v.size());
   out["turns_missing_reply"] = missing;
+  out["connect_failures"] = connect_failures;
+  Json::Value& early = out["closed_early_by_code"];
+  early = Json::Value(Json::objectValue);
+  for (const auto& [code, n] : closed_early) early[std::to_string(code)] = n;
   out["refused_at_capacity"] = full.refused;
   out["refused_without_retry_after"] = full.refused_without_retry_after;
   out["asr_overloaded_errors"] = overloaded_in_window.load();
@@ -828,7 +868,8 @@ int RunConversation(std::vector<std::shared_ptr<WsClient>>& clients, int warmup_
   out["server_rss_mib"] = rss_end;
   out["rss_per_session_mib"] = clients.empty() ? 0.0 : (rss_end - rss_before) / clients.size();
   std::cout << parley::core::ToJson(out) << std::endl;
-  for (auto& c : clients) c->Close();
+  for (auto& c : clients)
+    if (c) c->Close();
   StopChild(child);
   return 0;
 }
@@ -1279,6 +1320,21 @@ int main(int argc, char** argv) {
 
   std::vector<std::unique_ptr<WsHub>> hub_list;
   for (int i = 0; i < std::max(1, hubs); ++i) hub_list.push_back(std::make_unique<WsHub>());
+  if (conversation && no_sessions) {
+    std::cerr << "ws_load: --conversation needs sessions (drop --no-sessions)\n";
+    return 2;
+  }
+  if (conversation) {
+    // Each conversation connects when its person arrives (--ramp), not all up front.
+    const auto connect = [&](size_t i) {
+      return hub_list[i % hub_list.size()]->Connect(port, "/ws/practice?session=" + sessions[i],
+                                                    auth);
+    };
+    return RunConversation(
+        static_cast<size_t>(connections), connect, warmup_s, duration_s, pid_arg, child.pid,
+        echo_delay_ms, echo_db,
+        FullSession{webm_audio, landmark_fps, base, ramp_s, refused, refused_without_retry_after});
+  }
   std::mutex rtt_mu;
   std::vector<double> rtts_ms;
   std::vector<double> scores_ms;  // scores latency: arrival - send time of the frame it covers
@@ -1293,7 +1349,7 @@ int main(int argc, char** argv) {
             ? "/ws/" + endpoint
             : "/ws/" + endpoint + "?session=" + sessions[static_cast<size_t>(i / per_session)],
         auth);
-    if (!conversation && !barge_in)
+    if (!barge_in)
       c->SetOnMessage([&, i](const parley::testing::WsMessage& m) {
         ++received;
         if (speech) {
@@ -1332,11 +1388,6 @@ int main(int argc, char** argv) {
   }
 
   if (barge_in) return RunBargeIn(clients, warmup_s, duration_s, pid_arg, child.pid);
-  if (conversation) {
-    return RunConversation(
-        clients, warmup_s, duration_s, pid_arg, child.pid, echo_delay_ms, echo_db,
-        FullSession{webm_audio, landmark_fps, base, ramp_s, refused, refused_without_retry_after});
-  }
   if (speech) {
     const char* partials = std::getenv("PARLEY_ASR_PARTIALS");
     return RunSpeech(clients, warmup_s, duration_s, base, pid_arg, child.pid, speech_log,
