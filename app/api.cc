@@ -259,6 +259,12 @@ HttpResponse App::Impl::Health() {
     asr["decoders_loaded"] = decoder_pool->loaded();
     asr["decoders_max"] = decoder_pool->max_size();
     asr["decoders_busy"] = decoder_pool->busy();
+    // The pool cannot grow to what the session capacity assumes: fewer turns are heard at once.
+    if (const std::string load_error = decoder_pool->load_error(); !load_error.empty()) {
+      asr["status"] = "degraded";
+      asr["load_error"] = load_error;
+      h["status"] = "degraded";
+    }
   }
   if (h["dependencies"]["store"]["status"].asString() != "ok") h["status"] = "degraded";
   return HttpResponse::Json(200, h);

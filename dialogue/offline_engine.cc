@@ -4,11 +4,13 @@
 // said (its sentiment), a link to the persona's own hobbies or likes when the user touches one,
 // an answer when the user asked about the persona, and a question that keeps the conversation
 // going (on the user's topic, or a new one). Every pool has formal, warm and casual wordings;
-// the persona's style level for the current intimacy picks one. No sentence is said twice in a
-// session, so pools are drawn without replacement and the engine moves to other topics when
-// one is exhausted.
+// the persona's style level for the current intimacy picks one. Pools are drawn without
+// replacement and the engine moves to other topics when one is exhausted; once every fresh line
+// is used (an hour-long session), the line said longest ago comes back, with at least
+// kRepeatGap others said since, so the persona never goes quiet.
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -365,48 +367,62 @@ std::string Capitalize(std::string s) {
 }  // namespace
 
 struct OfflineEngine::State {
+  // Sentences said between a line and its coming back: about seventy turns, so a session of
+  // an hour's first sixty turns repeats nothing.
+  static constexpr uint64_t kRepeatGap = 200;
+  static constexpr uint64_t kFreshOnly = std::numeric_limits<uint64_t>::max();
+
   PersonaProfile p;
   std::mt19937 rng;
-  std::set<std::string> said;              // every sentence said this session
+  std::map<std::string, uint64_t> said;    // every sentence said this session -> when (spoken)
+  uint64_t spoken = 0;                     // sentences said so far
   std::map<std::string, int> topic_turns;  // user topics talked about
   std::set<std::string> linked;            // persona hobbies/likes already brought up
   size_t next_hobby = 0, next_like = 0, next_dislike = 0;
   bool greeted = false;
 
-  // A sentence from `pool` not said yet (random order), or empty.
-  std::string Draw(const Pool& pool) {
+  std::string Say(const std::string& s) {
+    said[s] = ++spoken;
+    return s;
+  }
+  // A sentence from `pool` not said yet (random order). With every one said: the one said
+  // longest ago, when at least `repeat_gap` sentences came after it; otherwise empty.
+  std::string Draw(const Pool& pool, uint64_t repeat_gap = kFreshOnly) {
     std::vector<const std::string*> fresh;
     for (const auto& s : pool)
       if (!said.contains(s)) fresh.push_back(&s);
-    if (fresh.empty()) return {};
-    const std::string& pick = *fresh[rng() % fresh.size()];
-    said.insert(pick);
-    return pick;
+    if (!fresh.empty()) return Say(*fresh[rng() % fresh.size()]);
+    if (repeat_gap == kFreshOnly || pool.empty()) return {};
+    const auto oldest = std::min_element(
+        pool.begin(), pool.end(), [&](const auto& a, const auto& b) { return said[a] < said[b]; });
+    return spoken - said[*oldest] >= repeat_gap ? Say(*oldest) : std::string();
   }
-  // From the style's pool, then the neighbouring styles'.
+  // From the style's pool, then the neighbouring styles'; fresh lines first.
   std::string DrawStyled(const Styled& pools, size_t band, const Pool& extra = {}) {
     if (!extra.empty() && rng() % 3 == 0)
       if (std::string s = Draw(extra); !s.empty()) return s;
-    for (size_t d = 0; d < 3; ++d) {
-      for (const size_t b : {band + d, band - d}) {
-        if (b < 3)
-          if (std::string s = Draw(pools[b]); !s.empty()) return s;
+    for (const uint64_t gap : {kFreshOnly, kRepeatGap}) {
+      for (size_t d = 0; d < 3; ++d) {
+        for (const size_t b : {band + d, band - d}) {
+          if (b < 3)
+            if (std::string s = Draw(pools[b], gap); !s.empty()) return s;
+        }
       }
+      if (std::string s = Draw(extra, gap); !s.empty()) return s;
     }
-    return Draw(extra);
+    return {};
   }
   // A sentence that has not been said, or empty when it has.
   std::string Once(std::string s) {
     if (s.empty() || said.contains(s)) return {};
-    said.insert(s);
-    return s;
+    return Say(s);
   }
 
-  std::string FollowUp(const std::string& topic_id) {
+  std::string FollowUp(const std::string& topic_id, uint64_t repeat_gap = kFreshOnly) {
     for (const auto& t : Topics()) {
       if (topic_id != t.id) continue;
       Pool pool(t.follow_ups.begin(), t.follow_ups.end());
-      if (std::string s = Draw(pool); !s.empty()) return s;
+      if (std::string s = Draw(pool, repeat_gap); !s.empty()) return s;
     }
     return {};
   }
@@ -431,7 +447,10 @@ struct OfflineEngine::State {
     });
     for (const Topic* t : order)
       if (std::string s = FollowUp(t->id); !s.empty()) return s;
-    return {};
+    // Every question asked (an hour in): the one asked longest ago comes back.
+    for (const Topic* t : order)
+      pool.insert(pool.end(), t->follow_ups.begin(), t->follow_ups.end());
+    return Draw(pool, 1);  // never the question just asked
   }
 
   std::string Answer(Ask ask, size_t band) {

@@ -491,7 +491,8 @@ void DialogueStage::RunReply(dialogue::TurnTaking::Action action) {
       if (!offline_) offline_ = std::make_unique<dialogue::OfflineEngine>(persona_);
       std::string offline_error;
       if (!offline_->Reply(request, on_delta, &offline_error))
-        services_.log().Warn("the offline engine had no reply", {{"error", offline_error}});
+        services_.log().Warn("the offline engine had no reply",
+                             {{"session_id", s->id()}, {"error", offline_error}});
     }
   }
   if (auto rest = splitter.Flush()) speak(*rest);

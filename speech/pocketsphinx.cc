@@ -73,6 +73,7 @@ struct Shared : std::enable_shared_from_this<Shared> {
   std::vector<Slot*> free;
   std::deque<DecoderPool::Ready> waiters;
   std::condition_variable_any more_wanted;  // a turn waits with every decoder held
+  std::string load_error;                   // a later decoder failed to load: growth stopped
   int lead_in_ms = 0;
 
   void Release(Slot* slot);
@@ -346,7 +347,11 @@ class DecoderPoolImpl final : public DecoderPool {
               }
               std::string error;
               auto slot = LoadSlot(config, &error);
-              if (!slot) return;  // the first loaded, so this is memory; the pool stays smaller
+              if (!slot) {  // the first loaded, so this is memory or the model's files
+                const std::lock_guard lock(shared->mu);
+                shared->load_error = error;
+                return;
+              }
               shared->Add(std::move(slot));
             }
           });
@@ -387,6 +392,10 @@ class DecoderPoolImpl final : public DecoderPool {
   int waiting() const override {
     const std::lock_guard lock(shared_->mu);
     return static_cast<int>(shared_->waiters.size());
+  }
+  std::string load_error() const override {
+    const std::lock_guard lock(shared_->mu);
+    return shared_->load_error;
   }
 
  private:

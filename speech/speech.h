@@ -160,6 +160,9 @@ class DecoderPool {
   virtual int loaded() const = 0;   // recognisers loaded so far (the rest load in the background)
   virtual int busy() const = 0;     // decoders checked out now
   virtual int waiting() const = 0;  // Acquire calls not served yet
+  // Why a decoder past the first failed to load (the pool then stops growing: callers wait for
+  // the decoders it has); empty while none failed.
+  virtual std::string load_error() const = 0;
 };
 
 // Decodes one whole utterance on the calling thread (for tests and tools): waits for a decoder.

@@ -385,67 +385,73 @@ std::vector<std::string> Sentences(const std::string& text) {
   return out;
 }
 
+// Sixty turns of a person's side of a conversation: small talk, questions, short answers.
+const std::vector<std::string>& SixtyTurns() {
+  static const std::vector<std::string> script = {"Hi!",
+                                                  "I'm fine, thanks.",
+                                                  "I work as a nurse at a big hospital.",
+                                                  "It's tiring but I like it.",
+                                                  "What do you do?",
+                                                  "That sounds fun.",
+                                                  "I like hiking on weekends.",
+                                                  "Yes.",
+                                                  "Where did you grow up?",
+                                                  "I grew up in a small town.",
+                                                  "My family still lives there.",
+                                                  "I have two sisters.",
+                                                  "We cook together when I visit.",
+                                                  "What are your hobbies?",
+                                                  "I love reading novels.",
+                                                  "Mostly fantasy.",
+                                                  "ok",
+                                                  "Do you like coffee?",
+                                                  "I drink tea mostly.",
+                                                  "My cat likes to sit on my book when I read.",
+                                                  "Haha.",
+                                                  "Work has been stressful lately.",
+                                                  "Lots of night shifts.",
+                                                  "I try to go for walks.",
+                                                  "What do you dislike?",
+                                                  "Me too, that annoys me.",
+                                                  "I went to a concert last week.",
+                                                  "It was a jazz band.",
+                                                  "I play a little piano.",
+                                                  "Not very well.",
+                                                  "What kind of person are you?",
+                                                  "That's nice.",
+                                                  "I'm planning a trip to Japan.",
+                                                  "I want to see Kyoto.",
+                                                  "Do you travel a lot?",
+                                                  "I saw a great movie yesterday.",
+                                                  "It was a drama about a family.",
+                                                  "I cried a bit.",
+                                                  "mm",
+                                                  "I don't know.",
+                                                  "How old are you?",
+                                                  "I'm thirty.",
+                                                  "I'm learning Spanish.",
+                                                  "It's hard but fun.",
+                                                  "My friend teaches me.",
+                                                  "We met at university.",
+                                                  "I studied biology.",
+                                                  "Do you enjoy your job?",
+                                                  "I like my job too.",
+                                                  "Sometimes I play games to relax.",
+                                                  "Mostly puzzle games.",
+                                                  "Yeah.",
+                                                  "The weather is nice today.",
+                                                  "I might go to the park.",
+                                                  "What's your name again?",
+                                                  "Tell me about yourself.",
+                                                  "That's really interesting.",
+                                                  "Thank you.",
+                                                  "I have to cook dinner soon.",
+                                                  "Okay, bye!"};
+  return script;
+}
+
 TEST(OfflineEngine, HoldsASixtyTurnConversationWithoutRepeatingALine) {
-  const std::vector<std::string> script = {"Hi!",
-                                           "I'm fine, thanks.",
-                                           "I work as a nurse at a big hospital.",
-                                           "It's tiring but I like it.",
-                                           "What do you do?",
-                                           "That sounds fun.",
-                                           "I like hiking on weekends.",
-                                           "Yes.",
-                                           "Where did you grow up?",
-                                           "I grew up in a small town.",
-                                           "My family still lives there.",
-                                           "I have two sisters.",
-                                           "We cook together when I visit.",
-                                           "What are your hobbies?",
-                                           "I love reading novels.",
-                                           "Mostly fantasy.",
-                                           "ok",
-                                           "Do you like coffee?",
-                                           "I drink tea mostly.",
-                                           "My cat likes to sit on my book when I read.",
-                                           "Haha.",
-                                           "Work has been stressful lately.",
-                                           "Lots of night shifts.",
-                                           "I try to go for walks.",
-                                           "What do you dislike?",
-                                           "Me too, that annoys me.",
-                                           "I went to a concert last week.",
-                                           "It was a jazz band.",
-                                           "I play a little piano.",
-                                           "Not very well.",
-                                           "What kind of person are you?",
-                                           "That's nice.",
-                                           "I'm planning a trip to Japan.",
-                                           "I want to see Kyoto.",
-                                           "Do you travel a lot?",
-                                           "I saw a great movie yesterday.",
-                                           "It was a drama about a family.",
-                                           "I cried a bit.",
-                                           "mm",
-                                           "I don't know.",
-                                           "How old are you?",
-                                           "I'm thirty.",
-                                           "I'm learning Spanish.",
-                                           "It's hard but fun.",
-                                           "My friend teaches me.",
-                                           "We met at university.",
-                                           "I studied biology.",
-                                           "Do you enjoy your job?",
-                                           "I like my job too.",
-                                           "Sometimes I play games to relax.",
-                                           "Mostly puzzle games.",
-                                           "Yeah.",
-                                           "The weather is nice today.",
-                                           "I might go to the park.",
-                                           "What's your name again?",
-                                           "Tell me about yourself.",
-                                           "That's really interesting.",
-                                           "Thank you.",
-                                           "I have to cook dinner soon.",
-                                           "Okay, bye!"};
+  const auto& script = SixtyTurns();
   ASSERT_EQ(script.size(), 60u);
   for (const char* id : {"seoa", "mina", "daniel"}) {
     const PersonaProfile p = LoadPersona(id);
@@ -461,6 +467,35 @@ TEST(OfflineEngine, HoldsASixtyTurnConversationWithoutRepeatingALine) {
         EXPECT_TRUE(said.insert(sentence).second)
             << id << " repeated \"" << sentence << "\" after '" << turn << "'";
     }
+  }
+}
+
+TEST(OfflineEngine, KeepsAnsweringAnHourLongConversationWithoutRepeatingARecentLine) {
+  // 600 turns (about an hour and a half of practice): past every fresh line of every pool, the
+  // persona still answers every turn, and a line comes back only after many others.
+  for (const char* id : {"seoa", "mina", "daniel"}) {
+    const PersonaProfile p = LoadPersona(id);
+    OfflineEngine engine(p, 11);
+    IntimacyModel intimacy;
+    std::map<std::string, size_t> last_said;  // sentence -> its index in the session
+    size_t index = 0, repeats = 0;
+    Say(engine, p, "", intimacy.level(), ReplyRequest::Kind::kGreeting);
+    for (size_t turn = 0; turn < 600; ++turn) {
+      const std::string& said = SixtyTurns()[turn % 60];
+      intimacy.Update(AnalyzeTurn(said));
+      const std::string reply = Say(engine, p, said, intimacy.level());
+      ASSERT_FALSE(reply.empty()) << id << " went quiet at turn " << turn << " ('" << said << "')";
+      for (const auto& sentence : Sentences(reply)) {
+        if (const auto it = last_said.find(sentence); it != last_said.end()) {
+          ++repeats;
+          EXPECT_GE(index - it->second, 40u)
+              << id << " said \"" << sentence << "\" again at turn " << turn << ", "
+              << index - it->second << " sentences after";
+        }
+        last_said[sentence] = index++;
+      }
+    }
+    EXPECT_GT(repeats, 0u) << id << ": the run did not get past the fresh lines";
   }
 }
 

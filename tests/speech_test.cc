@@ -7,6 +7,7 @@
 #include <json/json.h>
 #include <opus/opus.h>
 #include <pocketsphinx.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -398,6 +399,44 @@ TEST(DecoderPool, GrowsOnDemandUpToItsMostThenCallersWait) {
   EXPECT_TRUE(third);
   second.reset();
   third.reset();
+}
+
+TEST(DecoderPool, ADecoderThatFailsToLoadStopsGrowthSaysWhyAndCallersStillGetTheFirst) {
+  using namespace std::chrono_literals;
+  // The dictionary is a copy that disappears once the first decoder has loaded: every later
+  // load fails as it would when memory or the model's files go.
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("parley-pool-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  speech::PocketSphinxConfig config;
+  config.pool_size = 1;
+  config.max_pool_size = 2;
+  const auto dictionary = dir / "cmudict-en-us.dict";
+  std::filesystem::copy_file(config.dictionary, dictionary);
+  config.dictionary = dictionary.string();
+  std::string error;
+  auto pool = speech::DecoderPool::Create(config, &error);
+  ASSERT_TRUE(pool) << error;
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(pool->load_error(), "");
+  std::mutex mu;
+  std::unique_ptr<speech::RecognitionStream> first, second;
+  pool->Acquire([&](auto s) { first = std::move(s); });
+  ASSERT_TRUE(first);
+  pool->Acquire([&](auto s) {  // every decoder is held: the pool tries to load a second
+    const std::lock_guard lock(mu);
+    second = std::move(s);
+  });
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (pool->load_error().empty() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_NE(pool->load_error().find("could not load"), std::string::npos) << pool->load_error();
+  EXPECT_EQ(pool->loaded(), 1);
+  EXPECT_EQ(pool->waiting(), 1);
+  first.reset();  // the caller waiting is served by the decoder the pool has
+  const std::lock_guard lock(mu);
+  EXPECT_TRUE(second);
+  second.reset();
 }
 
 TEST(DecoderPool, AnAbandonedUtteranceLeavesNothingInTheNextOne) {
