@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Soak (#18): one server under a steady mix of live sessions for a long time, watched for growth.
 #   bench/soak.sh [--minutes 30] [--full 24] [--speech 0] [--landmarks 0] [--webm 0]
-#                 [--warmup S] [--sample-s 30] [--build build/default]
+#                 [--session-minutes 10] [--warmup S] [--sample-s 30] [--build build/default]
 # Load (the repo's load client, bench/ws_load, against one spawned server):
 #   --full N       full practice sessions, as the page holds them: the microphone as WebM/Opus
 #                  (audio-only, as the page records while its face mesh runs), a face tracker's
 #                  binary landmark frames at 30 fps, librivox turns spoken in real time and each
 #                  reply's voice waited for (ws_load --conversation --webm --landmark-fps 30):
-#                  GStreamer ingest, VAD, ASR, vision, dialogue, TTS, paced playback;
+#                  GStreamer ingest, VAD, ASR, vision, dialogue, TTS, paced playback. Each person
+#                  practises --session-minutes, then the session ends (its report is built and
+#                  stored) and the next person takes the seat with a new one (0: one session
+#                  per seat for the whole run), so memory is judged on leaks, not on the
+#                  report data live sessions keep by design;
 #   --speech N     spoken conversations over PCM (ws_load --conversation);
 #   --landmarks N  MediaPipe-shaped JSON landmark streams at 30 fps (ws_load --faces);
 #   --webm N       camera sessions streaming an Opus + VP8 WebM at real time (ws_load --media):
@@ -24,10 +28,11 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 cd "$PARLEY_ROOT"
 
-minutes=30 full=24 speech=0 landmarks=0 webm=0 warmup="" sample_s=30 build=build/default
+minutes=30 full=24 session_minutes=10 speech=0 landmarks=0 webm=0 warmup="" sample_s=30 build=build/default
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) minutes=$2; shift 2 ;;
+    --session-minutes) session_minutes=$2; shift 2 ;;
     --full) full=$2; shift 2 ;;
     --speech) speech=$2; shift 2 ;;
     --landmarks) landmarks=$2; shift 2 ;;
@@ -35,7 +40,7 @@ while [ $# -gt 0 ]; do
     --warmup) warmup=$2; shift 2 ;;
     --sample-s) sample_s=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "soak: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -86,7 +91,8 @@ load() {  # kind, ws_load arguments...
 clients=()
 [ "$full" -eq 0 ] || {
   # People arrive over the first half of the warm-up, not all in one instant.
-  load full --conversation --webm --landmark-fps 30 --ramp $((warmup / 2)) -n "$full"
+  load full --conversation --webm --landmark-fps 30 --ramp $((warmup / 2)) -n "$full" \
+    --session-minutes "$session_minutes"
   clients+=($!)
 }
 [ "$speech" -eq 0 ] || { load speech --conversation -n "$speech"; clients+=($!); }
@@ -161,7 +167,10 @@ q = r["voice_to_voice_ms_by_quarter"]
 print("  full sessions' voice-to-voice by quarter (turns, p50, p95 ms): " +
       ", ".join(f"({s['turns']}, {s['p50']:.0f}, {s['p95']:.0f})" for s in q))
 print(f"  {r['turns_answered']} turns answered, {r['turns_missing_reply']} missing a reply, "
-      f"{r['asr_overloaded_errors']} asr_overloaded")
+      f"{r['asr_overloaded_errors']} asr_overloaded, {r.get('sessions_ended', 0)} sessions ended "
+      f"and replaced ({r.get('session_end_failures', 0)} failed to end)")
+if r.get("session_end_failures", 0):
+    sys.exit("soak: a session could not be ended")
 early = sum(r.get("closed_early_by_code", {}).values()) + r.get("connect_failures", 0)
 if early:
     sys.exit(f"soak: {early} sessions did not last the run (connect failures "

@@ -455,6 +455,18 @@ struct FullSession {
   double ramp_s = 0;
   int refused = 0;  // conversations the server refused at capacity (503)
   int refused_without_retry_after = 0;
+  // Each person practises this long, then leaves (the session ends and its report is written)
+  // and the next person takes the seat with a new session; 0: one session per seat for the run.
+  double session_s = 0;
+};
+
+// How the conversations reach the server: session i's WebSocket, and (with session_s) a session
+// ending and a new one being made for the next person in that seat.
+struct Seats {
+  std::vector<std::string> sessions;  // each seat's first session
+  std::function<std::shared_ptr<WsClient>(size_t seat, const std::string& session)> connect;
+  std::function<bool(const std::string& session)> end;
+  std::function<std::optional<std::string>()> create;
 };
 
 // The server's CPU seconds by thread group (parley_thread_cpu_seconds).
@@ -477,12 +489,9 @@ double OwnCpuSeconds() {
          static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
-// `connect(i)` opens session i's WebSocket (at its arrival).
-int RunConversation(size_t sessions,
-                    const std::function<std::shared_ptr<WsClient>(size_t)>& connect, int warmup_s,
-                    int duration_s, pid_t pid, pid_t child, int echo_delay_ms, double echo_db,
-                    const FullSession& full) {
-  std::vector<std::shared_ptr<WsClient>> clients(sessions);
+int RunConversation(const Seats& seats, int warmup_s, int duration_s, pid_t pid, pid_t child,
+                    int echo_delay_ms, double echo_db, const FullSession& full) {
+  std::vector<std::shared_ptr<WsClient>> clients(seats.sessions.size());
   // The face a tracker would send, cycled, as the page sends it: binary frames (0x03) of int16
   // coordinates; t is written in at send time.
   std::vector<std::string> face_frames;
@@ -543,6 +552,7 @@ int RunConversation(size_t sessions,
   // (by close code). A soak or capacity figure with any of these is not of `sessions` sessions.
   int connect_failures = 0;
   std::map<uint16_t, int> closed_early;
+  int sessions_ended = 0, end_failures = 0;  // seats handed to the next person (session_s)
   int persona_turns = 0, self_paused = 0, self_cancelled = 0, echo_speech_starts = 0;
   MeasuredWindow window(warmup_s, duration_s, pid);
   const auto measure_from = window.from, stop_at = window.until;
@@ -551,220 +561,244 @@ int RunConversation(size_t sessions,
     talkers.emplace_back([&, ci] {
       std::this_thread::sleep_for(std::chrono::duration<double>(
           full.ramp_s * static_cast<double>(ci) / static_cast<double>(clients.size())));
-      auto client = connect(ci);
-      {
-        const std::lock_guard lock(mu);
-        clients[ci] = client;
-      }
-      WsClient& ws = *client;
-      if (!ws.WaitOpen(20s)) {
-        std::cerr << ("ws_load: session " + std::to_string(ci) +
-                      " did not connect: " + ws.failure() + "\n");
-        const std::lock_guard lock(mu);
-        ++connect_failures;
-        return;
-      }
-      ws.SendText(full.webm ? R"({"type":"start","media":"webm"})"
-                            : R"({"type":"start","media":"pcm","sample_rate":16000})");
-      std::unique_ptr<parley::testing::WebmOpusEncoder> encoder;
-      if (full.webm) encoder = std::make_unique<parley::testing::WebmOpusEncoder>();
-      size_t face_index = ci * 37;
-      auto tick = Clock::now();
-      const auto t0 = tick;
-      // The room: decoded voice packets waiting to reach the microphone (sample index -> value).
-      std::map<int64_t, double> room;
-      int64_t mic_samples = 0;
-      std::unique_ptr<OpusDecoder, void (*)(OpusDecoder*)> decoder(nullptr, opus_decoder_destroy);
-      if (echo_delay_ms >= 0) {
-        int err = 0;
-        decoder.reset(opus_decoder_create(48000, 1, &err));
-      }
-      const double echo_gain = std::pow(10.0, -echo_db / 20.0);
-      std::vector<int16_t> decoded(5760);
-      int64_t play_cursor = 0;  // microphone sample index where the speaker's queue ends
-      const auto hear = [&](const parley::testing::WsMessage& m) {
-        if (decoder && !m.binary && m.data.find("\"playback.cancelled\"") != std::string::npos) {
-          // The page drops what it queued; what already left the speaker is still in the room.
-          const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                  m.received - t0 + std::chrono::milliseconds(echo_delay_ms))
-                                  .count() *
-                              16;
-          room.erase(room.lower_bound(now), room.end());
-          play_cursor = std::min(play_cursor, now);
+      std::string session_id = seats.sessions[ci];
+      for (;;) {  // a person per session, one after another in this seat
+        const auto session_until =
+            full.session_s > 0
+                ? std::min(stop_at,
+                           Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                              std::chrono::duration<double>(full.session_s)))
+                : stop_at;
+        auto client = seats.connect(ci, session_id);
+        {
+          const std::lock_guard lock(mu);
+          clients[ci] = client;
+        }
+        WsClient& ws = *client;
+        if (!ws.WaitOpen(20s)) {
+          std::cerr << ("ws_load: session " + std::to_string(ci) +
+                        " did not connect: " + ws.failure() + "\n");
+          const std::lock_guard lock(mu);
+          ++connect_failures;
           return;
         }
-        if (!decoder || !m.binary || m.data.size() < 12 || m.data[0] != '\x10') return;
-        const int got =
-            opus_decode(decoder.get(), reinterpret_cast<const unsigned char*>(m.data.data() + 11),
-                        static_cast<opus_int32>(m.data.size() - 11), decoded.data(), 5760, 0);
-        // A player's jitter buffer: each packet plays right after the one before it, or, when it
-        // comes late (the first of an utterance, or after the server paused), `echo_delay_ms`
-        // after it arrived.
-        const int64_t arrived = std::chrono::duration_cast<std::chrono::milliseconds>(
+        ws.SendText(full.webm ? R"({"type":"start","media":"webm"})"
+                              : R"({"type":"start","media":"pcm","sample_rate":16000})");
+        std::unique_ptr<parley::testing::WebmOpusEncoder> encoder;
+        if (full.webm) encoder = std::make_unique<parley::testing::WebmOpusEncoder>();
+        size_t face_index = ci * 37;
+        auto tick = Clock::now();
+        const auto t0 = tick;
+        // The room: decoded voice packets waiting to reach the microphone (sample index -> value).
+        std::map<int64_t, double> room;
+        int64_t mic_samples = 0;
+        std::unique_ptr<OpusDecoder, void (*)(OpusDecoder*)> decoder(nullptr, opus_decoder_destroy);
+        if (echo_delay_ms >= 0) {
+          int err = 0;
+          decoder.reset(opus_decoder_create(48000, 1, &err));
+        }
+        const double echo_gain = std::pow(10.0, -echo_db / 20.0);
+        std::vector<int16_t> decoded(5760);
+        int64_t play_cursor = 0;  // microphone sample index where the speaker's queue ends
+        const auto hear = [&](const parley::testing::WsMessage& m) {
+          if (decoder && !m.binary && m.data.find("\"playback.cancelled\"") != std::string::npos) {
+            // The page drops what it queued; what already left the speaker is still in the room.
+            const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                                     m.received - t0 + std::chrono::milliseconds(echo_delay_ms))
                                     .count() *
                                 16;
-        int64_t at = std::max(play_cursor, arrived);
-        play_cursor = at + got / 3;
-        for (int i = 0; i + 2 < got; i += 3, ++at)
-          room[at] += echo_gain * (decoded[i] + decoded[i + 1] + decoded[i + 2]) / 3.0;
-      };
-      // A chunk of microphone audio: `pcm` (or silence) plus what the room brings back.
-      const auto microphone = [&](const int16_t* pcm, size_t n) {
-        std::vector<int16_t> out(1600, 0);
-        if (pcm != nullptr) std::copy(pcm, pcm + n, out.begin());
-        for (size_t i = 0; i < out.size(); ++i) {
-          const auto it = room.find(mic_samples + static_cast<int64_t>(i));
-          if (it != room.end())
-            out[i] = static_cast<int16_t>(std::clamp(out[i] + it->second, -32768.0, 32767.0));
-        }
-        mic_samples += static_cast<int64_t>(out.size());
-        room.erase(room.begin(), room.lower_bound(mic_samples));
-        if (encoder) {
-          const std::string webm = encoder->Encode(out);
-          return webm.empty() ? std::string() : "\x01" + webm;
-        }
-        return "\x02" + std::string(reinterpret_cast<const char*>(out.data()), out.size() * 2);
-      };
-      const auto silence = [&] { return microphone(nullptr, 0); };
-      // The client's own speech, as microphone sample ranges. A speech onset the server reports
-      // is the client's own when it falls inside one (the server's `t` is session time, and the
-      // microphone's sample 0 is the `started` event's `t`); otherwise it is the persona's echo.
-      std::vector<std::pair<int64_t, int64_t>> own_speech;
-      int64_t stream_zero_ms = -1;
-      bool onset_is_echo = false;
-      const auto self_interruption = [&](const std::string& t,
-                                         const parley::testing::WsMessage& m) {
-        if (echo_delay_ms < 0 || m.binary) return;
-        if (t == "started") {
-          const auto v = parley::core::ParseJson(m.data);
-          if (v) stream_zero_ms = (*v)["t"].asInt64();
-          return;
-        }
-        if (t == "speech_start") {
-          const auto v = parley::core::ParseJson(m.data);
-          const int64_t at =
-              v && stream_zero_ms >= 0 ? ((*v)["t"].asInt64() - stream_zero_ms) * 16 : 0;
-          onset_is_echo = std::none_of(own_speech.begin(), own_speech.end(), [&](const auto& r) {
-            return at >= r.first - 16 * 100 && (r.second < 0 || at < r.second + 16 * 100);
-          });
-        }
-        if (!onset_is_echo) return;
-        const std::lock_guard lock(mu);
-        if (t == "playback.paused") ++self_paused;
-        if (t == "playback.cancelled") ++self_cancelled;
-        if (t == "speech_start") ++echo_speech_starts;
-      };
-      // Sends one 100 ms chunk per tick; meanwhile reads what came. Returns true when `seen`
-      // says so; false at `give_up` or when the connection closed (`closed` is then set).
-      bool closed = false;
-      const auto pump = [&](const std::function<bool(const parley::testing::WsMessage&)>& seen,
-                            const std::function<std::string()>& next_chunk,
-                            Clock::time_point give_up) {
-        for (;;) {
-          // A closed connection answers Receive at once: without this the loop would spin.
-          if (const auto st = ws.state();
-              st == WsClient::State::kClosed || st == WsClient::State::kFailed) {
-            closed = true;
-            return false;
+            room.erase(room.lower_bound(now), room.end());
+            play_cursor = std::min(play_cursor, now);
+            return;
           }
-          if (Clock::now() >= tick) {
-            std::string chunk = next_chunk();
-            if (!chunk.empty()) ws.SendBinary(std::move(chunk));
-            // The tracker's frames of these 100 ms (t: ms since the stream started).
-            const int per_tick = full.landmark_fps / 10;
-            for (int k = 0; k < per_tick && !face_frames.empty(); ++k) {
-              const double t_ms = std::chrono::duration<double, std::milli>(tick - t0).count() +
-                                  100.0 * k / per_tick;
-              std::string frame = face_frames[face_index++ % face_frames.size()];
-              std::memcpy(frame.data() + 1 + 4, &t_ms, sizeof t_ms);  // f64 t after "PLM" + version
-              ws.SendBinary(std::move(frame));
-            }
-            tick += 100ms;
-          }
-          const auto wait = std::max(Clock::now(), std::min(tick, give_up)) - Clock::now();
-          auto m = ws.Receive(std::chrono::duration_cast<std::chrono::milliseconds>(wait) + 1ms);
-          if (m) hear(*m);
-          if (m && seen(*m)) return true;
-          if (Clock::now() >= give_up) return false;
-        }
-      };
-      const auto type_of = [](const parley::testing::WsMessage& m) {
-        if (m.binary) return std::string("packet");
-        const auto v = parley::core::ParseJson(m.data);
-        return v ? (*v)["type"].asString() : std::string();
-      };
-      // The greeting plays first.
-      pump(
-          [&](const auto& m) {
-            const std::string t = type_of(m);
-            self_interruption(t, m);
-            return t == "playback.end";
-          },
-          silence, Clock::now() + 30s);
-      for (size_t turn = ci; !closed && Clock::now() < stop_at; ++turn) {
-        const auto& rec = recordings[turn % recordings.size()];
-        const size_t voiced_end = last_voiced[turn % recordings.size()];
-        size_t off = 0;
-        Clock::time_point voiced_sent{};
-        own_speech.emplace_back(mic_samples, -1);
-        const auto speak = [&] {
-          if (off >= rec.size()) {
-            if (own_speech.back().second < 0) own_speech.back().second = mic_samples;
-            return silence();
-          }
-          const size_t n = std::min<size_t>(1600, rec.size() - off);
-          if (Clock::now() >= measure_from && Clock::now() < stop_at)
-            user_speech_samples += static_cast<int64_t>(n);
-          std::string chunk = microphone(rec.data() + off, n);
-          off += n;
-          // The chunk holding the last voiced sample leaves now (as a microphone's would, once
-          // its 100 ms were recorded).
-          if (off >= voiced_end && voiced_sent == Clock::time_point{}) voiced_sent = Clock::now();
-          return chunk;
+          if (!decoder || !m.binary || m.data.size() < 12 || m.data[0] != '\x10') return;
+          const int got =
+              opus_decode(decoder.get(), reinterpret_cast<const unsigned char*>(m.data.data() + 11),
+                          static_cast<opus_int32>(m.data.size() - 11), decoded.data(), 5760, 0);
+          // A player's jitter buffer: each packet plays right after the one before it, or, when it
+          // comes late (the first of an utterance, or after the server paused), `echo_delay_ms`
+          // after it arrived.
+          const int64_t arrived = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      m.received - t0 + std::chrono::milliseconds(echo_delay_ms))
+                                      .count() *
+                                  16;
+          int64_t at = std::max(play_cursor, arrived);
+          play_cursor = at + got / 3;
+          for (int i = 0; i + 2 < got; i += 3, ++at)
+            room[at] += echo_gain * (decoded[i] + decoded[i + 1] + decoded[i + 2]) / 3.0;
         };
-        Round r;
-        Clock::time_point speech_end_at{};
-        bool got_packet = false;
-        const bool answered = pump(
+        // A chunk of microphone audio: `pcm` (or silence) plus what the room brings back.
+        const auto microphone = [&](const int16_t* pcm, size_t n) {
+          std::vector<int16_t> out(1600, 0);
+          if (pcm != nullptr) std::copy(pcm, pcm + n, out.begin());
+          for (size_t i = 0; i < out.size(); ++i) {
+            const auto it = room.find(mic_samples + static_cast<int64_t>(i));
+            if (it != room.end())
+              out[i] = static_cast<int16_t>(std::clamp(out[i] + it->second, -32768.0, 32767.0));
+          }
+          mic_samples += static_cast<int64_t>(out.size());
+          room.erase(room.begin(), room.lower_bound(mic_samples));
+          if (encoder) {
+            const std::string webm = encoder->Encode(out);
+            return webm.empty() ? std::string() : "\x01" + webm;
+          }
+          return "\x02" + std::string(reinterpret_cast<const char*>(out.data()), out.size() * 2);
+        };
+        const auto silence = [&] { return microphone(nullptr, 0); };
+        // The client's own speech, as microphone sample ranges. A speech onset the server reports
+        // is the client's own when it falls inside one (the server's `t` is session time, and the
+        // microphone's sample 0 is the `started` event's `t`); otherwise it is the persona's echo.
+        std::vector<std::pair<int64_t, int64_t>> own_speech;
+        int64_t stream_zero_ms = -1;
+        bool onset_is_echo = false;
+        const auto self_interruption = [&](const std::string& t,
+                                           const parley::testing::WsMessage& m) {
+          if (echo_delay_ms < 0 || m.binary) return;
+          if (t == "started") {
+            const auto v = parley::core::ParseJson(m.data);
+            if (v) stream_zero_ms = (*v)["t"].asInt64();
+            return;
+          }
+          if (t == "speech_start") {
+            const auto v = parley::core::ParseJson(m.data);
+            const int64_t at =
+                v && stream_zero_ms >= 0 ? ((*v)["t"].asInt64() - stream_zero_ms) * 16 : 0;
+            onset_is_echo = std::none_of(own_speech.begin(), own_speech.end(), [&](const auto& r) {
+              return at >= r.first - 16 * 100 && (r.second < 0 || at < r.second + 16 * 100);
+            });
+          }
+          if (!onset_is_echo) return;
+          const std::lock_guard lock(mu);
+          if (t == "playback.paused") ++self_paused;
+          if (t == "playback.cancelled") ++self_cancelled;
+          if (t == "speech_start") ++echo_speech_starts;
+        };
+        // Sends one 100 ms chunk per tick; meanwhile reads what came. Returns true when `seen`
+        // says so; false at `give_up` or when the connection closed (`closed` is then set).
+        bool closed = false;
+        const auto pump = [&](const std::function<bool(const parley::testing::WsMessage&)>& seen,
+                              const std::function<std::string()>& next_chunk,
+                              Clock::time_point give_up) {
+          for (;;) {
+            // A closed connection answers Receive at once: without this the loop would spin.
+            if (const auto st = ws.state();
+                st == WsClient::State::kClosed || st == WsClient::State::kFailed) {
+              closed = true;
+              return false;
+            }
+            if (Clock::now() >= tick) {
+              std::string chunk = next_chunk();
+              if (!chunk.empty()) ws.SendBinary(std::move(chunk));
+              // The tracker's frames of these 100 ms (t: ms since the stream started).
+              const int per_tick = full.landmark_fps / 10;
+              for (int k = 0; k < per_tick && !face_frames.empty(); ++k) {
+                const double t_ms = std::chrono::duration<double, std::milli>(tick - t0).count() +
+                                    100.0 * k / per_tick;
+                std::string frame = face_frames[face_index++ % face_frames.size()];
+                std::memcpy(frame.data() + 1 + 4, &t_ms,
+                            sizeof t_ms);  // f64 t after "PLM" + version
+                ws.SendBinary(std::move(frame));
+              }
+              tick += 100ms;
+            }
+            const auto wait = std::max(Clock::now(), std::min(tick, give_up)) - Clock::now();
+            auto m = ws.Receive(std::chrono::duration_cast<std::chrono::milliseconds>(wait) + 1ms);
+            if (m) hear(*m);
+            if (m && seen(*m)) return true;
+            if (Clock::now() >= give_up) return false;
+          }
+        };
+        const auto type_of = [](const parley::testing::WsMessage& m) {
+          if (m.binary) return std::string("packet");
+          const auto v = parley::core::ParseJson(m.data);
+          return v ? (*v)["type"].asString() : std::string();
+        };
+        // The greeting plays first.
+        pump(
             [&](const auto& m) {
               const std::string t = type_of(m);
-              if (t == "speech_end" && off >= voiced_end && speech_end_at == Clock::time_point{})
-                speech_end_at = Clock::now();
-              if (t == "packet" && voiced_sent != Clock::time_point{} && !got_packet) {
-                got_packet = true;
-                r.v2v_ms =
-                    std::chrono::duration<double, std::milli>(m.received - voiced_sent).count();
-              }
-              if (t == "reply") r.reply = *parley::core::ParseJson(m.data);
-              if (t == "error" && m.data.find("asr_overloaded") != std::string::npos) {
-                ++overloaded_turns;
-                if (m.received >= measure_from && m.received < stop_at) ++overloaded_in_window;
-              }
-              if (t == "playback.start") r.start = *parley::core::ParseJson(m.data);
               self_interruption(t, m);
-              return t == "playback.end" && got_packet;
+              return t == "playback.end";
             },
-            speak, Clock::now() + std::chrono::milliseconds(rec.size() / 16) + 20s);
-        if (speech_end_at != Clock::time_point{} && voiced_sent != Clock::time_point{})
-          r.end_of_turn_ms =
-              std::chrono::duration<double, std::milli>(speech_end_at - voiced_sent).count();
-        r.measured = voiced_sent >= measure_from && voiced_sent < stop_at;
-        r.at_s = std::chrono::duration<double>(voiced_sent - measure_from).count();
+            silence, Clock::now() + 30s);
+        for (size_t turn = ci; !closed && Clock::now() < session_until; ++turn) {
+          const auto& rec = recordings[turn % recordings.size()];
+          const size_t voiced_end = last_voiced[turn % recordings.size()];
+          size_t off = 0;
+          Clock::time_point voiced_sent{};
+          own_speech.emplace_back(mic_samples, -1);
+          const auto speak = [&] {
+            if (off >= rec.size()) {
+              if (own_speech.back().second < 0) own_speech.back().second = mic_samples;
+              return silence();
+            }
+            const size_t n = std::min<size_t>(1600, rec.size() - off);
+            if (Clock::now() >= measure_from && Clock::now() < stop_at)
+              user_speech_samples += static_cast<int64_t>(n);
+            std::string chunk = microphone(rec.data() + off, n);
+            off += n;
+            // The chunk holding the last voiced sample leaves now (as a microphone's would, once
+            // its 100 ms were recorded).
+            if (off >= voiced_end && voiced_sent == Clock::time_point{}) voiced_sent = Clock::now();
+            return chunk;
+          };
+          Round r;
+          Clock::time_point speech_end_at{};
+          bool got_packet = false;
+          const bool answered = pump(
+              [&](const auto& m) {
+                const std::string t = type_of(m);
+                if (t == "speech_end" && off >= voiced_end && speech_end_at == Clock::time_point{})
+                  speech_end_at = Clock::now();
+                if (t == "packet" && voiced_sent != Clock::time_point{} && !got_packet) {
+                  got_packet = true;
+                  r.v2v_ms =
+                      std::chrono::duration<double, std::milli>(m.received - voiced_sent).count();
+                }
+                if (t == "reply") r.reply = *parley::core::ParseJson(m.data);
+                if (t == "error" && m.data.find("asr_overloaded") != std::string::npos) {
+                  ++overloaded_turns;
+                  if (m.received >= measure_from && m.received < stop_at) ++overloaded_in_window;
+                }
+                if (t == "playback.start") r.start = *parley::core::ParseJson(m.data);
+                self_interruption(t, m);
+                return t == "playback.end" && got_packet;
+              },
+              speak, Clock::now() + std::chrono::milliseconds(rec.size() / 16) + 20s);
+          if (speech_end_at != Clock::time_point{} && voiced_sent != Clock::time_point{})
+            r.end_of_turn_ms =
+                std::chrono::duration<double, std::milli>(speech_end_at - voiced_sent).count();
+          r.measured = voiced_sent >= measure_from && voiced_sent < stop_at;
+          r.at_s = std::chrono::duration<double>(voiced_sent - measure_from).count();
+          const std::lock_guard lock(mu);
+          if (!answered && r.measured && !closed) ++missing;
+          if (answered && r.measured) ++persona_turns;
+          if (answered) rounds.push_back(std::move(r));
+          // A breath before the next turn.
+          pump([](const auto&) { return false; }, silence, Clock::now() + 400ms);
+        }
+        if (closed) {
+          const uint16_t code = ws.WaitClosed(0ms).value_or(1006);
+          std::cerr << ("ws_load: session " + std::to_string(ci) +
+                        " closed by the server before the run ended (" + std::to_string(code) +
+                        " " + ws.close_reason() + ")\n");
+          const std::lock_guard lock(mu);
+          ++closed_early[code];
+          return;
+        }
+        if (full.session_s <= 0 || Clock::now() >= stop_at) return;
+        // The person leaves: the session ends (its report is built and stored), the next arrives.
+        ws.Close();
+        ws.WaitClosed(5s);
+        const bool ended = seats.end(session_id);
+        auto next = seats.create();
         const std::lock_guard lock(mu);
-        if (!answered && r.measured && !closed) ++missing;
-        if (answered && r.measured) ++persona_turns;
-        if (answered) rounds.push_back(std::move(r));
-        // A breath before the next turn.
-        pump([](const auto&) { return false; }, silence, Clock::now() + 400ms);
-      }
-      if (closed) {
-        const uint16_t code = ws.WaitClosed(0ms).value_or(1006);
-        std::cerr << ("ws_load: session " + std::to_string(ci) +
-                      " closed by the server before the run ended (" + std::to_string(code) + " " +
-                      ws.close_reason() + ")\n");
-        const std::lock_guard lock(mu);
-        ++closed_early[code];
+        ++(ended ? sessions_ended : end_failures);
+        if (!next) {
+          ++connect_failures;
+          return;
+        }
+        session_id = std::move(*next);
       }
     });
   }
@@ -801,6 +835,11 @@ int RunConversation(size_t sessions,
   out["turns_answered"] = static_cast<Json::UInt64>(v2v.size());
   out["turns_missing_reply"] = missing;
   out["connect_failures"] = connect_failures;
+  if (full.session_s > 0) {
+    out["session_s"] = full.session_s;
+    out["sessions_ended"] = sessions_ended;
+    out["session_end_failures"] = end_failures;
+  }
   Json::Value& early = out["closed_early_by_code"];
   early = Json::Value(Json::objectValue);
   for (const auto& [code, n] : closed_early) early[std::to_string(code)] = n;
@@ -1248,6 +1287,10 @@ int main(int argc, char** argv) {
   cli.add_option("--landmark-fps", landmark_fps,
                  "With --conversation: each session's face tracker also sends this many landmark "
                  "frames per second (30: the page's face mesh)");
+  double session_minutes = 0;
+  cli.add_option("--session-minutes", session_minutes,
+                 "With --conversation: each person practises this long, then the session ends "
+                 "(its report is written) and a new one takes the seat (0: one for the run)");
   double ramp_s = 0;
   cli.add_option("--ramp", ramp_s,
                  "With --conversation: sessions start one by one over this many seconds (people "
@@ -1326,14 +1369,29 @@ int main(int argc, char** argv) {
   }
   if (conversation) {
     // Each conversation connects when its person arrives (--ramp), not all up front.
-    const auto connect = [&](size_t i) {
-      return hub_list[i % hub_list.size()]->Connect(port, "/ws/practice?session=" + sessions[i],
-                                                    auth);
+    Seats seats;
+    seats.sessions = sessions;
+    seats.connect = [&](size_t seat, const std::string& session) {
+      return hub_list[seat % hub_list.size()]->Connect(port, "/ws/practice?session=" + session,
+                                                       auth);
     };
-    return RunConversation(
-        static_cast<size_t>(connections), connect, warmup_s, duration_s, pid_arg, child.pid,
-        echo_delay_ms, echo_db,
-        FullSession{webm_audio, landmark_fps, base, ramp_s, refused, refused_without_retry_after});
+    seats.end = [&](const std::string& session) {
+      const auto r = Http("POST", base + "/api/sessions/" + session + "/end", "{}", auth);
+      if (r.status != 200)
+        std::cerr << ("ws_load: ending " + session + ": " + std::to_string(r.status) + " " +
+                      r.body + "\n");
+      return r.status == 200;
+    };
+    seats.create = [&]() -> std::optional<std::string> {
+      const auto r = Http("POST", base + "/api/sessions", R"({"persona_id":"seoa"})", auth);
+      if (r.status == 201) return r.JsonBody()["session_id"].asString();
+      std::cerr << ("ws_load: a new session: " + std::to_string(r.status) + " " + r.body + "\n");
+      return std::nullopt;
+    };
+    FullSession full{webm_audio, landmark_fps, base, ramp_s, refused, refused_without_retry_after};
+    full.session_s = session_minutes * 60;
+    return RunConversation(seats, warmup_s, duration_s, pid_arg, child.pid, echo_delay_ms, echo_db,
+                           full);
   }
   std::mutex rtt_mu;
   std::vector<double> rtts_ms;
