@@ -367,8 +367,8 @@ std::string Capitalize(std::string s) {
 }  // namespace
 
 struct OfflineEngine::State {
-  // Sentences said between a line and its coming back: about seventy turns, so a session of
-  // an hour's first sixty turns repeats nothing.
+  // Sentences said before a line may come back: about seventy turns at three a turn, so the
+  // first sixty turns of a session repeat nothing.
   static constexpr uint64_t kRepeatGap = 200;
   static constexpr uint64_t kFreshOnly = std::numeric_limits<uint64_t>::max();
 
